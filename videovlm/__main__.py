@@ -1,0 +1,3 @@
+from videovlm.cli import main
+
+main()

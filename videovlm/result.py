@@ -1,0 +1,87 @@
+"""What a run produced, with everything needed to reproduce it (the result JSON contract).
+
+One :class:`Result` per video. Writers (``videovlm.write``) turn it into files; the batch engine
+writes ``to_dict()`` as one JSON line. ``frames`` travel with the result for the HTML report and
+contact sheet but are never serialised.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Segment:
+    """A stretch of video and what happens in it. ``frames`` are the indices of its frames."""
+
+    start_s: float
+    end_s: float
+    text: str
+    frames: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    """An answer to one question; ``choice`` is the chosen letter for multiple choice."""
+
+    question: str
+    answer: str
+    choices: list[str] | None = None
+    choice: str | None = None
+
+
+@dataclass
+class Result:
+    """One video's outcome: facts, how it was sampled and asked, and what the model said."""
+
+    video: dict[str, Any]
+    sampling: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    generation: dict[str, Any] | None = None
+    segments: list[Segment] = field(default_factory=list)
+    summary: str | None = None
+    answers: list[Answer] = field(default_factory=list)
+    timing_s: dict[str, float] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+    mode: str | None = None  # "timeline" | "scenes" | "ask" ...
+    segments_parsed: bool = True  # False: the model's text had no times; one segment holds it all
+    created_at: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    frames: list[Any] = field(default_factory=list, repr=False)  # decoded Frames; not serialised
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the output contract (frames' pixels are left out)."""
+        from videovlm import __version__
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "videovlm_version": __version__,
+            "created_at": self.created_at,
+            "video": self.video,
+            "sampling": self.sampling,
+            "model": self.model,
+            "prompt": self.prompt,
+            "generation": self.generation,
+            "mode": self.mode,
+            "segments": [
+                {"start_s": s.start_s, "end_s": s.end_s, "text": s.text, "frames": s.frames}
+                for s in self.segments
+            ],
+            "segments_parsed": self.segments_parsed,
+            "summary": self.summary,
+            "answers": [
+                {"question": a.question, "choices": a.choices, "answer": a.answer,
+                 "choice": a.choice}
+                for a in self.answers
+            ],
+            "timing_s": self.timing_s,
+            "warnings": self.warnings,
+            "error": self.error,
+        }
