@@ -1,0 +1,279 @@
+"""Synthetic test videos whose frames carry their own index in their pixels.
+
+A test checks the frame it got from the pixels, not from the decoder's word: every frame shows its
+index as a grid of big black/white cells (robust to lossy compression at any size from 64x48 up),
+framed by a fixed sync row and a checksum so that a frame read in the wrong orientation, or a
+frame that is not one of ours, fails loudly instead of yielding a plausible number. A colour band
+(red left, blue right) catches RGB/BGR mix-ups.
+
+Everything is encoded with PyAV's bundled encoders (no system ffmpeg): libx264, libx265,
+libvpx-vp9, libsvtav1, mpeg4, mjpeg.
+
+Layout of an upright frame (W x H):
+    top 3/4: a grid of 4 rows x 6 columns of cells
+        row 0        sync pattern 1 0 1 1 0 0 (asymmetric under any rotation or mirror)
+        rows 1..3    18 bits, most significant first: 16 bits of index, 2 bits of checksum
+    bottom 1/4: left half pure red, right half pure blue
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner on every encode
+
+GRID_ROWS, GRID_COLS = 4, 6
+SYNC = (1, 0, 1, 1, 0, 0)
+INDEX_BITS = 16
+MAX_INDEX = (1 << INDEX_BITS) - 1
+
+# Short codec name -> (PyAV encoder, default pixel format, encoder options)
+ENCODERS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "h264": ("libx264", "yuv420p", {"preset": "ultrafast", "crf": "18"}),
+    "hevc": ("libx265", "yuv420p", {"preset": "ultrafast", "crf": "18",
+                                    "x265-params": "log-level=error"}),
+    "vp9": ("libvpx-vp9", "yuv420p", {"deadline": "realtime", "cpu-used": "8", "crf": "20",
+                                      "b": "0"}),
+    "av1": ("libsvtav1", "yuv420p", {"preset": "12", "crf": "20"}),
+    "mpeg4": ("mpeg4", "yuv420p", {"qscale": "2"}),
+    "mjpeg": ("mjpeg", "yuvj420p", {}),
+}
+
+# Container suffix -> audio encoder used when the file gets an audio stream
+_AUDIO = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".ts": "aac", ".webm": "libopus",
+          ".avi": "pcm_s16le"}
+
+
+def _checksum(index: int) -> int:
+    return (bin(index).count("1") + (index >> 3)) & 3
+
+
+def _bits(index: int) -> list[int]:
+    value = (index << 2) | _checksum(index)
+    return [(value >> (17 - b)) & 1 for b in range(18)]
+
+
+def _edges(length: int, parts: int) -> list[int]:
+    return [round(length * k / parts) for k in range(parts + 1)]
+
+
+def draw_frame(index: int, size: tuple[int, int]) -> np.ndarray:
+    """The upright RGB picture of frame ``index`` at display ``size`` (width, height)."""
+    if not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"index {index} outside 0..{MAX_INDEX}")
+    w, h = size
+    img = np.empty((h, w, 3), dtype=np.uint8)
+    grid_h = h * 3 // 4
+    ys, xs = _edges(grid_h, GRID_ROWS), _edges(w, GRID_COLS)
+    cells = list(SYNC) + _bits(index)
+    for r in range(GRID_ROWS):
+        for c in range(GRID_COLS):
+            img[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = 255 * cells[r * GRID_COLS + c]
+    img[grid_h:, : w // 2] = (255, 0, 0)
+    img[grid_h:, w // 2 :] = (0, 0, 255)
+    return img
+
+
+def read_index(image: np.ndarray, *, check_colour: bool = True) -> int:
+    """Recover the frame index drawn by :func:`draw_frame` from an upright RGB frame.
+
+    Raises ValueError when the sync row or checksum does not match (wrong orientation, wrong
+    picture, corrupt decode) or, with ``check_colour``, when red and blue are swapped.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    grid_h = h * 3 // 4
+    ys, xs = _edges(grid_h, GRID_ROWS), _edges(w, GRID_COLS)
+    lum = image.astype(np.float32).mean(axis=2)
+    cells = []
+    for r in range(GRID_ROWS):
+        for c in range(GRID_COLS):
+            y0, y1, x0, x1 = ys[r], ys[r + 1], xs[c], xs[c + 1]
+            dy, dx = (y1 - y0) // 4, (x1 - x0) // 4
+            cells.append(int(lum[y0 + dy : y1 - dy, x0 + dx : x1 - dx].mean() > 127.5))
+    if tuple(cells[:GRID_COLS]) != SYNC:
+        raise ValueError(f"sync row {cells[:GRID_COLS]} != {list(SYNC)}: not upright or not ours")
+    value = 0
+    for bit in cells[GRID_COLS:]:
+        value = (value << 1) | bit
+    index, check = value >> 2, value & 3
+    if check != _checksum(index):
+        raise ValueError(f"checksum mismatch for index {index}: corrupt or misread frame")
+    if check_colour:
+        band = image[grid_h + (h - grid_h) // 4 : h - (h - grid_h) // 4].astype(np.int32)
+        left = band[:, : w // 4].reshape(-1, 3).mean(axis=0)
+        right = band[:, 3 * w // 4 :].reshape(-1, 3).mean(axis=0)
+        if not (left[0] > left[2] + 60 and right[2] > right[0] + 60):
+            raise ValueError(f"colour band wrong (left {left.round()}, right {right.round()}): "
+                             "red/blue swapped or not RGB")
+    return index
+
+
+def frame_times(n_frames: int, fps: float, vfr_gap: tuple[int, float] | None = None,
+                start_pts_s: float = 0.0) -> list[Fraction]:
+    """Presentation times (seconds, as written) of the frames :func:`make_video` writes."""
+    rate = Fraction(fps).limit_denominator(1001)
+    tick = 1 / rate
+    start = round(Fraction(start_pts_s) / tick) * tick
+    times = []
+    for i in range(n_frames):
+        t = start + i * tick
+        if vfr_gap is not None and i > vfr_gap[0]:
+            t += round(Fraction(vfr_gap[1]) / tick) * tick - tick
+        times.append(t)
+    return times
+
+
+def make_video(
+    path: str | Path,
+    *,
+    codec: str = "h264",
+    n_frames: int = 30,
+    fps: float = 30,
+    size: tuple[int, int] = (64, 48),
+    gop: int | None = None,
+    bframes: int | None = None,
+    rotation: int = 0,
+    start_pts_s: float = 0.0,
+    vfr_gap: tuple[int, float] | None = None,
+    extra_stream_first: bool = False,
+    pix_fmt: str | None = None,
+    audio: bool = False,
+    options: dict[str, str] | None = None,
+    faststart: bool = False,
+) -> Path:
+    """Write a video whose frame ``i`` shows index ``i`` (see :func:`read_index`); return its path.
+
+    ``size`` is the upright display size (width, height); with ``rotation`` (degrees clockwise a
+    player must turn the stored picture: 0/90/180/270) the stored picture is turned the other way
+    and a display matrix is written, so only a reader that applies the rotation sees the index.
+    ``vfr_gap=(i, seconds)`` keeps frame ``i`` on screen for ``seconds`` (a frozen stretch: variable
+    frame rate); ``start_pts_s`` makes the first frame's presentation time non-zero (both rounded
+    to whole frame intervals). ``extra_stream_first`` puts an audio stream before the video (the
+    video is then stream 1); ``audio`` adds one after it. The container is chosen by the suffix
+    (.mp4 .mov .mkv .webm .avi .ts). ``options`` override the encoder options. ``faststart`` puts
+    an MP4's index (moov) first, so a truncated copy stays partly decodable.
+    """
+    path = Path(path)
+    if codec not in ENCODERS:
+        raise ValueError(f"codec {codec!r} not one of {sorted(ENCODERS)}")
+    if rotation % 90 or rotation not in (0, 90, 180, 270):
+        raise ValueError(f"rotation must be 0, 90, 180 or 270, got {rotation}")
+    if n_frames - 1 > MAX_INDEX:
+        raise ValueError(f"at most {MAX_INDEX + 1} frames")
+    encoder, default_fmt, default_opts = ENCODERS[codec]
+    if pix_fmt is None and codec in ("h264", "hevc") and (size[0] % 2 or size[1] % 2):
+        default_fmt = "yuv444p"  # x264/x265 refuse odd sizes in 4:2:0
+    opts = {**default_opts, **(options or {})}
+    if gop is not None and codec in ("h264", "hevc"):
+        key = "x264-params" if codec == "h264" else "x265-params"
+        extra = "scenecut=0" if codec == "h264" else "scenecut=0:open-gop=0"
+        opts[key] = f"{opts[key]}:{extra}" if key in opts else extra
+    rate = Fraction(fps).limit_denominator(1001)
+    tick = 1 / rate
+    times = frame_times(n_frames, fps, vfr_gap, start_pts_s)
+    w, h = size
+    stored_w, stored_h = (h, w) if rotation in (90, 270) else (w, h)
+    suffix = path.suffix.lower()
+    container_opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=container_opts) as out:
+        audio_stream = None
+        if extra_stream_first:
+            audio_stream = _add_audio(out, suffix)
+        stream = out.add_stream(encoder, rate=rate, options=opts)
+        stream.width, stream.height = stored_w, stored_h
+        stream.pix_fmt = pix_fmt or default_fmt
+        stream.codec_context.time_base = tick
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if bframes is not None:
+            stream.codec_context.max_b_frames = bframes
+        if rotation:
+            # set_display_rotation takes counter-clockwise degrees; the player turns clockwise
+            stream.set_display_rotation(-rotation)
+        if audio and audio_stream is None:
+            audio_stream = _add_audio(out, suffix)
+        for i, t in enumerate(times):
+            upright = draw_frame(i, size)
+            stored = np.ascontiguousarray(np.rot90(upright, k=rotation // 90))
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame = frame.reformat(format=stream.pix_fmt)
+            frame.pts = round(t / tick)
+            frame.time_base = tick
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        if audio_stream is not None:
+            end = times[-1] + tick if times else Fraction(0)
+            _write_audio(out, audio_stream, float(times[0]) if times else 0.0, float(end))
+    return path
+
+
+def _add_audio(out: av.container.OutputContainer, suffix: str):
+    codec = _AUDIO.get(suffix, "aac")
+    rate = 48000
+    stream = out.add_stream(codec, rate=rate)
+    stream.layout = "mono"
+    return stream
+
+
+def _write_audio(out, stream, start_s: float, end_s: float) -> None:
+    """A quiet 440 Hz tone covering the video's time span."""
+    rate = stream.codec_context.sample_rate
+    fmt = stream.codec_context.format.name
+    chunk = stream.codec_context.frame_size or 1024
+    total = int((end_s - start_s) * rate)
+    pts = int(start_s * rate)
+    for s in range(0, max(total, chunk), chunk):
+        t = (np.arange(s, s + chunk) / rate).astype(np.float32)
+        wave = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        data = (wave * 32767).astype(np.int16) if fmt.startswith("s16") else wave
+        data = data[None, :]
+        frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+        frame.sample_rate = rate
+        frame.pts = pts + s
+        frame.time_base = Fraction(1, rate)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def make_text(path: str | Path, text: str = "this is not a video\n") -> Path:
+    """A text file with a video's name: must be refused, not decoded."""
+    path = Path(path)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_random(path: str | Path, n_bytes: int = 20000, seed: int = 0) -> Path:
+    """Random bytes with a video's name."""
+    path = Path(path)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, np.uint8).tobytes())
+    return path
+
+
+def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
+    """A file with an audio stream and no video stream."""
+    path = Path(path)
+    with av.open(str(path), mode="w") as out:
+        stream = _add_audio(out, path.suffix.lower())
+        _write_audio(out, stream, 0.0, seconds)
+    return path
+
+
+def truncate(src: str | Path, dst: str | Path, keep: float) -> Path:
+    """Copy the first ``keep`` fraction of ``src``'s bytes to ``dst`` (a cut-off download)."""
+    data = Path(src).read_bytes()
+    dst = Path(dst)
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def indices_of(frames: Sequence[np.ndarray]) -> list[int]:
+    """The drawn index of each upright frame."""
+    return [read_index(f) for f in frames]
