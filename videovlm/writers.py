@@ -1,0 +1,351 @@
+"""Turning a :class:`~videovlm.result.Result` into files: one small writer per format, by name.
+
+Every writer renders to bytes first and :func:`write` only touches the disk once all requested
+formats rendered, each file through a temporary file in the same folder and ``os.replace``: a
+crash or a bad format never leaves a half-written or stale-mixed set of outputs behind, which the
+batch engine's ``--resume`` relies on. Subtitles go through the ``srt`` and ``webvtt-py``
+libraries so they are what players accept, not our idea of the format.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videovlm.errors import VideoVLMError
+from videovlm.result import Result
+
+THUMB_SIZE = 320  # longest side of an HTML thumbnail, px: sharp on a phone, light in the page
+THUMB_QUALITY = 80
+
+
+def format_time(seconds: float) -> str:
+    """A time for people: ``MM:SS.s``, or ``H:MM:SS.s`` past an hour.
+
+    The one formatter for reports (md, html), so a segment's time reads the same everywhere;
+    tenths are kept because scene cuts rarely fall on whole seconds.
+    """
+    tenths = round(max(0.0, seconds) * 10)
+    h, rem = divmod(tenths, 36000)
+    m, rem = divmod(rem, 600)
+    s, t = divmod(rem, 10)
+    return f"{h}:{m:02d}:{s:02d}.{t}" if h else f"{m:02d}:{s:02d}.{t}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cue_lines(text: str) -> str:
+    """Cue text without blank lines (a blank line ends a cue in both SRT and WebVTT)."""
+    return "\n".join(ln.strip() for ln in text.splitlines() if ln.strip()) or "…"
+
+
+# --- one renderer per format: (result, stem) -> {file name: bytes} -------------------------------
+
+Renderer = Callable[[Result, str], dict[str, bytes]]
+
+
+def _json(result: Result, stem: str) -> dict[str, bytes]:
+    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
+    return {f"{stem}.json": (text + "\n").encode()}
+
+
+def _jsonl(result: Result, stem: str) -> dict[str, bytes]:
+    text = json.dumps(result.to_dict(), ensure_ascii=False)
+    return {f"{stem}.jsonl": (text + "\n").encode()}
+
+
+def _srt(result: Result, stem: str) -> dict[str, bytes]:
+    import srt
+
+    subs = [
+        srt.Subtitle(
+            index=i,
+            start=_dt.timedelta(seconds=seg.start_s),
+            end=_dt.timedelta(seconds=seg.end_s),
+            content=_cue_lines(seg.text),
+        )
+        for i, seg in enumerate(result.segments, 1)
+    ]
+    return {f"{stem}.srt": srt.compose(subs).encode()}
+
+
+def _vtt(result: Result, stem: str) -> dict[str, bytes]:
+    import webvtt
+    from webvtt.models import Timestamp
+
+    captions = [
+        webvtt.Caption(
+            start=str(Timestamp.from_seconds(seg.start_s)),
+            end=str(Timestamp.from_seconds(seg.end_s)),
+            # WebVTT cue text is markup: &, < and > must be escaped to show as written
+            text=html.escape(_cue_lines(seg.text), quote=False),
+        )
+        for seg in result.segments
+    ]
+    return {f"{stem}.vtt": webvtt.WebVTT(captions=captions).content.encode()}
+
+
+def _facts(result: Result) -> list[tuple[str, str]]:
+    """The video's and the run's facts as (label, value) rows, shared by md and html."""
+    v, s = result.video, result.sampling
+    rows = [
+        ("Duration", f"{format_time(v.get('duration_s', 0.0))} ({v.get('duration_s', 0):.2f} s)"),
+        ("Size", f"{v.get('width')}×{v.get('height')}"),
+        ("Frame rate", f"{v.get('fps', 0):.3f} fps, {v.get('frame_count')} frames"),
+        ("Codec", str(v.get("codec"))),
+    ]
+    if s.get("frames") is not None:
+        rows.append(("Frames shown to the model",
+                     f"{len(s['frames'])} of {s.get('requested')} requested, "
+                     f"{s.get('image_size')} px ({s.get('fit')}), {s.get('backend')} decoder"))
+    if result.model:
+        rows.append(("Model", f"{result.model.get('id')} ({result.model.get('device')}, "
+                              f"{result.model.get('dtype')})"))
+    if result.prompt:
+        rows.append(("Prompt", f"{result.prompt.get('tokens')} tokens "
+                               f"(budget {result.prompt.get('budget')})"))
+    if result.mode:
+        rows.append(("Mode", result.mode))
+    if result.timing_s:
+        rows.append(("Time", ", ".join(f"{k} {v:.2f} s" for k, v in result.timing_s.items())))
+    return rows
+
+
+def _title(result: Result) -> str:
+    return Path(str(result.video.get("path", "video"))).name
+
+
+def _sheet_name(stem: str) -> str:
+    return f"{stem}_sheet.jpg"
+
+
+def _jpeg(image: Any, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _md(result: Result, stem: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    lines = [f"# {_title(result)}", ""]
+    if result.frames:
+        from videovlm.sheet import contact_sheet
+
+        out[_sheet_name(stem)] = _jpeg(contact_sheet(result.frames))
+        lines += [f"![Contact sheet: the frames the model saw]({_sheet_name(stem)})", ""]
+    lines += ["| | |", "|---|---|"]
+    lines += [f"| {k} | {val} |" for k, val in _facts(result)]
+    lines.append("")
+    if result.summary:
+        lines += ["## Summary", "", result.summary.strip(), ""]
+    if result.segments:
+        lines += ["## Segments", ""]
+        if not result.segments_parsed:
+            lines += ["*The model's text carried no usable times; it is shown whole.*", ""]
+        for seg in result.segments:
+            lines += [f"### {format_time(seg.start_s)} – {format_time(seg.end_s)}", "",
+                      seg.text.strip(), ""]
+    if result.answers:
+        lines += ["## Answers", ""]
+        for a in result.answers:
+            lines.append(f"**Q:** {a.question}  ")
+            for letter, choice in zip(_letters(a.choices), a.choices or [], strict=True):
+                lines.append(f"{letter}. {choice}  ")
+            picked = f" (choice **{a.choice}**)" if a.choice else ""
+            lines += [f"**A:** {a.answer.strip()}{picked}", ""]
+    if result.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
+    out[f"{stem}.md"] = "\n".join(lines).encode()
+    return out
+
+
+def _letters(choices: Sequence[str] | None) -> list[str]:
+    from videovlm.text import choice_letters
+
+    return choice_letters(choices or [])
+
+
+_CSS = """
+:root { color-scheme: light dark; --bg: #fafafa; --fg: #1b1b1b; --card: #fff; --muted: #666;
+        --accent: #2060c0; }
+@media (prefers-color-scheme: dark) {
+  :root { --bg: #16181c; --fg: #e8e8e8; --card: #22252b; --muted: #9aa; --accent: #7aa7ff; } }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--fg);
+       font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+main { max-width: 980px; margin: 0 auto; padding: 16px; }
+h1 { font-size: 1.6rem; margin: .4em 0; overflow-wrap: anywhere; }
+h2 { font-size: 1.25rem; margin-top: 1.6em; }
+table.facts { border-collapse: collapse; width: 100%; font-size: .92rem; }
+table.facts th { text-align: left; color: var(--muted); font-weight: normal;
+                 padding: 3px 12px 3px 0; white-space: nowrap; vertical-align: top; }
+table.facts td { padding: 3px 0; overflow-wrap: anywhere; }
+.summary { background: var(--card); border-left: 4px solid var(--accent); padding: 12px 16px;
+           border-radius: 6px; }
+.segment { background: var(--card); border-radius: 8px; padding: 12px 16px; margin: 14px 0;
+           box-shadow: 0 1px 3px rgba(0,0,0,.12); }
+.segment h3 { margin: 0 0 8px; font-size: 1.05rem; color: var(--accent);
+              font-variant-numeric: tabular-nums; }
+.thumbs { display: grid; grid-template-columns: repeat(auto-fill, minmax(132px, 1fr));
+          gap: 8px; margin: 0 0 10px; }
+figure { margin: 0; }
+figure img { width: 100%; height: auto; display: block; border-radius: 4px; }
+figcaption { font-size: .8rem; color: var(--muted); text-align: center;
+             font-variant-numeric: tabular-nums; }
+.text { white-space: pre-wrap; margin: 0; }
+.note, .warn { color: var(--muted); font-size: .9rem; }
+.warn { color: #b35c00; }
+.answer { background: var(--card); border-radius: 8px; padding: 12px 16px; margin: 12px 0; }
+@media (max-width: 520px) {
+  main { padding: 10px; } h1 { font-size: 1.3rem; }
+  .thumbs { grid-template-columns: repeat(2, 1fr); }
+  table.facts th { white-space: normal; } }
+"""
+
+
+def _thumbnail_uri(frame: Any) -> str:
+    from PIL import Image
+
+    img = Image.fromarray(frame.image)
+    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    return "data:image/jpeg;base64," + base64.b64encode(_jpeg(img, THUMB_QUALITY)).decode()
+
+
+def _html(result: Result, stem: str) -> dict[str, bytes]:
+    e = html.escape
+    by_index = {f.index: f for f in result.frames}
+    title = _title(result)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # nothing may leave the page: no scripts, fonts, images or styles from anywhere else
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "img-src data:; style-src 'unsafe-inline'\">",
+        f"<title>{e(title)} — videovlm</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        f"<h1>{e(title)}</h1>",
+        '<table class="facts">',
+        *(f"<tr><th>{e(k)}</th><td>{e(str(val))}</td></tr>" for k, val in _facts(result)),
+        "</table>",
+    ]
+    if result.warnings:
+        parts += [f'<p class="warn">⚠ {e(w)}</p>' for w in result.warnings]
+    if result.summary:
+        parts += ["<h2>Summary</h2>", f'<div class="summary"><p class="text">'
+                  f"{e(result.summary.strip())}</p></div>"]
+    if result.segments:
+        parts.append("<h2>Scenes</h2>" if result.mode == "scenes" else "<h2>Timeline</h2>")
+        if not result.segments_parsed:
+            parts.append('<p class="note">The model\'s text carried no usable times; '
+                         "it is shown whole.</p>")
+    for seg in result.segments:
+        span = f"{format_time(seg.start_s)} – {format_time(seg.end_s)}"
+        parts += ['<section class="segment">', f"<h3>{e(span)}</h3>"]
+        frames = [by_index[i] for i in seg.frames if i in by_index]
+        if frames:
+            parts.append('<div class="thumbs">')
+            parts += [
+                f'<figure><img src="{_thumbnail_uri(f)}" alt="frame {f.index} at '
+                f'{e(format_time(f.time_s))}" loading="lazy">'
+                f"<figcaption>{e(format_time(f.time_s))}</figcaption></figure>"
+                for f in frames
+            ]
+            parts.append("</div>")
+        parts += [f'<p class="text">{e(seg.text.strip())}</p>', "</section>"]
+    if result.answers:
+        parts.append("<h2>Answers</h2>")
+        for a in result.answers:
+            parts += ['<div class="answer">', f"<p><strong>Q:</strong> {e(a.question)}</p>"]
+            if a.choices:
+                parts.append("<ol type=\"A\">" + "".join(f"<li>{e(c)}</li>" for c in a.choices)
+                             + "</ol>")
+            picked = f" <em>(choice {e(a.choice)})</em>" if a.choice else ""
+            parts += [f'<p class="text"><strong>A:</strong> {e(a.answer.strip())}{picked}</p>',
+                      "</div>"]
+    parts.append("</main></body></html>\n")
+    return {f"{stem}.html": "\n".join(parts).encode()}
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One output format: its name (as given to ``-f``) and how it renders a result."""
+
+    name: str
+    render: Renderer
+    description: str
+
+
+WRITERS: dict[str, Writer] = {
+    w.name: w
+    for w in (
+        Writer("json", _json, "the result JSON, indented"),
+        Writer("jsonl", _jsonl, "the result JSON on one line"),
+        Writer("srt", _srt, "SubRip subtitles, one cue per segment"),
+        Writer("vtt", _vtt, "WebVTT subtitles, one cue per segment"),
+        Writer("md", _md, "a Markdown report with the contact sheet beside it"),
+        Writer("html", _html, "one self-contained HTML page with thumbnails"),
+    )
+}
+
+
+def parse_formats(formats: str | Sequence[str]) -> list[str]:
+    """Format names from ``"json,srt"`` or a list; ``all`` means every writer. Order kept."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    names: list[str] = []
+    for raw in items:
+        for name in (p.strip().lower() for p in raw.split(",")):
+            if not name:
+                continue
+            expanded = list(WRITERS) if name == "all" else [name]
+            for n in expanded:
+                if n not in WRITERS:
+                    raise VideoVLMError(
+                        f"unknown output format {name!r}: choose from "
+                        f"{', '.join(WRITERS)} or all (e.g. -f json,srt)"
+                    )
+                if n not in names:
+                    names.append(n)
+    if not names:
+        raise VideoVLMError(f"no output format given: choose from {', '.join(WRITERS)} or all")
+    return names
+
+
+def write(result: Result, out_dir: Path, formats: Sequence[str] | str, stem: str) -> list[Path]:
+    """Write ``result`` as ``out_dir/<stem>.<format>`` for each format; the paths written.
+
+    Everything is rendered before anything is written, and each file is replaced atomically.
+    ``stem`` may contain folders (the batch engine mirrors input paths); they are created.
+    """
+    names = parse_formats(formats)
+    files: dict[str, bytes] = {}
+    for name in names:
+        files.update(WRITERS[name].render(result, Path(stem).name))
+    target_dir = Path(out_dir) / Path(stem).parent
+    target_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fname, data in files.items():
+        path = target_dir / fname
+        atomic_write(path, data)
+        paths.append(path)
+    return paths
