@@ -198,7 +198,7 @@ h1 { font-size: 1.6rem; margin: .4em 0; overflow-wrap: anywhere; }
 h2 { font-size: 1.25rem; margin-top: 1.6em; }
 table.facts { border-collapse: collapse; width: 100%; font-size: .92rem; }
 table.facts th { text-align: left; color: var(--muted); font-weight: normal;
-                 padding: 3px 12px 3px 0; white-space: nowrap; vertical-align: top; }
+                 padding: 3px 12px 3px 0; white-space: nowrap; vertical-align: top; width: 1%; }
 table.facts td { padding: 3px 0; overflow-wrap: anywhere; }
 .summary { background: var(--card); border-left: 4px solid var(--accent); padding: 12px 16px;
            border-radius: 6px; }
