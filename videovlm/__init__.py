@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from videovlm.decode import Frame
+from videovlm.decode import Frame, decode, sample_frames
 from videovlm.plan import FrameRef, plan
 from videovlm.probe import VideoInfo, probe
 from videovlm.result import Answer, Result, Segment
@@ -22,6 +22,8 @@ __all__ = [
     "Segment",
     "VideoInfo",
     "__version__",
+    "decode",
     "plan",
     "probe",
+    "sample_frames",
 ]

@@ -8,14 +8,15 @@ that cannot guarantee that for a file refuses with a BackendError instead of gue
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from videovlm.errors import BackendError
-from videovlm.plan import FrameRef
+from videovlm.plan import FrameRef, SeekMode
 from videovlm.probe import VideoInfo
 
 
@@ -33,7 +34,13 @@ class Backend(Protocol):
 
     name: str
 
-    def decode(self, info: VideoInfo, refs: Sequence[FrameRef]) -> list[Frame]: ...
+    def decode(self, info: VideoInfo, refs: Sequence[FrameRef]) -> list[Frame]:
+        """Frames for ``refs`` (sorted by time), in that order; BackendError rather than a guess.
+
+        A backend may also accept ``on_frame: Callable[[Frame], None] | None`` (keyword) and call
+        it as each frame is ready; :func:`decode` passes it only to backends that take it.
+        """
+        ...
 
 
 # name -> module implementing ``make() -> Backend`` (imported lazily: a missing library is simply
@@ -45,3 +52,140 @@ _REGISTRY: dict[str, str] = {
     "torchcodec": "videovlm.decode._torchcodec",
 }
 BACKEND_NAMES: tuple[str, ...] = ("auto", *_REGISTRY)
+# the library each backend needs, checked without importing it (importing torch takes seconds)
+_LIBRARY: dict[str, str] = {"av": "av", "decord": "decord", "opencv": "cv2",
+                            "torchcodec": "torchcodec"}
+_INSTANCES: dict[str, Backend] = {}
+
+
+def available_backends() -> list[str]:
+    """Backends whose module and library are installed, in ``auto`` preference order.
+
+    Decided from the import system's metadata alone, so asking is cheap and imports nothing
+    heavy; a library that is present but broken shows up when :func:`get_backend` makes it.
+    """
+    import importlib.util
+
+    names = []
+    for name, module in _REGISTRY.items():
+        try:
+            found = importlib.util.find_spec(module) and importlib.util.find_spec(_LIBRARY[name])
+        except (ImportError, ValueError):
+            found = None
+        if found:
+            names.append(name)
+    return names
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` (made once per process); BackendError if it cannot be used."""
+    if name not in _REGISTRY:
+        raise BackendError(
+            f"unknown backend {name!r}; choose one of: {', '.join(BACKEND_NAMES)}"
+        )
+    if name not in _INSTANCES:
+        try:
+            module = importlib.import_module(_REGISTRY[name])
+            _INSTANCES[name] = module.make()
+        except ImportError as exc:
+            raise BackendError(
+                f"backend {name!r} is not installed ({exc}); install it with "
+                f"pip install 'videovlm[{name}]' or choose --backend av"
+            ) from None
+    return _INSTANCES[name]
+
+
+def decode(
+    info_or_path: VideoInfo | str | os.PathLike[str],
+    refs: Sequence[FrameRef],
+    backend: str = "auto",
+    on_frame: Callable[[Frame], None] | None = None,
+) -> list[Frame]:
+    """Decode exactly the planned frames, in plan order, with one backend.
+
+    ``auto`` takes the first installed backend that decodes this file correctly: a backend that
+    refuses (BackendError) hands over to the next one. Whatever backend ran, its output is checked
+    here against the plan (same indices, same order, upright RGB at the probed display size), so a
+    backend that returns something else fails loudly instead of passing on a wrong frame.
+    ``on_frame`` is called as each frame is ready (progress bars).
+    """
+    info = info_or_path if isinstance(info_or_path, VideoInfo) else _probe(info_or_path)
+    if backend == "auto":
+        names = available_backends()
+        if not names:
+            raise BackendError("no decoding backend is installed; pip install av")
+    else:
+        names = [backend]
+    first_error: BackendError | None = None
+    for name in names:
+        try:
+            impl = get_backend(name)
+            frames = _call(impl, info, refs, on_frame)
+            _check(info, refs, frames, name)
+            return frames
+        except BackendError as exc:
+            if backend != "auto":
+                raise
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def sample_frames(
+    path: str | os.PathLike[str],
+    n: int = 50,
+    backend: str = "auto",
+    seek: SeekMode = "exact",
+) -> list[Frame]:
+    """Probe, plan and decode in one call: up to ``n`` frames by the selection rule."""
+    from videovlm.plan import plan
+
+    info = _probe(path)
+    return decode(info, plan(info, n, seek=seek), backend)
+
+
+def _probe(path: str | os.PathLike[str]) -> VideoInfo:
+    from videovlm.probe import probe
+
+    return probe(path)
+
+
+def _call(impl: Backend, info: VideoInfo, refs: Sequence[FrameRef], on_frame) -> list[Frame]:
+    """Call a backend, passing ``on_frame`` only to those that take it."""
+    import inspect
+
+    if on_frame is not None and "on_frame" in inspect.signature(impl.decode).parameters:
+        return impl.decode(info, refs, on_frame=on_frame)
+    frames = impl.decode(info, refs)
+    if on_frame is not None:
+        for f in frames:
+            on_frame(f)
+    return frames
+
+
+def _check(info: VideoInfo, refs: Sequence[FrameRef], frames: list[Frame], name: str) -> None:
+    """The contract every backend must meet, checked on every call."""
+    got = [f.index for f in frames]
+    want = [r.index for r in refs]
+    if got != want:
+        raise BackendError(
+            f"backend {name!r} returned frames {got[:8]}... for planned {want[:8]}... "
+            f"in {info.path}; try --backend av"
+        )
+    for f, r in zip(frames, refs, strict=True):
+        img = f.image
+        if (
+            not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3
+            or img.shape[2] != 3 or abs(f.time_s - r.time_s) > 1e-6
+        ):
+            raise BackendError(
+                f"backend {name!r} returned a malformed frame {f.index} "
+                f"({getattr(img, 'shape', None)}, {getattr(img, 'dtype', None)}, t={f.time_s}) "
+                f"for {info.path}"
+            )
+        h, w = img.shape[:2]
+        if (h, w) != (info.height, info.width) and (w, h) == (info.height, info.width):
+            raise BackendError(
+                f"backend {name!r} returned frame {f.index} of {info.path} not upright "
+                f"({w}x{h}, display {info.width}x{info.height})"
+            )
