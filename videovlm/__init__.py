@@ -18,12 +18,28 @@ __all__ = [
     "Answer",
     "Frame",
     "FrameRef",
+    "Model",
     "Result",
     "Segment",
     "VideoInfo",
     "__version__",
+    "ask",
     "decode",
+    "describe",
     "plan",
     "probe",
     "sample_frames",
 ]
+
+# Loaded on first use, so ``import videovlm`` (and ``videovlm frames``) never imports torch.
+_LAZY = {"Model": "videovlm.model", "describe": "videovlm.api", "ask": "videovlm.api"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'videovlm' has no attribute {name!r}")

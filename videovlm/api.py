@@ -1,0 +1,544 @@
+"""describe / ask: the two stages of a run, and the calls people make.
+
+A run is split where the hardware splits: :func:`load_video` is the CPU stage (probe, scenes,
+plan, decode, prepare) and returns a picklable :class:`VideoInputs` that a worker process or a
+Ray task can hand over; :func:`run_model` is the model stage (pack, generate, parse) and needs
+only the loaded :class:`~videovlm.model.Model`. :func:`describe`, :func:`ask` and
+:func:`run_recipe` chain the two for one video; the batch engines call them separately.
+
+Prompts, sampling and generation settings come from a recipe (``pipelines/*.toml``), never from
+this module, so a user changes what is asked by editing a recipe, not code.
+
+A prompt that does not fit the model's context is never cut: the frames are re-planned with the
+selection rule for the largest count that fits, decoded again, and a warning says so (in the
+log and in ``Result.warnings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from videovlm.decode import Frame
+from videovlm.errors import BackendError, VideoVLMError
+from videovlm.plan import FrameRef, plan
+from videovlm.probe import VideoInfo, probe
+from videovlm.result import Answer, Result, Segment
+
+if TYPE_CHECKING:
+    from videovlm.model import Model
+    from videovlm.pack import Prompt
+    from videovlm.pipelines import Recipe
+
+log = logging.getLogger("videovlm")
+
+MODES = ("scenes", "timeline")
+_MODE_RECIPE = {"scenes": "describe", "timeline": "timeline"}
+_DEFAULT_MAX_NEW_TOKENS = 512
+
+
+@dataclass
+class Group:
+    """Frames described together: the whole video (timeline, questions) or one scene."""
+
+    start_s: float
+    end_s: float
+    frames: list[int]  # positions in VideoInputs.frames / .images
+
+
+@dataclass
+class VideoInputs:
+    """The CPU stage's output for one video: everything the model stage needs, nothing heavy.
+
+    Picklable (numpy arrays and plain data, no model or file handles) so decoding can run in
+    another process or on another machine than the model.
+    """
+
+    path: str
+    info: VideoInfo
+    mode: str  # "scenes" | "timeline" | "ask"
+    frames: list[Frame]  # decoded, upright, at decoded resolution (reports, re-planning)
+    images: list[np.ndarray]  # prepared for the model, same order as frames
+    groups: list[Group]
+    sampling: dict[str, Any]
+    timing_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _recipe(recipe: Recipe | str) -> Recipe:
+    from videovlm.pipelines import load_recipe
+
+    return load_recipe(recipe) if isinstance(recipe, str) else recipe
+
+
+def _decode(info: VideoInfo, refs: Sequence[FrameRef], backend: str) -> tuple[list[Frame], str]:
+    """Decoded frames and the name of the backend that produced them (``auto`` resolved).
+
+    The result JSON names the decoder that really ran, so a run can be reproduced with
+    ``--backend NAME``; ``auto`` falls over to the next installed backend on BackendError.
+    """
+    from videovlm.decode import available_backends, decode
+
+    names = available_backends() if backend == "auto" else [backend]
+    if not names:
+        raise BackendError("no decoding backend is installed; pip install av")
+    for i, name in enumerate(names):
+        try:
+            return decode(info, refs, name), name
+        except BackendError:
+            if i == len(names) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any]
+              ) -> tuple[list[FrameRef], list[tuple[float, float, list[int]]]]:
+    """The planned frames and, per group, its time span and frame indices."""
+    if mode != "scenes":
+        refs = plan(info, n, seek=seek)
+        return refs, [(0.0, info.duration_s, [r.index for r in refs])]
+    from videovlm.scenes import allocate_frames, detect_scenes
+
+    scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
+    counts = allocate_frames(scenes, n)
+    by_index: dict[int, FrameRef] = {}
+    spans = []
+    for (start, end), k in zip(scenes, counts, strict=True):
+        refs = plan(info, k, seek=seek, start_s=start, end_s=end)
+        by_index.update((r.index, r) for r in refs)
+        spans.append((start, end, [r.index for r in refs]))
+    return sorted(by_index.values(), key=lambda r: r.index), spans
+
+
+def load_video(
+    path: str | os.PathLike[str],
+    recipe: Recipe | str,
+    *,
+    n: int | None = None,
+    image_size: int = 384,
+    backend: str | None = None,
+    mode: str | None = None,
+    fit: str | None = None,
+    seek: str | None = None,
+) -> VideoInputs:
+    """The CPU stage: probe, find scenes (scene mode), plan, decode and prepare one video.
+
+    ``n``, ``backend``, ``fit`` and ``seek`` override the recipe's ``[sampling]``; ``mode``
+    defaults to ``scenes`` for the ``describe`` task, ``timeline`` for ``timeline`` and ``ask``
+    for question tasks. ``image_size`` is the model's (``Model.image_size``).
+    """
+    from videovlm.prepare import prepare
+
+    rec = _recipe(recipe)
+    sampling = rec.sampling
+    n = int(n if n is not None else sampling.get("n", 50))
+    if n < 1:
+        raise VideoVLMError(f"-n must be at least 1 frame, got {n}")
+    backend = backend or sampling.get("backend", "auto")
+    fit = fit or sampling.get("fit", "squash")
+    seek = seek or sampling.get("seek", "exact")
+    mode = mode or {"describe": "scenes", "timeline": "timeline"}.get(rec.task, "ask")
+    if mode not in (*MODES, "ask"):
+        raise VideoVLMError(f"unknown mode {mode!r}: use scenes or timeline")
+
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    info = probe(path)
+    timing["probe"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes))
+    if mode == "scenes":
+        timing["scenes"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    frames, used_backend = _decode(info, refs, backend)
+    timing["decode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    images = prepare(frames, image_size, fit)  # type: ignore[arg-type]
+    timing["prepare"] = time.perf_counter() - t0
+
+    pos = {f.index: i for i, f in enumerate(frames)}
+    groups = [Group(s, e, [pos[i] for i in idx]) for s, e, idx in spans]
+    return VideoInputs(
+        path=str(path),
+        info=info,
+        mode=mode,
+        frames=frames,
+        images=images,
+        groups=groups,
+        sampling={"backend": used_backend, "requested": n, "seek": seek,
+                  "image_size": image_size, "fit": fit},
+        timing_s=timing,
+    )
+
+
+# --- the model stage -------------------------------------------------------------------------
+
+
+def _format(template: str, what: str, **values: Any) -> str:
+    """A recipe prompt with its placeholders filled; a bad placeholder is the recipe's error."""
+    from videovlm.errors import RecipeError
+
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RecipeError(
+            f"prompt {what!r} uses an unknown placeholder {exc}; available: "
+            f"{', '.join('{' + k + '}' for k in values)}"
+        ) from None
+
+
+def _generation(recipe: Recipe) -> dict[str, Any]:
+    """Every generation parameter the run uses (defaults made explicit, for the result JSON)."""
+    return {"max_new_tokens": _DEFAULT_MAX_NEW_TOKENS, "do_sample": False,
+            **dict(recipe.generation)}
+
+
+class _Stage:
+    """The model stage's working state for one video: frames actually used, warnings, timing."""
+
+    def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.recipe = recipe
+        self.generation = _generation(recipe)
+        self.used: dict[int, Frame] = {}
+        self.prompts: list[Prompt] = []
+        self.warnings: list[str] = list(inputs.warnings)
+        self.extra_decode = 0.0
+
+    def intro(self, n_frames: int) -> str | None:
+        from videovlm.pack import timestamp_text
+
+        template = self.recipe.prompts.get("intro")
+        if not template:
+            return None
+        return _format(template, "intro", n_frames=n_frames,
+                       duration=timestamp_text(self.inputs.info.duration_s))
+
+    def prompt(self, group: Group, task: str) -> tuple[Prompt, list[Frame]]:
+        """The prompt for ``group`` with ``task``; re-planned with fewer frames if over budget."""
+        from videovlm.pack import OverBudget, build_prompt
+
+        frames = [self.inputs.frames[i] for i in group.frames]
+        images = [self.inputs.images[i] for i in group.frames]
+        max_new = int(self.generation["max_new_tokens"])
+        try:
+            prompt = build_prompt(self.model, frames, images, task,
+                                  intro=self.intro(len(frames)), max_new_tokens=max_new)
+        except OverBudget as exc:
+            prompt, frames = self._replan(group, task, len(frames), exc)
+        self.prompts.append(prompt)
+        self.used.update((f.index, f) for f in frames)
+        return prompt, frames
+
+    def _replan(self, group: Group, task: str, had: int, exc: Exception
+                ) -> tuple[Prompt, list[Frame]]:
+        from videovlm.pack import OverBudget, build_prompt, frames_that_fit
+        from videovlm.prepare import prepare
+
+        info, s = self.inputs.info, self.inputs.sampling
+        max_new = int(self.generation["max_new_tokens"])
+        k = frames_that_fit(self.model, had, task=task, intro=self.intro(had),
+                            max_new_tokens=max_new, duration_s=group.end_s - group.start_s)
+        while k >= 1:
+            t0 = time.perf_counter()
+            refs = plan(info, k, seek=s["seek"], start_s=group.start_s,
+                        end_s=None if group.end_s >= info.duration_s else group.end_s)
+            frames, _ = _decode(info, refs, s["backend"])
+            images = prepare(frames, s["image_size"], s["fit"])
+            self.extra_decode += time.perf_counter() - t0
+            try:
+                prompt = build_prompt(self.model, frames, images, task,
+                                      intro=self.intro(len(frames)), max_new_tokens=max_new)
+            except OverBudget:
+                k -= 1  # timestamps or the intro cost a token more than counted: one fewer
+                continue
+            span = ("" if group.start_s == 0 and group.end_s >= info.duration_s else
+                    f" for the scene at {group.start_s:.1f}-{group.end_s:.1f} s")
+            msg = (f"{had} frames do not fit the model's context{span} ({exc}); "
+                   f"re-planned with {len(frames)} frames")
+            log.warning("%s: %s", Path(self.inputs.path).name, msg)
+            self.warnings.append(msg)
+            return prompt, frames
+        raise VideoVLMError(
+            f"not even one frame fits the model's context of {self.model.context} tokens with "
+            f"max_new_tokens={max_new}: lower max_new_tokens in the recipe"
+        )
+
+    def generate(self, prompt: Prompt) -> str:
+        return self.model.generate(prompt, **self.generation)
+
+    def result(self, **fields: Any) -> Result:
+        info = self.inputs.info
+        frames = sorted(self.used.values(), key=lambda f: f.index)
+        sampling = {**self.inputs.sampling,
+                    "frames": [{"index": f.index, "time_s": round(f.time_s, 6)} for f in frames]}
+        prompt = {"tokens": max(p.tokens for p in self.prompts),
+                  "budget": self.prompts[0].budget}
+        if len(self.prompts) > 1:
+            prompt.update(calls=len(self.prompts), total_tokens=sum(p.tokens for p in self.prompts))
+        return Result(
+            video=info.to_dict(),
+            sampling=sampling,
+            model=self.model.info(),
+            prompt=prompt,
+            generation={**self.generation, "recipe": self.recipe.name},
+            warnings=self.warnings,
+            frames=frames,
+            **fields,
+        )
+
+
+def _frames_in(frames: Sequence[Frame], start: float, end: float, last: bool) -> list[int]:
+    return [f.index for f in frames if start <= f.time_s < end or (last and f.time_s == end)]
+
+
+def _run_timeline(stage: _Stage) -> Result:
+    rec, info = stage.recipe, stage.inputs.info
+    prompt, frames = stage.prompt(stage.inputs.groups[0], _require(rec, "task"))
+    text = stage.generate(prompt)
+    segments, parsed = _parse(text, info.duration_s)
+    for i, seg in enumerate(segments):
+        seg.frames = _frames_in(frames, seg.start_s, seg.end_s, i == len(segments) - 1)
+    summary = _summary(stage, segments) if parsed and "summary" in rec.prompts else None
+    if not parsed:
+        msg = "the model's timeline had no usable times: one segment holds its whole text"
+        log.warning("%s: %s", Path(stage.inputs.path).name, msg)
+        stage.warnings.append(msg)
+    return stage.result(segments=segments, segments_parsed=parsed, summary=summary,
+                        mode="timeline")
+
+
+def _parse(text: str, duration_s: float) -> tuple[list[Segment], bool]:
+    from videovlm.text import parse_segments
+
+    return parse_segments(text, duration_s)
+
+
+def _summary(stage: _Stage, segments: Sequence[Segment]) -> str:
+    from videovlm.pack import timestamp_text
+
+    lines = "\n".join(f"{timestamp_text(s.start_s)}-{timestamp_text(s.end_s)}: {s.text}"
+                      for s in segments)
+    text = _format(_require(stage.recipe, "summary"), "summary", descriptions=lines,
+                   duration=timestamp_text(stage.inputs.info.duration_s))
+    return stage.model.generate_text(text, **stage.generation)
+
+
+def _run_scenes(stage: _Stage) -> Result:
+    from videovlm.pack import timestamp_text
+
+    rec = stage.recipe
+    template = _require(rec, "scene")
+    segments = []
+    for group in stage.inputs.groups:
+        task = _format(template, "scene", start=timestamp_text(group.start_s),
+                       end=timestamp_text(group.end_s))
+        prompt, frames = stage.prompt(group, task)
+        text = stage.generate(prompt).strip()
+        segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames]))
+    summary = _summary(stage, segments) if "summary" in rec.prompts else None
+    return stage.result(segments=segments, summary=summary, mode="scenes")
+
+
+def _require(recipe: Recipe, key: str) -> str:
+    from videovlm.errors import RecipeError
+
+    if not recipe.prompts.get(key):
+        raise RecipeError(f"recipe {recipe.name!r} has no prompts.{key}, which its task needs")
+    return recipe.prompts[key]
+
+
+def option_texts(choices: Sequence[str]) -> list[str]:
+    """Option texts without labels: ``["A. red", "B) blue"]`` and ``["red", "blue"]`` agree.
+
+    Users paste options with or without their letters; the letters are ours to assign (A, B,
+    ...), so labels that match their position are removed rather than shown twice.
+    """
+    import re
+
+    from videovlm.text import choice_letters
+
+    letters = choice_letters(choices)
+    pats = [re.compile(rf"^\s*(?:\({ltr}\)|{ltr}[.):])\s+") for ltr in letters]
+    if choices and all(p.match(c) for p, c in zip(pats, choices, strict=True)):
+        return [p.sub("", c, count=1).strip() for p, c in zip(pats, choices, strict=True)]
+    return [c.strip() for c in choices]
+
+
+def _letter_ids(model: Model, letters: Sequence[str]) -> dict[int, str]:
+    """Token ids that spell exactly one option letter (``B`` and `` B``), mapped to it."""
+    ids: dict[int, str] = {}
+    for letter in letters:
+        for form in (letter, " " + letter):
+            tok = model.tokenizer(form, add_special_tokens=False)["input_ids"]
+            if len(tok) == 1:
+                ids.setdefault(tok[0], letter)
+    return ids
+
+
+def _run_ask(stage: _Stage, questions: Sequence[str], choices: Sequence[str] | None) -> Result:
+    from videovlm.text import choice_letters, extract_choice
+
+    rec = stage.recipe
+    template = _require(rec, "question")
+    options = option_texts(choices) if choices else None
+    letters = choice_letters(options) if options else []
+    shown = "\n".join(f"{ltr}. {opt}" for ltr, opt in zip(letters, options or [], strict=True))
+
+    def task(q: str) -> str:
+        return _format(template, "question", question=q, options=shown)
+
+    tasks = [task(q) for q in questions]
+    # the longest question decides the budget: every question reuses this one encoded prefix
+    prefix, _ = stage.prompt(stage.inputs.groups[0], max(tasks, key=len))
+    texts = stage.model.answer(prefix, tasks, **stage.generation)
+    picks: list[str | None] = [extract_choice(t, options) if options else None for t in texts]
+    missing = [i for i, p in enumerate(picks) if options and p is None]
+    if missing:
+        # The text did not commit to a letter (small models ramble): take the letter the model
+        # finds most likely right after the question, by decoding one token restricted to the
+        # option letters. Always valid, and what multiple-choice benchmarks score.
+        allowed = _letter_ids(stage.model, letters)
+        if allowed:
+            only = sorted(allowed)
+            forced = stage.model.answer(
+                prefix, [tasks[i] for i in missing],
+                **{**stage.generation, "max_new_tokens": 1, "do_sample": False,
+                   "prefix_allowed_tokens_fn": lambda _batch, _ids: only},
+            )
+            for i, letter in zip(missing, forced, strict=True):
+                picks[i] = letter.strip() if letter.strip() in letters else None
+        stage.generation["choice_fallback"] = "letter logits (one token restricted to A, B, ...)"
+    answers = [Answer(question=q, answer=t, choices=options, choice=p)
+               for q, t, p in zip(questions, texts, picks, strict=True)]
+    return stage.result(answers=answers, mode="ask")
+
+
+def run_model(
+    model: Model,
+    inputs: VideoInputs,
+    recipe: Recipe | str,
+    *,
+    questions: Sequence[str] | None = None,
+    choices: Sequence[str] | None = None,
+) -> Result:
+    """The model stage: prompts within the budget, generation, parsing, one :class:`Result`.
+
+    Timing merges the CPU stage's (``probe``, ``decode``, ``prepare``) with ``generate``;
+    ``total`` is their sum, so it is the video's cost even when the stages ran apart.
+    """
+    rec = _recipe(recipe)
+    if inputs.images and inputs.images[0].shape[0] != model.image_size:
+        raise VideoVLMError(
+            f"frames were prepared at {inputs.images[0].shape[0]} px but {model.id} takes "
+            f"{model.image_size} px: call load_video with image_size=model.image_size"
+        )
+    stage = _Stage(model, inputs, rec)
+    t0 = time.perf_counter()
+    if questions:
+        result = _run_ask(stage, questions, choices)
+    elif rec.task in ("qa", "mcq"):
+        raise VideoVLMError(f"recipe {rec.name!r} asks questions: give at least one with -q")
+    elif inputs.mode == "scenes":
+        result = _run_scenes(stage)
+    else:
+        result = _run_timeline(stage)
+    generate_s = time.perf_counter() - t0 - stage.extra_decode
+    timing = {k: round(v, 4) for k, v in inputs.timing_s.items()}
+    timing["decode"] = round(timing.get("decode", 0.0) + stage.extra_decode, 4)
+    timing["generate"] = round(generate_s, 4)
+    timing["total"] = round(sum(v for k, v in timing.items()), 4)
+    result.timing_s = timing
+    return result
+
+
+# --- the calls people make -------------------------------------------------------------------
+
+
+def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:
+    from videovlm.model import Model
+
+    if isinstance(model, Model):
+        return model
+    return Model.load(model, device=device, dtype=dtype)
+
+
+def run_recipe(
+    recipe: Recipe | str,
+    path: str | os.PathLike[str],
+    *,
+    model: Model | str | None = None,
+    questions: Sequence[str] | None = None,
+    choices: Sequence[str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    **overrides: Any,
+) -> Result:
+    """Run any recipe on one video; ``overrides`` are :func:`load_video`'s keywords (n, mode...).
+
+    Pass a loaded :class:`~videovlm.model.Model` to reuse it across calls; a name or path loads
+    one (and fails with one clear line when it cannot be had, before any decoding).
+    """
+    rec = _recipe(recipe)
+    m = _model(model, device, dtype)
+    inputs = load_video(path, rec, image_size=m.image_size, **overrides)
+    return run_model(m, inputs, rec, questions=questions, choices=choices)
+
+
+def describe(
+    path: str | os.PathLike[str],
+    *,
+    model: Model | str | None = None,
+    mode: str = "scenes",
+    n: int | None = None,
+    recipe: Recipe | str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Result:
+    """Timestamped descriptions of one video: per scene (default) or one timeline prompt.
+
+    The recipe defaults to ``describe`` for scenes and ``timeline`` for timeline mode; ``n`` is
+    the frame budget for the whole video.
+    """
+    if mode not in MODES:
+        raise VideoVLMError(f"unknown mode {mode!r}: use scenes or timeline")
+    return run_recipe(recipe or _MODE_RECIPE[mode], path, model=model, device=device,
+                      dtype=dtype, n=n, backend=backend, mode=mode)
+
+
+def ask(
+    path: str | os.PathLike[str],
+    questions: str | Sequence[str],
+    *,
+    choices: Sequence[str] | None = None,
+    model: Model | str | None = None,
+    n: int | None = None,
+    recipe: Recipe | str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Result:
+    """Answer questions about one video, encoding its frames once for all of them.
+
+    With ``choices`` every question is multiple choice: the options are shown as ``A. text``
+    lines and each answer's ``choice`` is a valid letter.
+    """
+    qs = [questions] if isinstance(questions, str) else list(questions)
+    if not qs or not all(q.strip() for q in qs):
+        raise VideoVLMError("give at least one non-empty question (-q)")
+    if choices is not None and len(choices) < 2:
+        raise VideoVLMError("multiple choice needs at least two --choices")
+    return run_recipe(recipe or ("mcq" if choices else "qa"), path, model=model, questions=qs,
+                      choices=choices, device=device, dtype=dtype, n=n, backend=backend)

@@ -1,0 +1,191 @@
+"""``videovlm describe`` and ``videovlm ask``: options in, library calls, results out.
+
+Results go to stdout (JSON) or to files (``-o``); logs, warnings and progress go to stderr, so
+``videovlm describe a.mp4 > a.json`` is always clean JSON. The model is loaded once per command,
+before any video is decoded, so a missing model fails in seconds with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from videovlm.cli import cli
+from videovlm.decode import BACKEND_NAMES
+from videovlm.errors import VideoVLMError
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that runs the model shares: --model, --device, --dtype, -n."""
+    options = [
+        click.option("--model", "model_id", metavar="ID|PATH", default=None,
+                     help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
+                          "HuggingFaceTB/SmolVLM-Instruct]."),
+        click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
+                     help="Where the model runs [default: cuda > mps > cpu]."),
+        click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
+                     help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
+        click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
+                     help="Frame budget for the whole video [default: the recipe's, 50]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Warnings (and, unless quiet, progress notes) on stderr, one line each."""
+    logger = logging.getLogger("videovlm")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("videovlm: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _load_model(model_id: str | None, device: str | None, dtype: str | None) -> Any:
+    from videovlm.model import Model
+
+    log = logging.getLogger("videovlm")
+    model = Model.load(model_id, device=device, dtype=dtype)
+    log.info("loaded %s on %s (%s)", model.id, model.device, model.dtype)
+    return model
+
+
+def _stems(videos: list[str]) -> list[str]:
+    """Output names from the videos' names, made unique (``x``, ``x-2``) so none overwrites."""
+    seen: dict[str, int] = {}
+    stems = []
+    for v in videos:
+        stem = Path(v).stem or "video"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def _write_sheet(result: Any, target: Path) -> None:
+    import io
+
+    from videovlm.sheet import contact_sheet
+    from videovlm.writers import atomic_write
+
+    fmt = {".png": "PNG", ".webp": "WEBP"}.get(target.suffix.lower(), "JPEG")
+    buf = io.BytesIO()
+    contact_sheet(result.frames).convert("RGB").save(buf, format=fmt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, buf.getvalue())
+
+
+def _progress(items: list[Any], quiet: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="video", file=sys.stderr,
+                disable=quiet or len(items) < 2 or not sys.stderr.isatty())
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write DIR/<video name>.<format> files instead of printing JSON.")
+@click.option("-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
+              help="Output formats, comma-separated, or all [default: the recipe's outputs].")
+@click.option("--mode", type=click.Choice(["scenes", "timeline"]), default="scenes",
+              show_default=True,
+              help="scenes: find the cuts, describe each scene; timeline: one prompt, all frames.")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a contact sheet of the frames the model saw (JPEG or PNG).")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
+              help="Decoder [default: the recipe's, auto].")
+@click.option("--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
+@model_options
+def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str,
+             sheet: Path | None, backend: str | None, quiet: bool, model_id: str | None,
+             device: str | None, dtype: str | None, n: int | None) -> None:
+    """Describe what happens in each VIDEO, with timestamps.
+
+    Without -o the result JSON goes to stdout (one line per video when there are several).
+    """
+    from videovlm.api import _MODE_RECIPE, run_recipe
+    from videovlm.pipelines import load_recipe
+    from videovlm.writers import parse_formats, write
+
+    _setup_logging(quiet)
+    recipe = load_recipe(_MODE_RECIPE[mode])
+    if formats is not None and out_dir is None:
+        raise VideoVLMError("-f/--format needs an output folder: add -o DIR")
+    names = parse_formats(formats if formats is not None else recipe.outputs or ["json"])
+    model = _load_model(model_id, device, dtype)
+
+    video_list = list(videos)
+    stems = _stems(video_list)
+    failed = 0
+    log = logging.getLogger("videovlm")
+    for video, stem in zip(_progress(video_list, quiet, "describe"), stems, strict=True):
+        try:
+            result = run_recipe(recipe, video, model=model, n=n, backend=backend, mode=mode)
+        except VideoVLMError as exc:
+            if len(video_list) == 1:
+                raise
+            failed += 1
+            log.error("%s: %s", video, exc)
+            continue
+        if sheet is not None:
+            target = sheet if len(video_list) == 1 else sheet.with_name(
+                f"{sheet.stem}_{stem}{sheet.suffix}")
+            _write_sheet(result, target)
+        if out_dir is not None:
+            for path in write(result, out_dir, names, stem):
+                log.info("wrote %s", path)
+        elif len(video_list) == 1:
+            click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    if failed:
+        log.error("%d of %d videos failed", failed, len(video_list))
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("video")
+@click.option("-q", "--question", "questions", multiple=True, required=True,
+              help="A question about the video; repeat for several (the video is encoded once).")
+@click.option("--choices", multiple=True, metavar="TEXT",
+              help="An option for multiple choice; repeat for each (lettered A, B, C...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of text.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
+              help="Decoder [default: the recipe's, auto].")
+@click.option("--quiet", is_flag=True, help="No notes on stderr (warnings stay).")
+@model_options
+def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_json: bool,
+        backend: str | None, quiet: bool, model_id: str | None, device: str | None,
+        dtype: str | None, n: int | None) -> None:
+    """Answer questions about VIDEO (multiple choice with --choices)."""
+    from videovlm.api import ask as ask_api
+
+    _setup_logging(quiet)
+    if choices and len(choices) < 2:
+        raise VideoVLMError("multiple choice needs at least two --choices")
+    if any(not q.strip() for q in questions):
+        raise VideoVLMError("a question (-q) is empty: give the question's text")
+    model = _load_model(model_id, device, dtype)
+    result = ask_api(video, list(questions), choices=list(choices) or None, model=model, n=n,
+                     backend=backend)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    for i, a in enumerate(result.answers):
+        if i:
+            click.echo()
+        click.echo(f"Q: {a.question}")
+        click.echo(f"A: {a.answer}")
+        if a.choice:
+            option = a.choices["ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(a.choice)] if a.choices else ""
+            click.echo(f"Choice: {a.choice}. {option}".rstrip())
+
