@@ -109,6 +109,16 @@ def decode(
     backend that returns something else fails loudly instead of passing on a wrong frame.
     ``on_frame`` is called as each frame is ready (progress bars).
     """
+    return decode_with_backend(info_or_path, refs, backend, on_frame)[0]
+
+
+def decode_with_backend(
+    info_or_path: VideoInfo | str | os.PathLike[str],
+    refs: Sequence[FrameRef],
+    backend: str = "auto",
+    on_frame: Callable[[Frame], None] | None = None,
+) -> tuple[list[Frame], str]:
+    """:func:`decode`, also saying which backend did it (what ``auto`` chose), for the record."""
     info = info_or_path if isinstance(info_or_path, VideoInfo) else _probe(info_or_path)
     if backend == "auto":
         names = available_backends()
@@ -122,7 +132,7 @@ def decode(
             impl = get_backend(name)
             frames = _call(impl, info, refs, on_frame)
             _check(info, refs, frames, name)
-            return frames
+            return frames, name
         except BackendError as exc:
             if backend != "auto":
                 raise

@@ -1,0 +1,110 @@
+"""``videovlm frames``: sample frames by the selection rule and show, save or sheet them.
+
+Light on purpose: this path imports PyAV, numpy and Pillow, never torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from videovlm.cli import cli
+from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend
+from videovlm.errors import VideoVLMError
+from videovlm.plan import SEEK_MODES, plan
+from videovlm.probe import probe
+
+
+@cli.command()
+@click.argument("video")
+@click.option("-n", "n", type=int, default=50, show_default=True,
+              help="How many frames to take (fewer when the video has fewer distinct frames).")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True,
+              help="Decoder; auto takes the first installed one that decodes this file.")
+@click.option("--seek", type=click.Choice(SEEK_MODES), default="exact", show_default=True,
+              help="exact: the frame on screen at each slice centre; keyframe: the nearest "
+                   "keyframe (much faster on long files).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object with the video's facts and the sampled frames.")
+@click.option("--save", "save_dir", type=click.Path(file_okay=False),
+              help="Write each frame, upright, as DIR/frame_{index:06d}.png.")
+@click.option("--sheet", "sheet_path", type=click.Path(dir_okay=False),
+              help="Write a contact sheet (.jpg or .png): thumbnails labelled with their times.")
+def frames(
+    video: str,
+    n: int,
+    backend: str,
+    seek: str,
+    as_json: bool,
+    save_dir: str | None,
+    sheet_path: str | None,
+) -> None:
+    """Sample N frames of VIDEO by the selection rule: centres of N equal slices."""
+    if n < 1:
+        raise VideoVLMError(f"-n must be at least 1, got {n}")
+    if sheet_path:
+        from videovlm.sheet import sheet_format
+
+        sheet_format(sheet_path)  # refuse a bad name before any work
+    info = probe(video)
+    refs = plan(info, n, seek=seek)  # type: ignore[arg-type]
+    with _progress(len(refs)) as bar:
+        got, used = decode_with_backend(info, refs, backend, on_frame=lambda _f: bar.update(1))
+    if save_dir:
+        _save_pngs(got, Path(save_dir))
+    if sheet_path:
+        from videovlm.sheet import contact_sheet
+
+        contact_sheet(got, sheet_path)
+    sampling = {
+        "backend": used,
+        "requested": n,
+        "seek": seek,
+        "frames": [{"index": f.index, "time_s": round(f.time_s, 6)} for f in got],
+    }
+    if as_json:
+        click.echo(json.dumps({"video": info.to_dict(), "sampling": sampling}, ensure_ascii=False))
+        return
+    click.echo(
+        f"{info.path}: {info.width}x{info.height} {info.codec}, {info.duration_s:.3f} s, "
+        f"{info.frame_count} frames ({info.fps:.3f} fps); {len(got)} of {n} requested, "
+        f"backend {used}, seek {seek}"
+    )
+    for warning in info.warnings:
+        click.echo(f"videovlm: warning: {warning}", err=True)
+    for f in got:
+        click.echo(f"{f.index:8d}  {f.time_s:12.6f} s")
+    if save_dir:
+        click.echo(f"saved {len(got)} frames to {save_dir}", err=True)
+    if sheet_path:
+        click.echo(f"contact sheet: {sheet_path}", err=True)
+
+
+def _progress(total: int):
+    """A progress bar on stderr when a person is watching it, else a silent counter."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="decoding", file=sys.stderr, leave=False,
+                disable=not sys.stderr.isatty())
+
+
+def _save_pngs(frames: list[Frame], folder: Path) -> None:
+    """Each frame as ``frame_{index:06d}.png``, each file written whole or not at all."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in frames:
+        target = folder / f"frame_{f.index:06d}.png"
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                Image.fromarray(f.image).save(fh, format="PNG")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
