@@ -1,0 +1,345 @@
+"""The batch engine: which files are inputs, where outputs go, the crash-safe log, resume,
+overlap of decoding with generation, and survival of SIGKILL at random moments.
+
+The engine is exercised with real files and real stages: the CPU stage decodes every frame with
+PyAV and the "model" stage summarises the pixels, so the tests run in seconds; the CLI tests at the
+end run the real model stage on a tiny checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests import media
+from videovlm.batch import (
+    RESULTS_NAME,
+    Job,
+    ResultsLog,
+    ensure_inside,
+    find_videos,
+    output_location,
+    run_local,
+    sniff_video,
+)
+from videovlm.errors import InputError, VideoVLMError
+from videovlm.result import Result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def decode_all(job: Job) -> dict:
+    """A real CPU stage: decode every frame, keep its mean brightness."""
+    with av.open(str(job.path)) as container:
+        means = [float(f.to_ndarray(format="rgb24").mean()) for f in container.decode(video=0)]
+    if not means:
+        raise InputError(f"{job.path} has no video frames")
+    return {"means": means}
+
+
+def summarise(job: Job, payload: dict) -> Result:
+    """A real (if simple) second stage: a Result computed from the decoded pixels."""
+    means = payload["means"]
+    return Result(video={"path": str(job.path), "frame_count": len(means)},
+                  summary=f"mean brightness {np.mean(means):.2f}")
+
+
+def records(out: Path) -> list[dict]:
+    lines = (out / RESULTS_NAME).read_bytes().split(b"\n")
+    assert lines[-1] == b"", "results.jsonl must end with a complete line"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A folder with look-alike names, a non-video, a broken video and hidden files."""
+    root = tmp_path_factory.mktemp("videos")
+    for sub in ("a", "b"):
+        (root / sub).mkdir()
+        media.make_video(root / sub / "x.mp4", n_frames=12)
+    media.make_video(root / "clip.mkv", n_frames=8)
+    media.make_video(root / "noext_source.webm", n_frames=8, codec="vp9")
+    os.replace(root / "noext_source.webm", root / "noext")
+    media.make_video(root / "video.txt.mp4", n_frames=8)
+    os.replace(root / "video.txt.mp4", root / "video.txt")  # a video named .txt
+    media.make_text(root / "fake.mp4")  # text named .mp4
+    media.make_text(root / "notes.txt")
+    media.truncate(root / "a" / "x.mp4", root / "broken.mp4", 0.3)
+    (root / ".hidden").mkdir()
+    media.make_video(root / ".hidden" / "h.mp4", n_frames=8)
+    (root / "deep" / "er").mkdir(parents=True)
+    media.make_video(root / "deep" / "er" / "d.avi", n_frames=8)
+    return root
+
+
+# -- finding inputs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".webm", ".avi", ".ts"])
+def test_sniff_recognises_real_containers(tmp_path, suffix):
+    codec = "vp9" if suffix == ".webm" else "h264"
+    assert sniff_video(media.make_video(tmp_path / f"v{suffix}", n_frames=4, codec=codec))
+
+
+def test_sniff_rejects_non_videos(tmp_path):
+    assert not sniff_video(media.make_text(tmp_path / "t.mp4"))
+    assert not sniff_video(media.make_random(tmp_path / "r.mp4"))
+    assert not sniff_video(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert not sniff_video(tmp_path / "empty.mp4")
+
+
+def test_find_by_content_and_extension(tree):
+    found = find_videos(tree)
+    assert [j.input for j in found.jobs] == [
+        "a/x.mp4", "b/x.mp4", "broken.mp4", "clip.mkv", "deep/er/d.avi", "noext"]
+    assert found.not_video == ["fake.mp4"]
+    assert all(j.path == tree / j.input for j in found.jobs)
+
+
+def test_include_picks_a_video_named_txt_and_exclude_wins(tree):
+    found = find_videos(tree, include=["*.txt"])
+    assert [j.input for j in found.jobs] == ["video.txt"]
+    assert found.not_video == ["notes.txt"]
+    found = find_videos(tree, exclude=["a/*", "*.mkv"])
+    assert "a/x.mp4" not in [j.input for j in found.jobs]
+    assert "clip.mkv" not in [j.input for j in found.jobs]
+
+
+def test_no_recursive_and_skip(tree):
+    assert [j.input for j in find_videos(tree, recursive=False).jobs] == [
+        "broken.mp4", "clip.mkv", "noext"]
+    assert "a/x.mp4" not in [j.input for j in find_videos(tree, skip=[tree / "a"]).jobs]
+
+
+def test_find_refuses_a_file(tree):
+    with pytest.raises(InputError, match="not a folder"):
+        find_videos(tree / "clip.mkv")
+
+
+# -- output names -----------------------------------------------------------------------------
+
+def test_output_names_never_collide_and_stay_inside(tmp_path):
+    out = tmp_path / "out"
+    assert output_location(out, "a/x.mp4") == (out / "a", "x.mp4")
+    assert output_location(out, "b/x.mp4") == (out / "b", "x.mp4")
+    for evil in ("../../etc/passwd", "/abs/x.mp4", "a/../../x.mp4", "..", "C:/x.mp4",
+                 "..\\..\\x.mp4"):
+        folder, stem = output_location(out, evil)
+        target = (folder / stem).resolve()
+        assert target.is_relative_to(out.resolve()), evil
+        assert stem not in ("", ".", "..")
+
+
+def test_ensure_inside_refuses_a_symlink_out(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "a").symlink_to(elsewhere)
+    with pytest.raises(InputError, match="outside"):
+        ensure_inside(out, out / "a")
+    assert ensure_inside(out, out / "b" / "c").is_dir()
+
+
+# -- the log ----------------------------------------------------------------------------------
+
+def test_log_repairs_a_torn_last_line(tmp_path):
+    log = ResultsLog(tmp_path / RESULTS_NAME)
+    log.append({"input": "a.mp4", "error": None})
+    log.append({"input": "b.mp4", "error": None})
+    with open(log.path, "ab") as fh:
+        fh.write(b'{"input": "c.mp4", "err')  # killed mid-write
+    assert set(log.load()) == {"a.mp4", "b.mp4"}
+    assert log.repaired == 1
+    assert log.path.read_bytes().endswith(b'"error": null}\n')
+    log.append({"input": "c.mp4", "error": None})
+    assert [r["input"] for r in records(tmp_path)] == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_log_drops_duplicates_and_garbage(tmp_path):
+    path = tmp_path / RESULTS_NAME
+    path.write_text('{"input": "a"}\nnot json\n{"input": "a", "second": 1}\n{"no": "key"}\n\n')
+    log = ResultsLog(path)
+    assert log.load() == {"a": {"input": "a"}}
+    assert path.read_text() == '{"input": "a"}\n'
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+def test_one_record_per_input_and_failures_recorded(tree, tmp_path):
+    out = tmp_path / "out"
+    jobs = find_videos(tree).jobs
+    report = run_local(jobs, decode_all, summarise, out, formats=["json"], progress=False)
+    recs = {r["input"]: r for r in records(out)}
+    assert set(recs) == {j.input for j in jobs}
+    assert recs["broken.mp4"]["error"]["type"]
+    assert "\n" not in recs["broken.mp4"]["error"]["message"]
+    good = [r for r in recs.values() if r["error"] is None]
+    assert recs["a/x.mp4"]["video"]["frame_count"] == 12
+    assert (report.done, report.failed, report.skipped) == (len(good), 1, 0)
+    assert report.exit_code == 1
+    # per-video files named from the relative path: the two x.mp4 do not collide
+    assert recs["a/x.mp4"]["outputs"] == ["a/x.mp4.json"]
+    assert json.loads((out / "b/x.mp4.json").read_text())["video"]["path"] == str(tree / "b/x.mp4")
+    assert not (out / "broken.mp4.json").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_skips_recorded_inputs(tree, tmp_path):
+    out = tmp_path / "out"
+    jobs = find_videos(tree).jobs
+    run_local(jobs[:2], decode_all, summarise, out, progress=False)
+    seen: list[str] = []
+
+    def counting(job: Job) -> dict:
+        seen.append(job.input)
+        return decode_all(job)
+
+    report = run_local(jobs, counting, summarise, out, progress=False)
+    assert sorted(seen) == sorted(j.input for j in jobs[2:])
+    assert report.skipped == 2
+    assert sorted(r["input"] for r in records(out)) == sorted(j.input for j in jobs)
+    seen.clear()
+    report = run_local(jobs, counting, summarise, out, resume=False, progress=False)
+    assert sorted(seen) == sorted(j.input for j in jobs)
+    assert len(records(out)) == len(jobs)
+
+
+def test_resume_refuses_other_settings(tree, tmp_path):
+    out = tmp_path / "out"
+    jobs = find_videos(tree).jobs[:1]
+    run_local(jobs, decode_all, summarise, out, settings={"model": "a"}, progress=False)
+    with pytest.raises(VideoVLMError, match="other settings \\(model\\)"):
+        run_local(jobs, decode_all, summarise, out, settings={"model": "b"}, progress=False)
+    run_local(jobs, decode_all, summarise, out, settings={"model": "b"}, resume=False,
+              progress=False)
+
+
+def test_second_batch_on_the_same_folder_is_refused(tree, tmp_path):
+    out = tmp_path / "out"
+    jobs = find_videos(tree).jobs[:2]
+
+    def nested(job: Job, payload: dict) -> Result:
+        with pytest.raises(VideoVLMError, match="another batch"):
+            run_local(jobs, decode_all, summarise, out, progress=False)
+        return summarise(job, payload)
+
+    assert run_local(jobs, decode_all, nested, out, progress=False).exit_code == 0
+
+
+def test_decoding_overlaps_generation_with_a_bounded_window(tree, tmp_path):
+    jobs = [j for j in find_videos(tree).jobs if j.input != "broken.mp4"] * 1
+    jobs = [Job(j.path, f"{k}/{j.input}") for k in range(3) for j in jobs]
+    spans: dict[str, list[float]] = {}
+    started: list[str] = []
+    ahead_max = 0
+    finished = 0
+    lock = threading.Lock()
+
+    def cpu(job: Job) -> dict:
+        with lock:
+            started.append(job.input)
+        t = time.perf_counter()
+        payload = decode_all(job)
+        spans[job.input] = [t, time.perf_counter()]
+        return payload
+
+    def model(job: Job, payload: dict) -> Result:
+        nonlocal ahead_max, finished
+        t = time.perf_counter()
+        time.sleep(0.05)  # a model's step; decoders must keep working meanwhile
+        with lock:
+            ahead_max = max(ahead_max, len(started) - finished)
+        spans[job.input] += [t, time.perf_counter()]
+        finished += 1
+        return summarise(job, payload)
+
+    report = run_local(jobs, cpu, model, tmp_path / "out", workers=2, prefetch=1,
+                       progress=False)
+    assert report.done == len(jobs)
+    order = [j.input for j in jobs]
+    overlapped = sum(spans[nxt][0] < spans[cur][3] for cur, nxt in itertools.pairwise(order))
+    assert overlapped >= len(order) // 2  # the next video decodes while this one generates
+    assert ahead_max <= 2 + 1 + 1  # workers + prefetch + the one being generated
+
+
+def test_sequential_mode_runs_in_order(tree, tmp_path):
+    jobs = find_videos(tree).jobs
+    report = run_local(jobs, decode_all, summarise, tmp_path / "out", workers=0, progress=False)
+    assert [r["input"] for r in records(tmp_path / "out")] == [j.input for j in jobs]
+    assert report.cpu_s > 0 and report.model_s > 0
+
+
+# -- crash safety -----------------------------------------------------------------------------
+
+_SCRIPT = """
+import sys
+sys.path[:0] = [{repo!r}]
+from tests.test_batch import decode_all, summarise
+from videovlm.batch import find_videos, run_local
+report = run_local(find_videos(sys.argv[1]).jobs, decode_all, summarise, sys.argv[2],
+                   formats=["json"], workers=2, progress=False)
+sys.exit(report.exit_code)
+"""
+
+
+def _many_videos(root: Path, n: int, copies: int) -> list[str]:
+    """``copies`` folders of ``n`` clips each, plus a broken clip and an ignored non-video."""
+    first = root / "c0"
+    first.mkdir(parents=True)
+    for i in range(n):
+        media.make_video(first / f"v{i:02d}.mp4", n_frames=150, size=(320, 240))
+    for c in range(1, copies):
+        shutil.copytree(first, root / f"c{c}")
+    (root / "zz_bad").write_text("x" * 100)  # extensionless, not a video: ignored
+    media.truncate(first / "v00.mp4", root / "v_broken.mp4", 0.2)
+    return sorted([f"c{c}/v{i:02d}.mp4" for c in range(copies) for i in range(n)]
+                  + ["v_broken.mp4"])
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume(tmp_path):
+    expected = _many_videos(tmp_path / "videos", 12, 3)
+    out = tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT.format(repo=str(REPO)))
+    cmd = [sys.executable, str(script), str(tmp_path / "videos"), str(out)]
+    rng = random.Random(5)
+    kills = 0
+    while kills < 5:
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 1.2))
+        if proc.poll() is not None:
+            break  # finished before this kill: the rest is checked below
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if (out / RESULTS_NAME).exists():  # every line is complete, but for a torn last one
+            lines = (out / RESULTS_NAME).read_bytes().split(b"\n")
+            inputs = [json.loads(line)["input"] for line in lines[:-1]]
+            assert len(inputs) == len(set(inputs))
+    assert kills >= 3
+    final = subprocess.run(cmd, stderr=subprocess.PIPE, timeout=120)
+    assert final.returncode == 1, final.stderr.decode()  # v_broken failed, and is recorded
+    recs = records(out)
+    inputs = [r["input"] for r in recs]
+    assert sorted(inputs) == expected
+    assert len(inputs) == len(set(inputs))
+    for r in recs:
+        if r["error"] is None:
+            assert json.loads((out / (r["input"] + ".json")).read_text())["summary"] == r["summary"]
+    assert not list(out.rglob("*.tmp"))
+    again = subprocess.run(cmd, stderr=subprocess.PIPE, timeout=120)  # all done: nothing redone
+    assert again.returncode == 1 and records(out) == recs
