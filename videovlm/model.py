@@ -1,0 +1,331 @@
+"""Loading a SmolVLM-family checkpoint once, and generating with it.
+
+One :class:`Model` holds the network, its processor and the facts the other stages need
+(``image_size`` for prepare, ``tokens_per_image`` and ``context`` for pack). The processor is built
+by hand, the same way for both families: an ``Idefics3Processor`` from the checkpoint's image
+processor (PIL backend), tokenizer, ``image_seq_len`` and chat template. ``AutoProcessor`` would
+need torchvision (SmolVLM2's video processor) and num2words, multi-GB and unneeded: we write the
+per-frame text ourselves, and the token layout of an image is the same in both families.
+
+Several questions on one clip (:meth:`Model.answer`) encode the video once and reuse its KV
+cache, cropped back to the video after each answer, instead of re-encoding thousands of image
+tokens per question.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from videovlm.errors import ModelError
+
+if TYPE_CHECKING:
+    from videovlm.pack import Prompt
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-Instruct"
+FAMILIES = {"idefics3": "idefics3", "smolvlm": "smolvlm"}  # config.model_type -> family
+_DTYPES = {
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp16": "float16", "float16": "float16", "half": "float16",
+    "fp32": "float32", "float32": "float32", "float": "float32",
+}
+_DEVICES = ("cuda", "mps", "cpu")
+_HOW_TO_GET = (
+    "pass a local checkpoint with --model PATH, or set HF_HUB_OFFLINE=1 with a cached copy, or run "
+    "`huggingface-cli download {id}` on a connected machine"
+)
+
+
+def default_model_id() -> str:
+    """The model used when none is named: ``$VIDEOVLM_MODEL`` or SmolVLM-Instruct."""
+    return os.environ.get("VIDEOVLM_MODEL") or DEFAULT_MODEL
+
+
+def _resolve(model_id: str) -> tuple[Path, str | None]:
+    """A local folder for ``model_id`` and its revision; fail fast (one line) when there is none.
+
+    A hub id is looked up in the local cache first; only when it is missing do we ask the hub,
+    with short timeouts, so an offline machine answers in seconds instead of retrying for minutes.
+    """
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{model_id} is a folder but not a model checkpoint (no config.json)")
+        return path.resolve(), None
+    if path.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
+        raise ModelError(f"model {model_id!r} not found: {_HOW_TO_GET.format(id=model_id)}")
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(model_id, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        folder = None
+    if folder is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if offline:
+            raise ModelError(
+                f"model {model_id} is not in the local cache and HF_HUB_OFFLINE is set: "
+                + _HOW_TO_GET.format(id=model_id)
+            ) from None
+        folder = _download(model_id)
+    return Path(folder), Path(folder).name
+
+
+def _download(model_id: str) -> str:
+    """Download from the hub, failing in seconds when it cannot be reached."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        HfApi().model_info(model_id, timeout=5)
+    except Exception as exc:  # network down, DNS, 404, gated...: all one line for the user
+        reason = type(exc).__name__
+        raise ModelError(
+            f"model {model_id} is not downloaded and the Hugging Face Hub cannot be reached "
+            f"({reason}): " + _HOW_TO_GET.format(id=model_id)
+        ) from None
+    try:
+        return snapshot_download(model_id, etag_timeout=10)
+    except Exception as exc:
+        raise ModelError(
+            f"downloading {model_id} failed ({type(exc).__name__}): "
+            + _HOW_TO_GET.format(id=model_id)
+        ) from None
+
+
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.split(":")[0] not in _DEVICES:
+        raise ModelError(f"unknown device {device!r}: use auto, cuda, cuda:N, mps or cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device} requested but CUDA is not available: use --device cpu")
+    return device
+
+
+def _pick_dtype(dtype: str | None, device: str) -> str:
+    if dtype in (None, "auto"):
+        return "float32" if device == "cpu" else "bfloat16"
+    if dtype.lower() not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32")
+    return _DTYPES[dtype.lower()]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _chat_template(folder: Path, tokenizer: Any) -> str:
+    """The processor's chat template (``chat_template.json``/``.jinja``), else the tokenizer's."""
+    data = _read_json(folder / "chat_template.json")
+    if data.get("chat_template"):
+        return str(data["chat_template"])
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.chat_template)
+    raise ModelError(f"{folder} has no chat template (chat_template.json): not a SmolVLM model")
+
+
+class Model:
+    """A loaded SmolVLM-family model with its processor; load once, use for many videos."""
+
+    def __init__(self, *, id: str, revision: str | None, path: Path, device: str, dtype: str,
+                 family: str, image_size: int, tokens_per_image: int, context: int,
+                 network: Any, processor: Any, chat_template: str) -> None:
+        self.id = id
+        self.revision = revision
+        self.path = path
+        self.device = device
+        self.dtype = dtype
+        self.family = family
+        self.image_size = image_size
+        self.tokens_per_image = tokens_per_image
+        self.context = context
+        self.network = network
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.chat_template = chat_template
+
+    def __repr__(self) -> str:
+        return (f"Model(id={self.id!r}, family={self.family}, device={self.device}, "
+                f"dtype={self.dtype}, image_size={self.image_size}, context={self.context})")
+
+    @classmethod
+    def load(cls, model: str | None = None, *, device: str | None = None,
+             dtype: str | None = None) -> Model:
+        """Load a hub id or a local folder (``ModelError``, one line, when it cannot be had)."""
+        model_id = model or default_model_id()
+        folder, revision = _resolve(model_id)
+        config = _read_json(folder / "config.json")
+        family = FAMILIES.get(config.get("model_type", ""))
+        if family is None:
+            raise ModelError(
+                f"{model_id} is a {config.get('model_type')!r} model; videovlm runs SmolVLM "
+                "checkpoints (model_type idefics3 or smolvlm)"
+            )
+        dev = _pick_device(device)
+        dt = _pick_dtype(dtype, dev)
+
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoTokenizer
+        from transformers.models.idefics3.processing_idefics3 import Idefics3Processor
+
+        if family == "idefics3":
+            from transformers.models.idefics3.image_processing_pil_idefics3 import (
+                Idefics3ImageProcessorPil as ImageProcessor,
+            )
+        else:
+            from transformers.models.smolvlm.image_processing_pil_smolvlm import (
+                SmolVLMImageProcessorPil as ImageProcessor,
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            image_processor = ImageProcessor.from_pretrained(folder)
+            network = AutoModelForImageTextToText.from_pretrained(folder, dtype=getattr(torch, dt))
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot load {model_id}: {first}") from None
+        network.to(dev).eval()
+
+        image_size = int(image_processor.max_image_size["longest_edge"])
+        vision = network.config.vision_config
+        computed = ((image_size // vision.patch_size) ** 2) // (network.config.scale_factor**2)
+        seq_len = int(_read_json(folder / "processor_config.json").get("image_seq_len", computed))
+        if seq_len != computed:
+            raise ModelError(
+                f"{model_id}: processor_config image_seq_len {seq_len} does not match the "
+                f"vision config ({image_size} px, patch {vision.patch_size}, scale "
+                f"{network.config.scale_factor} -> {computed} tokens)"
+            )
+        template = _chat_template(folder, tokenizer)
+        processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=seq_len,
+                                      chat_template=template)
+        return cls(
+            id=model_id, revision=revision, path=folder, device=dev, dtype=dt, family=family,
+            image_size=image_size, tokens_per_image=seq_len,
+            context=int(network.config.text_config.max_position_embeddings),
+            network=network, processor=processor, chat_template=template,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """The result JSON's ``model`` object: enough to know what produced a result."""
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "family": self.family,
+            "dtype": self.dtype,
+            "device": self.device,
+            "image_size": self.image_size,
+            "tokens_per_image": self.tokens_per_image,
+            "context": self.context,
+        }
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _to_device(self, inputs: Any) -> dict[str, Any]:
+        import torch
+
+        out = {}
+        for key, value in inputs.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.is_floating_point():
+                value = value.to(getattr(torch, self.dtype))
+            out[key] = value.to(self.device)
+        return out
+
+    def _generation_kwargs(self, generation: dict[str, Any], default_max: int) -> dict[str, Any]:
+        kwargs = {"max_new_tokens": default_max, "do_sample": False, **generation}
+        if not kwargs.get("do_sample"):
+            for key in ("temperature", "top_p", "top_k"):
+                kwargs.pop(key, None)
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        return kwargs
+
+    def _decode(self, ids: Any) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def generate(self, prompt: Prompt, **generation: Any) -> str:
+        """Answer one prompt (greedy unless the generation settings say otherwise)."""
+        import torch
+
+        from videovlm.pack import encode
+
+        inputs = self._to_device(prompt.inputs if prompt.inputs is not None
+                                 else encode(self, prompt.text, prompt.images))
+        n = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            out = self.network.generate(
+                **inputs, **self._generation_kwargs(generation, prompt.max_new_tokens)
+            )
+        return self._decode(out[0, n:])
+
+    def generate_text(self, text: str, **generation: Any) -> str:
+        """Answer a text-only prompt (scene summaries), templated like every other turn."""
+        import torch
+
+        chat = self.render([{"type": "text", "text": text}])
+        inputs = self._to_device(self.tokenizer(chat, return_tensors="pt",
+                                                add_special_tokens=False))
+        n = inputs["input_ids"].shape[1]
+        if n >= self.context:
+            raise ModelError(f"text prompt of {n} tokens exceeds the model's {self.context}")
+        with torch.inference_mode():
+            out = self.network.generate(**inputs, **self._generation_kwargs(generation, 512))
+        return self._decode(out[0, n:])
+
+    def answer(self, prefix: Prompt, questions: Sequence[str], **generation: Any) -> list[str]:
+        """Answer several questions about one clip, encoding the clip only once.
+
+        ``prefix`` is a prompt built for these frames (its task text is not used): everything up
+        to its last image is encoded once; each question then continues from a copy of that KV
+        cache (cropped back after each answer), which gives the same greedy answers as a full
+        re-encode of ``prefix`` with the question as its task.
+        """
+        import torch
+
+        from videovlm.pack import encode
+
+        if not questions:
+            return []
+        head = encode(self, prefix.head, prefix.images)
+        head = self._to_device(head)
+        n_head = head["input_ids"].shape[1]
+        kwargs = self._generation_kwargs(generation, prefix.max_new_tokens)
+        answers = []
+        with torch.inference_mode():
+            cache = self.network(**head, use_cache=True).cache
+            for question in questions:
+                tail = self.tokenizer(prefix.tail_for(question), add_special_tokens=False,
+                                      return_tensors="pt")["input_ids"].to(self.device)
+                ids = torch.cat([head["input_ids"], tail], dim=1)
+                if ids.shape[1] + kwargs["max_new_tokens"] > self.context:
+                    raise ModelError(
+                        f"question prompt of {ids.shape[1]} tokens plus {kwargs['max_new_tokens']}"
+                        f" new ones exceeds the model's {self.context}: use fewer frames (-n)"
+                    )
+                out = self.network.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, **kwargs
+                )
+                cache.crop(n_head - cache.get_seq_length())  # negative: tokens to drop
+                answers.append(self._decode(out[0, ids.shape[1]:]))
+        return answers
+
+    def render(self, content: list[dict[str, Any]]) -> str:
+        """One user turn through the checkpoint's chat template, ready for the assistant."""
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], chat_template=self.chat_template,
+            tokenize=False, add_generation_prompt=True,
+        )
