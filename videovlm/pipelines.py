@@ -431,7 +431,9 @@ def _check_choice(where: str, option: Option, value: str) -> None:
 
 
 def _did_you_mean(word: str, candidates: Any, braces: bool = False) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6) or [
+        c for c in candidates if word.startswith(c) or c.startswith(word)
+    ][:1]
     if not close:
         return ""
     return f" — did you mean {{{close[0]}}}?" if braces else f" — did you mean {close[0]!r}?"

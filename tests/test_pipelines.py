@@ -1,0 +1,170 @@
+"""Recipes load with their defaults, and every mistake in one is a clear one-line RecipeError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from videovlm.errors import RecipeError
+from videovlm.pipelines import (
+    SCHEMA,
+    TASK_PROMPTS,
+    TASKS,
+    default,
+    list_recipes,
+    load_recipe,
+    recipe_names,
+)
+from videovlm.scenes import SceneSettings
+
+REPO_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+def write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path_or_name: str | Path) -> str:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path_or_name)
+    message = str(info.value)
+    assert "\n" not in message, "a recipe error must be one line"
+    return message
+
+
+QA_PROMPTS = '[prompts]\nintro = "{n_frames} frames"\nquestion = "{question}"\n'
+
+
+def test_builtins_one_per_task_with_defaults_filled() -> None:
+    assert recipe_names() == ["describe", "mcq", "qa", "timeline"]
+    recipes = {r.name: r for r in list_recipes()}
+    assert {r.task for r in recipes.values()} == set(TASKS)
+    for r in recipes.values():
+        assert r.description and "\n" not in r.description
+        assert set(r.prompts) == set(TASK_PROMPTS[r.task])
+        assert set(r.sampling) == set(SCHEMA["sampling"])
+        assert 1 <= r.sampling["n"] <= 1000
+        assert r.generation["do_sample"] is False
+        assert r.outputs and "json" in r.outputs
+        assert Path(r.path).is_file()
+    describe = recipes["describe"]
+    SceneSettings(**describe.scenes)  # the [scenes] table feeds detect_scenes as is
+    assert describe.scenes["detector"] == "adaptive"
+    assert recipes["qa"].scenes == {}
+    # in this editable checkout the built-ins are the repo's own files
+    assert Path(describe.path).resolve() == (REPO_PIPELINES / "describe.toml").resolve()
+
+
+def test_prompts_fill_their_placeholders() -> None:
+    timeline = load_recipe("timeline")
+    text = timeline.prompt("task", duration="00:30")
+    assert "MM:SS - MM:SS:" in text and "00:30" in text and "{" not in text
+    mcq = load_recipe("mcq")
+    text = mcq.prompt("question", question="What colour?", options="A. red\nB. blue")
+    assert "What colour?" in text and "B. blue" in text and "letter" in text
+    summary = load_recipe("describe").prompt("summary", descriptions="00:00 - 00:05: a dog",
+                                             duration="00:05")
+    assert "00:00 - 00:05: a dog" in summary
+    with pytest.raises(RecipeError, match=r"no prompts\.scene"):
+        mcq.prompt("scene")
+
+
+def test_user_recipe_by_path_and_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, f'task = "qa"\n[sampling]\nn = 8\n{QA_PROMPTS}')
+    r = load_recipe(path)
+    assert r.name == "mine" and r.task == "qa" and r.path == str(path)
+    assert r.sampling == {"n": 8, "backend": "auto", "seek": "exact", "fit": "squash"}
+    assert r.generation["max_new_tokens"] == default("max_new_tokens")
+    assert "temperature" not in r.generation  # unset optional generation keys stay out
+    assert r.outputs == ["json"]
+
+
+def test_extends_a_builtin(tmp_path: Path) -> None:
+    path = write(tmp_path, 'extends = "describe"\ndescription = "mine"\n[sampling]\nn = 12\n'
+                 '[prompts]\nscene = "What happens from {start} to {end}?"\n')
+    r = load_recipe(path)
+    base = load_recipe("describe")
+    assert r.name == "mine" and r.task == "describe" and r.extends == "describe"
+    assert r.sampling["n"] == 12 and r.sampling["seek"] == base.sampling["seek"]
+    assert r.prompts["scene"] == "What happens from {start} to {end}?"
+    assert r.prompts["summary"] == base.prompts["summary"]
+    assert r.scenes == base.scenes and r.generation == base.generation
+
+
+def test_extends_a_relative_file_and_loops(tmp_path: Path) -> None:
+    write(tmp_path, 'extends = "qa"\n[generation]\nmax_new_tokens = 20\n', "base.toml")
+    r = load_recipe(write(tmp_path, 'extends = "base.toml"\n[sampling]\nn = 3\n'))
+    assert (r.task, r.sampling["n"], r.generation["max_new_tokens"]) == ("qa", 3, 20)
+    write(tmp_path, 'extends = "b.toml"\n', "a.toml")
+    write(tmp_path, 'extends = "a.toml"\n', "b.toml")
+    assert "loops" in error_of(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('task = "qa"\n[sampling]\nnn = 8\n' + QA_PROMPTS,
+         "unknown key sampling.nn — did you mean 'n'"),
+        ('task = "qa"\n[sampleing]\nn = 8\n' + QA_PROMPTS, "did you mean 'sampling'"),
+        ('task = "qa"\n[generation]\nmax_tokens = 8\n' + QA_PROMPTS,
+         "did you mean 'max_new_tokens'"),
+        ('task = "qa"\n[sampling]\nn = "50"\n' + QA_PROMPTS, "sampling.n must be an integer"),
+        ('task = "qa"\n[sampling]\nn = true\n' + QA_PROMPTS, "sampling.n must be an integer"),
+        ('task = "qa"\n[sampling]\nn = 0\n' + QA_PROMPTS, "sampling.n must be between 1 and 1000"),
+        ('task = "qa"\n[sampling]\nn = 1001\n' + QA_PROMPTS, "between 1 and 1000, got 1001"),
+        ('task = "qa"\n[sampling]\nbackend = "ffmpeg"\n' + QA_PROMPTS,
+         "'ffmpeg' is not one of auto, av"),
+        ('task = "qa"\n[generation]\ndo_sample = "no"\n' + QA_PROMPTS, "true or false"),
+        ('task = "qa"\n[outputs]\nformats = ["json", "pdf"]\n' + QA_PROMPTS, "'pdf' is not one"),
+        ('task = "qa"\n[outputs]\nformats = "json"\n' + QA_PROMPTS, "list of strings"),
+        ('task = "quiz"\n' + QA_PROMPTS, "'quiz' is not one of describe, timeline, qa, mcq"),
+        ('[sampling]\nn = 8\n' + QA_PROMPTS, 'missing `task = "..."`'),
+        ('task = "qa"\nsampling = 3\n' + QA_PROMPTS, "sampling must be a table"),
+        ('task = "qa"\n[prompts]\nintro = "x"\n',
+         "task 'qa' needs prompts.question (with {question})"),
+        ('task = "qa"\n[prompts]\nintro = "x"\nquestion = "Answer it."\n',
+         "prompts.question must contain {question}"),
+        ('task = "mcq"\n' + QA_PROMPTS, "must contain {options}"),
+        ('task = "describe"\n[prompts]\nintro = "x"\nsummary = "{descriptions}"\n'
+         'scene = "From {strat} to {end}"\n', "unknown placeholder {strat} — did you mean {start}"),
+        ('task = "qa"\n[prompts]\nintro = "x {"\nquestion = "{question}"\n', "literal brace"),
+        ('task = "qa"\n[prompts]\nintroduction = "x"\nquestion = "{question}"\n',
+         "did you mean 'intro'"),
+        ('task = "qa"\n[scenes]\ndetector = "content"\n' + QA_PROMPTS,
+         '[scenes] only applies to task "describe"'),
+        ('extends = "describe"\n[scenes]\ndetector = "magic"\n', "'magic' is not one of adaptive"),
+        ('extends = "describe"\n[scenes]\nmin_scene_s = 5.0\nmax_scene_s = 8.0\n',
+         "twice min_scene_s"),
+        ('task = "qa"\n[sampling\nn = 8\n', "is not valid TOML"),
+        ('extends = "descibe"\n', "unknown recipe 'descibe' — did you mean 'describe'"),
+    ],
+)
+def test_mistakes_are_one_clear_line(tmp_path: Path, body: str, expected: str) -> None:
+    path = write(tmp_path, body)
+    message = error_of(path)
+    assert expected in message
+    assert str(path) in message or "descibe" in message  # says which file
+
+
+def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
+    assert "did you mean 'timeline'" in error_of("timelne")
+    assert "describe, mcq, qa, timeline" in error_of("nothing-like-it")
+    assert "not found" in error_of(tmp_path / "absent.toml")
+
+
+def test_overrides_are_checked_by_the_same_schema() -> None:
+    r = load_recipe("describe")
+    o = r.with_overrides(n=8, backend=None, formats="srt, json", max_new_tokens=64, threshold=2)
+    assert o.sampling["n"] == 8 and o.sampling["backend"] == r.sampling["backend"]
+    assert o.outputs == ["srt", "json"] and o.generation["max_new_tokens"] == 64
+    assert o.scenes["threshold"] == 2.0
+    assert r.sampling["n"] == 50  # the original is untouched
+    with pytest.raises(RecipeError, match="between 1 and 1000"):
+        r.with_overrides(n=5000)
+    with pytest.raises(RecipeError, match="did you mean 'seek'"):
+        r.with_overrides(seeek="exact")
+    with pytest.raises(RecipeError, match="twice min_scene_s"):
+        r.with_overrides(max_scene_s=1.5)
