@@ -1,0 +1,206 @@
+"""The decord backend (``decord.VideoReader.get_batch``), opt-in with ``--backend decord``.
+
+decord numbers frames by its own table of packet timestamps and cannot be pointed at a stream, so
+its indices are trusted only after its table is checked, frame by frame, against the probed
+timeline (same count, same times): otherwise it refuses. decord 0.6 turns frames upright itself
+from the display matrix (measured on 90/180/270 files); the check that its frames have the display
+size guards the 90/270 cases should a build skip that.
+
+decord spins forever in ``get_batch`` on files whose packets do not all decode (its decode loop
+waits for frames that never come), and a C++ loop cannot be interrupted from Python. So decord
+runs in a child process with a time limit proportional to the file's length; the frames come back
+through shared memory (no copy through a pipe), and a child that overruns is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from videovlm.decode import Frame
+from videovlm.errors import BackendError
+from videovlm.plan import FrameRef
+from videovlm.probe import VideoInfo
+
+# Bound on a decode: a fixed start-up allowance plus a per-frame allowance for every frame of the
+# file (decord may decode up to all of them), scaled by frame size; ~10x what it takes here.
+_BASE_TIMEOUT_S = 30.0
+_PER_FRAME_S_720P = 0.01
+# decord keeps timestamps as float32 seconds: agreement within a quarter of the smallest frame
+# interval (capped at 1 ms) identifies the frame; float32 rounding stays far below that
+_MAX_TIME_TOLERANCE_S = 1e-3
+
+
+class DecordBackend:
+    """Decode planned frames with decord in a time-limited child process."""
+
+    name = "decord"
+
+    def decode(self, info: VideoInfo, refs: Sequence[FrameRef]) -> list[Frame]:
+        """Frames for ``refs`` via one ``get_batch``, or BackendError; never hangs."""
+        if not refs:
+            return []
+        h, w = info.height, info.width
+        shm = shared_memory.SharedMemory(create=True, size=len(refs) * h * w * 3)
+        # a fresh interpreter, not multiprocessing: spawn would re-run the caller's main script
+        # and fork would copy a process that may hold threads (torch)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        limit = _timeout_s(info)
+        try:
+            job = pickle.dumps((shm.name, info, [r.index for r in refs]))
+            try:
+                out, err = proc.communicate(job, timeout=limit)
+            except subprocess.TimeoutExpired:
+                raise BackendError(
+                    f"decord did not finish {info.path} within {limit:.0f} s (it loops forever "
+                    "on some damaged files); use --backend av"
+                ) from None
+            lines = out.decode(errors="replace").strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                error = f"the decord process failed ({last[0][-200:]})"
+            else:
+                error = json.loads(lines[-1])["error"]
+            if error:
+                raise BackendError(f"decord cannot decode {info.path}: {error}; use --backend av")
+            data = np.ndarray((len(refs), h, w, 3), dtype=np.uint8, buffer=shm.buf)
+            images = data.copy()
+            del data  # the shared memory cannot close while a view of it exists
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            shm.close()
+            shm.unlink()
+        if info.rotation == 180 and _upside_down(info, refs[0], images[0]):
+            images = np.ascontiguousarray(images[:, ::-1, ::-1])
+        return [Frame(r.index, r.time_s, images[k]) for k, r in enumerate(refs)]
+
+
+def _upside_down(info: VideoInfo, ref: FrameRef, image: np.ndarray) -> bool:
+    """Whether decord left a 180-degree file upside down, judged against PyAV's frame.
+
+    decord turns a frame only when its own (older) FFmpeg sees the display matrix: it does for
+    MP4/MOV, not for Matroska (measured). A 90/270 turn shows in the frame's shape; a 180 one does
+    not, so one frame is compared with PyAV's upright decode of it. A picture that looks the
+    same both ways is right either way.
+    """
+    from videovlm.decode import get_backend
+
+    want = get_backend("av").decode(info, [ref])[0].image.astype(np.int16)
+    as_is = np.abs(image.astype(np.int16) - want).mean()
+    turned = np.abs(image[::-1, ::-1].astype(np.int16) - want).mean()
+    return bool(turned < as_is)
+
+
+def _timeout_s(info: VideoInfo) -> float:
+    scale = max(1.0, info.width * info.height / (1280 * 720))
+    return _BASE_TIMEOUT_S + _PER_FRAME_S_720P * scale * info.frame_count
+
+
+def _child_main() -> None:
+    """In the child: check decord's table against the timeline, decode, write into shared memory.
+
+    The job comes pickled on stdin; the last stdout line is ``{"error": null}`` on success or a
+    one-line reason. The frames travel through shared memory.
+    """
+    shm_name, info, indices = pickle.load(sys.stdin.buffer)
+    try:
+        error = _decode_into(shm_name, info, indices)
+    except Exception as exc:  # decord raises its own DECORDError and others: all one line
+        error = _decord_reason(exc, info) or type(exc).__name__
+    print(json.dumps({"error": error}), flush=True)
+
+
+def _decode_into(shm_name: str, info: VideoInfo, indices: list[int]) -> str | None:
+    import decord
+
+    try:
+        reader = decord.VideoReader(info.path, ctx=decord.cpu(0), num_threads=0)
+    except decord.DECORDError as exc:
+        return f"decord cannot read it ({_decord_reason(exc, info)})"
+    error = _check_table(reader, info)
+    if error:
+        return error
+    batch = reader.get_batch(indices).asnumpy()
+    shm = _attach(shm_name)
+    try:
+        out = np.ndarray((len(indices), info.height, info.width, 3), np.uint8, buffer=shm.buf)
+        if batch.shape[1:3] == (info.height, info.width):
+            out[:] = batch
+        elif batch.shape[1:3] == (info.width, info.height) and info.rotation in (90, 270):
+            out[:] = np.rot90(batch, k=-info.rotation // 90, axes=(1, 2))  # decord did not turn
+        else:
+            return (f"decord returned {batch.shape[2]}x{batch.shape[1]} frames, the display "
+                    f"size is {info.width}x{info.height}")
+        del out
+    finally:
+        shm.close()
+    return None
+
+
+def _decord_reason(exc: Exception, info: VideoInfo) -> str:
+    """decord's error without its C++ source locations, in one line."""
+    text = " ".join(str(exc).split())
+    if "cannot find video stream" in text:
+        return f"its FFmpeg build has no decoder for {info.codec}"
+    text = re.sub(r"\[[0-9:]+\] |\S+\.(?:cc|h|cpp):\d+: |Check failed: ", "", text)
+    return text.strip()[:160]
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Open the parent's shared memory without letting this process's tracker unlink it."""
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    from multiprocessing import resource_tracker
+
+    shm = shared_memory.SharedMemory(name=name)
+    resource_tracker.unregister(shm._name, "shared_memory")  # the parent owns and unlinks it
+    return shm
+
+
+def _check_table(reader, info: VideoInfo) -> str | None:
+    """Why decord's frame indices are not the timeline's, or None when they are.
+
+    decord's frame ``i`` is its ``i``-th packet by timestamp, its times in seconds from the
+    stream's start; the timeline's are from the first frame. Same count and the same times, frame
+    by frame, up to a constant offset, mean the same indices.
+    """
+    count = len(reader)
+    if count != info.frame_count:
+        return (f"decord counts {count} frames, the file's packets {info.frame_count} "
+                "(its indices would point at other frames)")
+    tl = info.timeline
+    got = reader.get_frame_timestamp(np.arange(count))[:, 0].astype(np.float64)
+    want = (tl.pts - tl.pts[0]).astype(np.float64) * float(tl.time_base)
+    got = got - got[0]
+    gaps = np.diff(want)
+    tol = min(_MAX_TIME_TOLERANCE_S, float(gaps.min()) / 4) if len(gaps) else _MAX_TIME_TOLERANCE_S
+    tol = max(tol, 1e-6 * (1 + float(np.abs(want).max())))  # float32 resolution at this length
+    bad = np.flatnonzero(np.abs(got - want) > tol)
+    if len(bad):
+        i = int(bad[0])
+        return (f"decord's frame {i} is at {got[i]:.6f} s, the file's at {want[i]:.6f} s "
+                "(its timestamp table disagrees with the packets)")
+    return None
+
+
+def make() -> DecordBackend:
+    """The backend, once decord imports (``pip install 'videovlm[decord]'`` or eva-decord)."""
+    import decord  # noqa: F401
+
+    return DecordBackend()
+
+
+if __name__ == "__main__":
+    _child_main()
