@@ -1,8 +1,156 @@
-"""Shared pytest fixtures (file owned by H1; the model-stage block below is H3's)."""
+"""Shared pytest fixtures (file owned by H1; the model-stage block below is H3's).
+
+Sampler fixtures: every synthetic clip is described once, as a :class:`Clip` with the facts the
+generator guarantees (an oracle independent of the decoders under test), and made once per test
+session, on first use, in a temporary folder.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from tests.media import frame_times, make_video
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One synthetic test video and what it must probe to (from the generator's own numbers)."""
+
+    name: str
+    filename: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any) -> Any:
+        return self.kwargs.get(key, default)
+
+    @property
+    def n_frames(self) -> int:
+        return self.get("n_frames", 30)
+
+    @property
+    def fps(self) -> float:
+        return self.get("fps", 30)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Upright display size (width, height)."""
+        return self.get("size", (64, 48))
+
+    @property
+    def rotation(self) -> int:
+        return self.get("rotation", 0)
+
+    @property
+    def codec(self) -> str:
+        return self.get("codec", "h264")
+
+    @property
+    def stream_index(self) -> int:
+        return 1 if self.get("extra_stream_first", False) else 0
+
+    @property
+    def has_audio(self) -> bool:
+        return self.get("audio", False) or self.get("extra_stream_first", False)
+
+    @property
+    def times(self) -> list[Fraction]:
+        """Each frame's presentation time as written, in seconds."""
+        return frame_times(self.n_frames, self.fps, self.get("vfr_gap", None),
+                           self.get("start_pts_s", 0.0))
+
+    def time_s(self, index: int) -> float:
+        """Seconds from the first frame to frame ``index``: the contract's ``time_s``."""
+        t = self.times
+        return float(t[index] - t[0])
+
+    @property
+    def duration_s(self) -> float:
+        """Last frame's time plus one frame interval (what the generator wrote)."""
+        t = self.times
+        return float(t[-1] - t[0] + 1 / Fraction(self.fps).limit_denominator(1001))
+
+
+CLIPS: dict[str, Clip] = {c.name: c for c in [
+    Clip("long_gop_bframes", "long gop.mp4", {"n_frames": 300, "gop": 250, "bframes": 3}),
+    Clip("vfr_gap", "vfr.mp4", {"n_frames": 40, "vfr_gap": (19, 10.0), "bframes": 2}),
+    Clip("rot90", "rot90.mp4", {"rotation": 90, "bframes": 2}),
+    Clip("rot180", "rot180.mov", {"rotation": 180}),
+    Clip("rot270", "rot270.mp4", {"rotation": 270, "size": (80, 48)}),
+    Clip("start_offset", "start.mp4", {"start_pts_s": 7.5, "bframes": 2, "n_frames": 45}),
+    Clip("start_offset_ts", "start.ts", {"start_pts_s": 3.0, "n_frames": 45, "gop": 15}),
+    Clip("video_not_stream_0", "second.mp4", {"extra_stream_first": True}),
+    Clip("fewer_than_n", "short.mp4", {"n_frames": 12}),
+    Clip("single_frame", "single.mp4", {"n_frames": 1}),
+    Clip("vp9_webm", "clip.webm", {"codec": "vp9", "n_frames": 60, "gop": 25}),
+    Clip("hevc_10bit", "hevc10.mp4", {"codec": "hevc", "pix_fmt": "yuv420p10le", "n_frames": 60,
+                                      "gop": 25, "bframes": 2}),
+    Clip("av1", "av1.mkv", {"codec": "av1", "n_frames": 60, "gop": 25}),
+    Clip("mpeg4_avi", "clip.avi", {"codec": "mpeg4", "n_frames": 60, "gop": 12}),
+    Clip("mjpeg_mov", "mjpeg.mov", {"codec": "mjpeg", "n_frames": 30}),
+    Clip("odd_size", "odd.mp4", {"size": (321, 239), "n_frames": 20}),
+    Clip("odd_size_vp9", "odd.webm", {"codec": "vp9", "size": (321, 239), "n_frames": 20}),
+    Clip("non_ascii_name", "vidéo à la plage 日本 ✓.mp4", {"n_frames": 30, "audio": True}),
+]}
+
+
+class ClipFactory:
+    """Makes each clip the first time a test asks for it; the same file afterwards."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in self.made:
+            clip = CLIPS[name]
+            folder = self.folder / name
+            folder.mkdir(exist_ok=True)
+            self.made[name] = make_video(folder / clip.filename, **clip.kwargs)
+        return self.made[name]
+
+
+@pytest.fixture(scope="session")
+def clip_path(tmp_path_factory: pytest.TempPathFactory) -> ClipFactory:
+    """``clip_path(name)``: the path of the synthetic clip ``CLIPS[name]``, made once."""
+    return ClipFactory(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files a user might pass that are not readable videos, by what is wrong with them."""
+    from tests import media
+
+    d = tmp_path_factory.mktemp("bad")
+    full = make_video(d / "full.mp4", n_frames=60, gop=10)  # moov written at the end
+    (d / "folder.mp4").mkdir()
+    (d / "empty.mp4").write_bytes(b"")
+    return {
+        "missing": d / "missing.mp4",
+        "empty": d / "empty.mp4",
+        "directory": d / "folder.mp4",
+        "text": media.make_text(d / "notes.mp4"),
+        "random_bytes": media.make_random(d / "noise.mp4"),
+        "audio_only": media.make_audio_only(d / "sound.mp4"),
+        "truncated_moov_at_end": media.truncate(full, d / "cut.mp4", 0.5),
+    }
+
+
+@pytest.fixture(scope="session")
+def truncated_playable(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """An MP4 with its index first, cut off at 60 %: (path, frames in the uncut file)."""
+    from tests import media
+
+    d = tmp_path_factory.mktemp("trunc")
+    full = make_video(d / "full.mp4", n_frames=90, gop=10, faststart=True)
+    return media.truncate(full, d / "cut off.mp4", 0.6), 90
+
 
 # --- Model-stage fixtures (H3): random-weight checkpoints of the real architectures -------------
 # Built once per session with videovlm.testing.make_checkpoint (a few seconds, a few MB each) and
