@@ -1,0 +1,111 @@
+"""probe: the facts of every kind of file, from the generator's numbers; clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import CLIPS, SAMPLES
+from videovlm.errors import InputError
+from videovlm.probe import probe
+
+
+def tolerance(clip) -> float:
+    """Matroska/WebM store times in whole milliseconds; the others exactly."""
+    return 1.5e-3 if clip.filename.endswith((".mkv", ".webm")) else 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_facts_match_what_was_written(clip_path, name):
+    clip = CLIPS[name]
+    info = probe(clip_path(name))
+    assert info.frame_count == clip.n_frames
+    assert info.duration_s == pytest.approx(clip.duration_s, abs=tolerance(clip))
+    assert info.fps == pytest.approx(clip.n_frames / clip.duration_s, rel=2e-3)
+    assert (info.width, info.height) == clip.size  # display size, after rotation
+    assert info.rotation == clip.rotation
+    assert info.codec == clip.codec
+    assert info.stream_index == clip.stream_index
+    assert info.has_audio == clip.has_audio
+    tl = info.timeline
+    assert len(tl.pts) == clip.n_frames and bool(tl.keyframe[0])
+    assert all(tl.pts[1:] > tl.pts[:-1])
+    for i in range(clip.n_frames):
+        assert tl.time_s(i) == pytest.approx(clip.time_s(i), abs=tolerance(clip))
+    if name not in ("start_offset_ts",):  # MPEG-TS adds its own mux delay to every timestamp
+        assert info.start_s == pytest.approx(clip.get("start_pts_s", 0.0), abs=tolerance(clip))
+    assert info.warnings == ()
+
+
+def test_start_offset_in_mpeg_ts_is_reported(clip_path):
+    info = probe(clip_path("start_offset_ts"))
+    assert info.start_s >= 3.0 - 1e-6
+
+
+def test_variable_frame_rate_keeps_the_frozen_gap(clip_path):
+    info = probe(clip_path("vfr_gap"))
+    gaps = [info.timeline.time_s(i + 1) - info.timeline.time_s(i) for i in range(39)]
+    assert max(gaps) == pytest.approx(10.0, abs=1e-6)
+    assert gaps.index(max(gaps)) == 19
+    assert info.duration_s == pytest.approx(19 / 30 + 10 + 20 / 30, abs=1e-6)
+
+
+def test_keyframes_are_where_the_encoder_put_them(clip_path):
+    info = probe(clip_path("long_gop_bframes"))
+    assert info.timeline.keyframe.nonzero()[0].tolist() == [0, 250]
+
+
+def test_header_facts_are_kept_apart_from_the_content(clip_path):
+    info = probe(clip_path("vfr_gap"))
+    assert info.frame_count_header == 40
+    assert info.duration_s_header == pytest.approx(info.duration_s, abs=1e-3)
+    webm = probe(clip_path("vp9_webm"))
+    assert webm.frame_count_header is None  # WebM headers do not count frames
+    assert webm.frame_count == 60
+
+
+def test_to_dict_carries_the_contract_fields(clip_path):
+    d = probe(clip_path("rot90")).to_dict()
+    for key in ("path", "duration_s", "fps", "frame_count", "width", "height", "rotation",
+                "codec"):
+        assert key in d
+    assert (d["width"], d["height"], d["rotation"]) == (64, 48, 90)
+
+
+SAMPLE_FACTS = {
+    # file: (frames, duration_s, width, height, fps, audio)
+    "bikes.mp4": (250, 10.0, 640, 272, 25.0, False),
+    "bigbuckbunny.mp4": (132, 5.28, 1280, 720, 25.0, True),
+    "world.mp4": (901, 30.033333, 480, 270, 30.0, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_FACTS))
+def test_samples_probe_to_their_known_facts(name):
+    frames, duration, w, h, fps, audio = SAMPLE_FACTS[name]
+    info = probe(SAMPLES / name)
+    assert info.frame_count == frames == info.frame_count_header
+    assert info.duration_s == pytest.approx(duration, abs=1e-5)
+    assert (info.width, info.height, info.rotation) == (w, h, 0)
+    assert info.fps == pytest.approx(fps, rel=1e-3)
+    assert info.codec == "h264" and info.has_audio is audio and info.start_s == 0.0
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["missing", "empty", "directory", "text", "random_bytes", "audio_only",
+     "truncated_moov_at_end"],
+)
+def test_unreadable_inputs_get_one_clear_line(bad_inputs, kind):
+    path = bad_inputs[kind]
+    with pytest.raises(InputError) as err:
+        probe(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    assert len(message) < 300
+
+
+def test_truncated_but_indexed_file_keeps_its_complete_frames(truncated_playable):
+    path, full = truncated_playable
+    info = probe(path)
+    assert 0 < info.frame_count < full
+    assert info.warnings  # said, not hidden
