@@ -524,7 +524,7 @@ def run_local(
     report = BatchReport(total=prep.total, skipped=prep.skipped,
                          failed_before=prep.failed_before, results=prep.log.path)
     bar = _progress(prep.total, prep.skipped, progress)
-    say = say or (lambda text: bar.write(text, file=sys.stderr))
+    say = say or (lambda text: bar.write(f"videovlm: {text}", file=sys.stderr))
     recorder = Recorder(prep.out_dir, prep.log, formats, write)
     start = time.perf_counter()
     window = max(0, workers) + (workers if prefetch is None else max(0, prefetch))
@@ -592,3 +592,160 @@ def run_local(
         prep.close()
         report.wall_s = time.perf_counter() - start
     return report
+
+
+# -- the real stages: api.load_video / api.run_model, with questions ---------------------------
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question of a questions file; ``choices`` make it multiple choice."""
+
+    question: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass
+class Questions:
+    """A questions file, resolved against a batch's inputs: questions for every video, and
+    questions for named ones. ``named`` is empty when no line names a video."""
+
+    common: list[Question] = field(default_factory=list)
+    named: dict[str, list[Question]] = field(default_factory=dict)
+
+    def for_input(self, rel: str) -> list[Question]:
+        return [*self.common, *self.named.get(rel, [])]
+
+
+def _question(obj: Any, where: str) -> tuple[str | None, Question]:
+    if isinstance(obj, str):
+        obj = {"question": obj}
+    if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) \
+            or not obj["question"].strip():
+        raise VideoVLMError(f"{where}: expected {{\"video\": ..., \"question\": \"...\", "
+                            "\"choices\": [...]}} or a question string")
+    unknown = set(obj) - {"video", "question", "choices", "id", "answer"}
+    if unknown:
+        raise VideoVLMError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                            "use video, question, choices")
+    choices = obj.get("choices")
+    if choices is not None and (not isinstance(choices, list) or len(choices) < 2
+                                or not all(isinstance(c, str) for c in choices)):
+        raise VideoVLMError(f"{where}: choices must be a list of at least two strings")
+    video = obj.get("video")
+    if video is not None and not isinstance(video, str):
+        raise VideoVLMError(f"{where}: video must be a path relative to the batch folder")
+    return video, Question(obj["question"].strip(), tuple(choices) if choices else None)
+
+
+def load_questions(path: str | os.PathLike[str], root: str | os.PathLike[str],
+                   inputs: Sequence[str]) -> Questions:
+    """Read a questions file: JSON Lines of ``{video?, question, choices?}``, a JSON list, or
+    plain text with one question per line (``#`` comments). A line without ``video`` applies to
+    every video. ``video`` is matched to an input by its path relative to ``root``, its
+    absolute path, or its file name when that is unique; an unknown video is an error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VideoVLMError(f"cannot read questions file {path}: {exc}") from None
+    stripped = text.lstrip()
+    items: list[tuple[str, Any]] = []
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise VideoVLMError(f"{path}: not valid JSON ({exc})") from None
+        items = [(f"{path} item {i + 1}", obj) for i, obj in enumerate(data)]
+    elif stripped.startswith("{"):
+        for no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append((f"{path}:{no}", json.loads(line)))
+                except ValueError as exc:
+                    raise VideoVLMError(f"{path}:{no}: not a JSON object ({exc})") from None
+    else:
+        items = [(f"{path}:{no}", line.strip()) for no, line in enumerate(text.splitlines(), 1)
+                 if line.strip() and not line.lstrip().startswith("#")]
+    if not items:
+        raise VideoVLMError(f"{path} holds no questions")
+    by_rel = set(inputs)
+    by_abs = {os.path.realpath(Path(root) / rel): rel for rel in inputs}
+    by_name: dict[str, list[str]] = {}
+    for rel in inputs:
+        by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
+    result = Questions()
+    unknown: list[str] = []
+    for where, obj in items:
+        video, q = _question(obj, where)
+        if video is None:
+            result.common.append(q)
+            continue
+        norm = PurePosixPath(video.replace("\\", "/")).as_posix()
+        rel = (norm if norm in by_rel else by_abs.get(os.path.realpath(video))
+               or by_abs.get(os.path.realpath(Path(root) / video)))
+        if rel is None and len(by_name.get(norm, [])) == 1:
+            rel = by_name[norm][0]
+        if rel is None:
+            unknown.append(video)
+            continue
+        result.named.setdefault(rel, []).append(q)
+    if unknown:
+        more = f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""
+        raise VideoVLMError(f"{path} names videos not found in {root}: "
+                            f"{', '.join(unknown[:3])}{more}; use paths relative to {root}")
+    return result
+
+
+@dataclass
+class VideoStages:
+    """The real stages of a batch, picklable so Ray can ship them: ``cpu`` is
+    :func:`videovlm.api.load_video`, ``model`` is :func:`videovlm.api.run_model` (once per
+    group of questions sharing their choices, answers merged in the file's order)."""
+
+    recipe: Any  # Recipe: describing, or asking open questions
+    image_size: int
+    n: int | None = None
+    backend: str | None = None
+    questions: Questions | None = None
+    choice_recipe: Any = None  # Recipe for questions with choices (mcq); defaults to ``recipe``
+
+    def cpu(self, job: Job) -> Any:
+        from videovlm.api import load_video
+
+        asking = self.questions is not None and bool(self.questions.for_input(job.input))
+        return load_video(job.path, self.recipe, n=self.n, image_size=self.image_size,
+                          backend=self.backend, mode="ask" if asking else None)
+
+    def model(self, model: Any, job: Job, inputs: Any) -> Result:
+        from videovlm.api import run_model
+
+        asked = self.questions.for_input(job.input) if self.questions is not None else []
+        if not asked:
+            return run_model(model, inputs, self.recipe)
+        groups: dict[tuple[str, ...] | None, list[int]] = {}
+        for i, q in enumerate(asked):
+            groups.setdefault(q.choices, []).append(i)
+        result: Result | None = None
+        answers: list[Any] = [None] * len(asked)
+        generate_s = 0.0
+        for choices, positions in groups.items():
+            recipe = self.recipe if choices is None else (self.choice_recipe or self.recipe)
+            part = run_model(model, inputs, recipe,
+                             questions=[asked[i].question for i in positions],
+                             choices=list(choices) if choices else None)
+            for i, answer in zip(positions, part.answers, strict=True):
+                answers[i] = answer
+            generate_s += part.timing_s.get("generate", 0.0)
+            if result is None:
+                result = part
+            else:
+                result.warnings.extend(w for w in part.warnings if w not in result.warnings)
+        assert result is not None
+        result.answers = answers
+        if len(groups) > 1:
+            timing = dict(result.timing_s)
+            timing["total"] = round(timing["total"] - timing["generate"] + generate_s, 4)
+            timing["generate"] = round(generate_s, 4)
+            result.timing_s = timing
+        return result

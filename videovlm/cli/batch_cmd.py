@@ -1,0 +1,124 @@
+"""``videovlm batch``: every video of a folder, one record each, resumable after any crash.
+
+Only options in and a report out: finding inputs, the crash-safe log and the engines live in
+:mod:`videovlm.batch` and :mod:`videovlm.batch_ray`. Everything a user can get wrong (a folder
+with no videos, a questions file naming unknown videos, a model that is not there, an output
+folder made with other settings) is refused in one line before anything is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from videovlm.cli import cli
+from videovlm.cli.model_cmds import _load_model, _setup_logging, model_options
+from videovlm.decode import BACKEND_NAMES
+from videovlm.errors import VideoVLMError
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: results.jsonl, batch.json and per-video files.")
+@click.option("--pipeline", default=None, metavar="NAME|FILE",
+              help="Recipe to run [default: describe; qa with --questions].")
+@click.option("--recursive/--no-recursive", default=True, show_default=True,
+              help="Walk subfolders.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only files matching GLOB (path relative to FOLDER, or name); picks videos "
+                   "with any extension. Repeatable.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files. "
+              "Repeatable.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip videos already recorded in OUTDIR/results.jsonl; --no-resume redoes all.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Background decode workers (local engine; 0: decode and generate in turn).")
+@click.option("--questions", "questions_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON Lines of {video, question, choices?} (or one question per line, for "
+                   "every video): answered per video in the same pass.")
+@click.option("-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
+              help="Per-video files, comma-separated, or all [default: the recipe's outputs].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="ray: decode as Ray tasks, generate in an actor pool "
+              "(RAY_ADDRESS for a cluster; pip install 'videovlm[ray]').")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
+              help="Decoder [default: the recipe's, auto].")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary on stderr.")
+@model_options
+def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
+          include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
+          questions_file: Path | None, formats: str | None, engine: str, backend: str | None,
+          quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
+          n: int | None) -> None:
+    """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
+
+    Videos are found by content. Killed or interrupted, the same command resumes where it
+    stopped. Exit code 0: all done; 1: some videos failed (each has an error record).
+    """
+    from videovlm import batch as b
+    from videovlm.model import default_model_id
+    from videovlm.pipelines import load_recipe
+    from videovlm.writers import parse_formats
+
+    _setup_logging(quiet)
+    say = (lambda text: None) if quiet else (lambda text: click.echo(f"videovlm: {text}",
+                                                                      err=True))
+    recipe = load_recipe(pipeline or ("qa" if questions_file else "describe"))
+    choice_recipe = recipe if pipeline else (load_recipe("mcq") if questions_file else None)
+    if questions_file and not recipe.prompts.get("question"):
+        raise VideoVLMError(f"recipe {recipe.name!r} does not ask questions (no "
+                            "prompts.question): use --pipeline qa or mcq with --questions")
+    names = parse_formats(formats if formats is not None else recipe.outputs or ["json"])
+
+    found = b.find_videos(folder, recursive=recursive, include=include, exclude=exclude,
+                          skip=[out_dir])
+    if found.not_video:
+        shown = ", ".join(found.not_video[:3])
+        more = f" and {len(found.not_video) - 3} more" if len(found.not_video) > 3 else ""
+        say(f"ignored {len(found.not_video)} file(s) that are not videos by content: "
+            f"{shown}{more}")
+    jobs = found.jobs
+    questions = None
+    if questions_file is not None:
+        questions = b.load_questions(questions_file, folder, [j.input for j in jobs])
+        if questions.named and not questions.common:  # the file names its videos: only those
+            jobs = [j for j in jobs if j.input in questions.named]
+    if not jobs:
+        raise VideoVLMError(f"no videos found in {folder}"
+                            f"{'' if recursive else ' (subfolders not walked)'}; "
+                            "check the folder, or pick files with --include GLOB")
+
+    settings = {
+        "recipe": recipe.name, "recipe_digest": b.settings_digest(recipe.to_dict()),
+        "model": model_id or default_model_id(), "n": n, "backend": backend, "formats": names,
+        "questions": None if questions is None else b.settings_digest(
+            [questions.common, sorted(questions.named.items())]),
+    }
+    if engine == "ray":
+        from videovlm.batch_ray import run_ray
+
+        report = run_ray(jobs, recipe, out_dir, model_id=model_id, device=device, dtype=dtype,
+                         n=n, backend=backend, questions=questions, choice_recipe=choice_recipe,
+                         formats=names, resume=resume, settings=settings,
+                         progress=not quiet, say=say)
+    else:
+        model = _load_model(model_id, device, dtype)  # before any file is written
+        stages = b.VideoStages(recipe, image_size=model.image_size, n=n, backend=backend,
+                               questions=questions, choice_recipe=choice_recipe)
+        report = b.run_local(jobs, stages.cpu, functools.partial(stages.model, model), out_dir,
+                             formats=names, workers=workers, resume=resume, settings=settings,
+                             progress=not quiet)
+    if report.interrupted:
+        click.echo("videovlm: interrupted: " + report.summary() + "; run the same command "
+                   "again (without --no-resume) to resume", err=True)
+    else:
+        say("batch: " + report.summary())
+    logging.getLogger("videovlm").debug("batch report: %s", report)
+    sys.exit(report.exit_code)
