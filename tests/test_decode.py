@@ -149,3 +149,18 @@ def test_unknown_backend_is_one_clear_line(clip_path):
 
 def test_empty_plan_decodes_nothing(clip_path):
     assert decode(clip_path("fewer_than_n"), [], "av") == []
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("name", ["long_gop_bframes", "vp9_webm", "hevc_10bit", "mpeg4_avi",
+                                  "start_offset_ts", "vfr_gap", "av1"])
+def test_gop_parallel_decoding_gives_the_same_frames(clip_path, name, workers):
+    """The PyAV backend's concurrent path (used on machines with several cores), forced on."""
+    from videovlm.decode._av import AvBackend
+
+    clip = CLIPS[name]
+    info = probe(clip_path(name))
+    for seek in ("exact", "keyframe"):
+        refs = plan(info, 50, seek=seek)
+        frames = AvBackend(workers=workers).decode(info, refs)
+        check_frames(clip, info, refs, frames)

@@ -14,6 +14,7 @@ Why it is fast without being approximate:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,10 +33,24 @@ _SKIM_DECODERS = frozenset({"h264", "hevc", "vp9", "mpeg4"})
 _SEEK_RETRIES = 3
 
 
+# Workers decoding different GOPs at once: each holds its own decoder (reference frames and
+# threads), so more workers cost memory; four keep a 1080p decode well under the memory budget.
+_MAX_WORKERS = 4
+
+
 class AvBackend:
-    """Decode planned frames with PyAV; see the module docstring for the strategy."""
+    """Decode planned frames with PyAV; see the module docstring for the strategy.
+
+    Targets that need different GOPs are independent work: with several CPU cores they are split
+    into contiguous chunks decoded concurrently (FFmpeg releases the GIL), each chunk in its own
+    container and decoder, the cores shared out between them. ``workers`` fixes the number of
+    chunks (1: one sequential pass); ``None`` picks it from the cores and the plan.
+    """
 
     name = "av"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
 
     def decode(
         self,
@@ -44,33 +59,88 @@ class AvBackend:
         on_frame: Callable[[Frame], None] | None = None,
     ) -> list[Frame]:
         """Frames for ``refs`` in plan order (see :class:`videovlm.decode.Backend`)."""
-        import av
-
         if not refs:
             return []
-        try:
-            container = av.open(info.path, metadata_errors="ignore")
-        except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"{info.path}: cannot open for decoding ({exc})") from None
-        with container:
-            run = _Run(container, info, refs, on_frame)
-            try:
-                found = run.decode_all()
-            except av.FFmpegError as exc:
-                raise InputError(f"{info.path}: decoding failed ({exc})") from None
+        chunks = _chunks(info, sorted(refs, key=lambda r: r.pts), self._workers())
+        cores = os.cpu_count() or 1
+        threads = 0 if len(chunks) == 1 else max(1, cores // len(chunks))
+        if len(chunks) == 1:
+            found = _decode_chunk(info, chunks[0], on_frame, threads)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(chunks), thread_name_prefix="videovlm-av") as pool:
+                parts = pool.map(lambda c: _decode_chunk(info, c, on_frame, threads), chunks)
+                found = {pts: f for part in parts for pts, f in part.items()}
         return [found[r.pts] for r in refs]
+
+    def _workers(self) -> int:
+        if self.workers is not None:
+            return max(1, self.workers)
+        return max(1, min(_MAX_WORKERS, (os.cpu_count() or 1) // 2))
+
+
+def _chunks(info: VideoInfo, refs: list[FrameRef], workers: int) -> list[list[FrameRef]]:
+    """Split time-sorted targets into at most ``workers`` contiguous chunks of similar work.
+
+    Targets sharing a keyframe stay together (one seek serves them all); a chunk's work is
+    estimated as the frames decoded from each group's keyframe to its last target.
+    """
+    tl = info.timeline
+    key_idx = np.flatnonzero(tl.keyframe) if tl.keyframe.any() else np.array([0])
+    groups: list[list[FrameRef]] = []
+    costs: list[int] = []
+    last_key = None
+    for r in refs:
+        k = int(key_idx[max(int(np.searchsorted(key_idx, r.index, side="right")) - 1, 0)])
+        if k != last_key:
+            groups.append([])
+            costs.append(0)
+            last_key = k
+        groups[-1].append(r)
+        costs[-1] = r.index - k + 1
+    workers = min(workers, len(groups))
+    if workers <= 1:
+        return [refs]
+    share = sum(costs) / workers
+    chunks: list[list[FrameRef]] = [[]]
+    acc = 0.0
+    for group, cost in zip(groups, costs, strict=True):
+        if chunks[-1] and acc + cost / 2 > share * len(chunks) and len(chunks) < workers:
+            chunks.append([])
+        chunks[-1].extend(group)
+        acc += cost
+    return chunks
+
+
+def _decode_chunk(info: VideoInfo, refs: list[FrameRef], on_frame, threads: int) -> dict:
+    """Decode one chunk of targets in a container and decoder of its own."""
+    import av
+
+    try:
+        container = av.open(info.path, metadata_errors="ignore")
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{info.path}: cannot open for decoding ({exc})") from None
+    with container:
+        run = _Run(container, info, refs, on_frame, threads)
+        try:
+            return run.decode_all()
+        except av.FFmpegError as exc:
+            raise InputError(f"{info.path}: decoding failed ({exc})") from None
 
 
 class _Run:
     """One decode call's state: what is wanted, what the decoder was fed, what came out."""
 
-    def __init__(self, container, info: VideoInfo, refs: Sequence[FrameRef], on_frame) -> None:
+    def __init__(
+        self, container, info: VideoInfo, refs: Sequence[FrameRef], on_frame, threads: int = 0
+    ) -> None:
         self.container = container
         self.info = info
         self.stream = container.streams[info.stream_index]
         cc = self.stream.codec_context
         cc.thread_type = "AUTO"
-        cc.thread_count = 0
+        cc.thread_count = threads  # 0: FFmpeg picks from the cores
         self.cc = cc
         self.refs = {r.pts: r for r in refs}
         self.todo = sorted(self.refs)  # target pts not yet out of the decoder, ascending
