@@ -128,7 +128,7 @@ def _decode_into(shm_name: str, info: VideoInfo, indices: list[int]) -> str | No
     try:
         reader = decord.VideoReader(info.path, ctx=decord.cpu(0), num_threads=0)
     except decord.DECORDError as exc:
-        return f"decord cannot read it ({_decord_reason(exc, info)})"
+        return _decord_reason(exc, info)
     error = _check_table(reader, info)
     if error:
         return error
@@ -153,7 +153,7 @@ def _decord_reason(exc: Exception, info: VideoInfo) -> str:
     """decord's error without its C++ source locations, in one line."""
     text = " ".join(str(exc).split())
     if "cannot find video stream" in text:
-        return f"its FFmpeg build has no decoder for {info.codec}"
+        return f"decord's FFmpeg build has no decoder for {info.codec}"
     text = re.sub(r"\[[0-9:]+\] |\S+\.(?:cc|h|cpp):\d+: |Check failed: ", "", text)
     return text.strip()[:160]
 
