@@ -170,6 +170,17 @@ def test_overrides_are_checked_by_the_same_schema() -> None:
         r.with_overrides(max_scene_s=1.5)
 
 
+def test_readme_documents_every_key() -> None:
+    """pipelines/README.md is the reference for recipe authors: no key may go undocumented."""
+    from videovlm.pipelines import PROMPT_KEYS, TOP_KEYS
+
+    readme = (REPO_PIPELINES / "README.md").read_text(encoding="utf-8")
+    keys = [*TOP_KEYS, *PROMPT_KEYS, *(k for keys in SCHEMA.values() for k in keys)]
+    missing = [k for k in keys if f"`{k}`" not in readme]
+    assert not missing, f"document these keys in pipelines/README.md: {missing}"
+    assert all(f"`{name}`" in readme for name in recipe_names())
+
+
 # -- the CLI: `videovlm pipelines` and `videovlm run` ----------------------------------------
 
 

@@ -29,7 +29,7 @@ from videovlm.probe import VideoInfo
 Scene = tuple[float, float]
 
 # Detector name -> (scenedetect class name, its threshold keyword). Thresholds left unset keep the
-# detector's own default (adaptive 3.0, content 27, threshold 12, histogram 0.05, hash 0.395).
+# detector's own default (adaptive 3.0, content 27, threshold 12, histogram 0.20, hash 0.35).
 DETECTORS: dict[str, str] = {
     "adaptive": "AdaptiveDetector",
     "content": "ContentDetector",
