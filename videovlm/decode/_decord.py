@@ -47,6 +47,7 @@ class DecordBackend:
         """Frames for ``refs`` via one ``get_batch``, or BackendError; never hangs."""
         if not refs:
             return []
+        _check_stream(info)
         h, w = info.height, info.width
         shm = shared_memory.SharedMemory(create=True, size=len(refs) * h * w * 3)
         # a fresh interpreter, not multiprocessing: spawn would re-run the caller's main script
@@ -85,6 +86,24 @@ class DecordBackend:
         if info.rotation == 180 and _upside_down(info, refs[0], images[0]):
             images = np.ascontiguousarray(images[:, ::-1, ::-1])
         return [Frame(r.index, r.time_s, images[k]) for k, r in enumerate(refs)]
+
+
+def _check_stream(info: VideoInfo) -> None:
+    """decord decodes FFmpeg's "best" video stream and cannot be told otherwise: it must be the
+    stream the probe chose (they differ when the best one is cover art)."""
+    import av
+
+    try:
+        with av.open(info.path, metadata_errors="ignore") as container:
+            best = container.streams.best("video")
+            best_index = info.stream_index if best is None else best.index
+    except (av.FFmpegError, OSError):
+        return  # decord's own open will say what is wrong
+    if best_index != info.stream_index:
+        raise BackendError(
+            f"decord would decode video stream {best_index} of {info.path}, not stream "
+            f"{info.stream_index} (the one sampled); use --backend av"
+        )
 
 
 def _upside_down(info: VideoInfo, ref: FrameRef, image: np.ndarray) -> bool:

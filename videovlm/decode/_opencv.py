@@ -167,15 +167,22 @@ def _stream_start(info: VideoInfo) -> int:
     """The stream's ``start_time`` (OpenCV's zero for CAP_PROP_POS_MSEC), in time-base units.
 
     Usually the first frame's time; it differs on files with edit lists or negative timestamps,
-    so it is read from the container rather than assumed.
+    so it is read from the container rather than assumed. OpenCV decodes the first video stream
+    and cannot be told otherwise here: a file whose probed stream is another one is refused.
     """
     import av
 
     try:
         with av.open(info.path, metadata_errors="ignore") as container:
+            first_video = container.streams.video[0].index
             start = container.streams[info.stream_index].start_time
-    except (av.FFmpegError, OSError):
-        start = None
+    except (av.FFmpegError, OSError, IndexError):
+        first_video, start = info.stream_index, None
+    if first_video != info.stream_index:
+        raise BackendError(
+            f"OpenCV would decode video stream {first_video} of {info.path}, not stream "
+            f"{info.stream_index} (the one sampled); use --backend av"
+        )
     return int(info.timeline.pts[0]) if start is None else int(start)
 
 
