@@ -136,17 +136,14 @@ def load_video(
     """
     from videovlm.prepare import prepare
 
-    rec = _recipe(recipe)
-    sampling = rec.sampling
-    n = int(n if n is not None else sampling.get("n", 50))
-    if n < 1:
-        raise VideoVLMError(f"-n must be at least 1 frame, got {n}")
-    backend = backend or sampling.get("backend", "auto")
-    fit = fit or sampling.get("fit", "squash")
-    seek = seek or sampling.get("seek", "exact")
+    rec = _recipe(recipe).with_overrides(n=n, backend=backend, fit=fit, seek=seek)
+    n, backend = rec.sampling["n"], rec.sampling["backend"]
+    fit, seek = rec.sampling["fit"], rec.sampling["seek"]
     mode = mode or {"describe": "scenes", "timeline": "timeline"}.get(rec.task, "ask")
     if mode not in (*MODES, "ask"):
         raise VideoVLMError(f"unknown mode {mode!r}: use scenes or timeline")
+    if mode == "scenes" and rec.task != "describe":
+        raise VideoVLMError(f"scene mode needs a describe recipe; {rec.name!r} is {rec.task!r}")
 
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -184,19 +181,6 @@ def load_video(
 # --- the model stage -------------------------------------------------------------------------
 
 
-def _format(template: str, what: str, **values: Any) -> str:
-    """A recipe prompt with its placeholders filled; a bad placeholder is the recipe's error."""
-    from videovlm.errors import RecipeError
-
-    try:
-        return template.format(**values)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise RecipeError(
-            f"prompt {what!r} uses an unknown placeholder {exc}; available: "
-            f"{', '.join('{' + k + '}' for k in values)}"
-        ) from None
-
-
 def _generation(recipe: Recipe) -> dict[str, Any]:
     """Every generation parameter the run uses (defaults made explicit, for the result JSON)."""
     return {"max_new_tokens": _DEFAULT_MAX_NEW_TOKENS, "do_sample": False,
@@ -216,14 +200,19 @@ class _Stage:
         self.warnings: list[str] = list(inputs.warnings)
         self.extra_decode = 0.0
 
-    def intro(self, n_frames: int) -> str | None:
+    def fill(self, key: str, n_frames: int, **values: Any) -> str:
+        """The recipe's prompt ``key`` with its placeholders filled.
+
+        ``{duration}``, ``{start}`` and ``{end}`` read like the frames' own stamps (``MM:SS``),
+        so the model sees one time format throughout.
+        """
         from videovlm.pack import timestamp_text
 
-        template = self.recipe.prompts.get("intro")
-        if not template:
-            return None
-        return _format(template, "intro", n_frames=n_frames,
-                       duration=timestamp_text(self.inputs.info.duration_s))
+        return self.recipe.prompt(key, n_frames=n_frames,
+                                  duration=timestamp_text(self.inputs.info.duration_s), **values)
+
+    def intro(self, n_frames: int) -> str | None:
+        return self.fill("intro", n_frames) if self.recipe.prompts.get("intro") else None
 
     def prompt(self, group: Group, task: str) -> tuple[Prompt, list[Frame]]:
         """The prompt for ``group`` with ``task``; re-planned with fewer frames if over budget."""
@@ -284,7 +273,7 @@ class _Stage:
         sampling = {**self.inputs.sampling,
                     "frames": [{"index": f.index, "time_s": round(f.time_s, 6)} for f in frames]}
         prompt = {"tokens": max(p.tokens for p in self.prompts),
-                  "budget": self.prompts[0].budget}
+                  "budget": self.prompts[0].budget, "recipe": self.recipe.name}
         if len(self.prompts) > 1:
             prompt.update(calls=len(self.prompts), total_tokens=sum(p.tokens for p in self.prompts))
         return Result(
@@ -292,7 +281,7 @@ class _Stage:
             sampling=sampling,
             model=self.model.info(),
             prompt=prompt,
-            generation={**self.generation, "recipe": self.recipe.name},
+            generation=dict(self.generation),
             warnings=self.warnings,
             frames=frames,
             **fields,
@@ -305,7 +294,8 @@ def _frames_in(frames: Sequence[Frame], start: float, end: float, last: bool) ->
 
 def _run_timeline(stage: _Stage) -> Result:
     rec, info = stage.recipe, stage.inputs.info
-    prompt, frames = stage.prompt(stage.inputs.groups[0], _require(rec, "task"))
+    group = stage.inputs.groups[0]
+    prompt, frames = stage.prompt(group, stage.fill("task", len(group.frames)))
     text = stage.generate(prompt)
     segments, parsed = _parse(text, info.duration_s)
     for i, seg in enumerate(segments):
@@ -330,8 +320,7 @@ def _summary(stage: _Stage, segments: Sequence[Segment]) -> str:
 
     lines = "\n".join(f"{timestamp_text(s.start_s)}-{timestamp_text(s.end_s)}: {s.text}"
                       for s in segments)
-    text = _format(_require(stage.recipe, "summary"), "summary", descriptions=lines,
-                   duration=timestamp_text(stage.inputs.info.duration_s))
+    text = stage.fill("summary", len(stage.used), descriptions=lines)
     return stage.model.generate_text(text, **stage.generation)
 
 
@@ -339,24 +328,15 @@ def _run_scenes(stage: _Stage) -> Result:
     from videovlm.pack import timestamp_text
 
     rec = stage.recipe
-    template = _require(rec, "scene")
     segments = []
     for group in stage.inputs.groups:
-        task = _format(template, "scene", start=timestamp_text(group.start_s),
-                       end=timestamp_text(group.end_s))
+        task = stage.fill("scene", len(group.frames), start=timestamp_text(group.start_s),
+                          end=timestamp_text(group.end_s))
         prompt, frames = stage.prompt(group, task)
         text = stage.generate(prompt).strip()
         segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames]))
     summary = _summary(stage, segments) if "summary" in rec.prompts else None
     return stage.result(segments=segments, summary=summary, mode="scenes")
-
-
-def _require(recipe: Recipe, key: str) -> str:
-    from videovlm.errors import RecipeError
-
-    if not recipe.prompts.get(key):
-        raise RecipeError(f"recipe {recipe.name!r} has no prompts.{key}, which its task needs")
-    return recipe.prompts[key]
 
 
 def option_texts(choices: Sequence[str]) -> list[str]:
@@ -390,16 +370,12 @@ def _letter_ids(model: Model, letters: Sequence[str]) -> dict[int, str]:
 def _run_ask(stage: _Stage, questions: Sequence[str], choices: Sequence[str] | None) -> Result:
     from videovlm.text import choice_letters, extract_choice
 
-    rec = stage.recipe
-    template = _require(rec, "question")
     options = option_texts(choices) if choices else None
     letters = choice_letters(options) if options else []
     shown = "\n".join(f"{ltr}. {opt}" for ltr, opt in zip(letters, options or [], strict=True))
 
-    def task(q: str) -> str:
-        return _format(template, "question", question=q, options=shown)
-
-    tasks = [task(q) for q in questions]
+    n_frames = len(stage.inputs.groups[0].frames)
+    tasks = [stage.fill("question", n_frames, question=q, options=shown) for q in questions]
     # the longest question decides the budget: every question reuses this one encoded prefix
     prefix, _ = stage.prompt(stage.inputs.groups[0], max(tasks, key=len))
     texts = stage.model.answer(prefix, tasks, **stage.generation)

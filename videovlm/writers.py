@@ -15,6 +15,7 @@ import html
 import io
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,9 @@ def format_time(seconds: float) -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # os.open with 0o666 lets the umask decide permissions, like any file the user writes
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -145,13 +148,19 @@ def _jpeg(image: Any, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
+def _sheet_jpeg(frames: Sequence[Any]) -> bytes:
+    """The contact sheet (videovlm.sheet) as JPEG bytes: md renders before anything is written."""
+    from videovlm.sheet import contact_sheet
+
+    with tempfile.TemporaryDirectory(prefix="videovlm-sheet-") as tmp:
+        return contact_sheet(frames, Path(tmp) / "sheet.jpg").read_bytes()
+
+
 def _md(result: Result, stem: str) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     lines = [f"# {_title(result)}", ""]
     if result.frames:
-        from videovlm.sheet import contact_sheet
-
-        out[_sheet_name(stem)] = _jpeg(contact_sheet(result.frames))
+        out[_sheet_name(stem)] = _sheet_jpeg(result.frames)
         lines += [f"![Contact sheet: the frames the model saw]({_sheet_name(stem)})", ""]
     lines += ["| | |", "|---|---|"]
     lines += [f"| {k} | {val} |" for k, val in _facts(result)]

@@ -39,13 +39,27 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a test's capture, a redirected stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("videovlm: %(levelname)s: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
-    """Warnings (and, unless quiet, progress notes) on stderr, one line each."""
+    """Warnings (and, unless quiet, progress notes) on stderr, one line each; never stdout."""
     logger = logging.getLogger("videovlm")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("videovlm: %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
         logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
@@ -70,19 +84,6 @@ def _stems(videos: list[str]) -> list[str]:
     return stems
 
 
-def _write_sheet(result: Any, target: Path) -> None:
-    import io
-
-    from videovlm.sheet import contact_sheet
-    from videovlm.writers import atomic_write
-
-    fmt = {".png": "PNG", ".webp": "WEBP"}.get(target.suffix.lower(), "JPEG")
-    buf = io.BytesIO()
-    contact_sheet(result.frames).convert("RGB").save(buf, format=fmt)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, buf.getvalue())
-
-
 def _progress(items: list[Any], quiet: bool, desc: str) -> Any:
     from tqdm import tqdm
 
@@ -96,31 +97,40 @@ def _progress(items: list[Any], quiet: bool, desc: str) -> Any:
               default=None, help="Write DIR/<video name>.<format> files instead of printing JSON.")
 @click.option("-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
               help="Output formats, comma-separated, or all [default: the recipe's outputs].")
-@click.option("--mode", type=click.Choice(["scenes", "timeline"]), default="scenes",
-              show_default=True,
-              help="scenes: find the cuts, describe each scene; timeline: one prompt, all frames.")
+@click.option("--mode", type=click.Choice(["scenes", "timeline"]), default=None,
+              help="scenes (default): find the cuts, describe each scene with its frames; "
+                   "timeline: one prompt with all frames.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a contact sheet of the frames the model saw (JPEG or PNG).")
+              help="Also write a contact sheet of the frames the model saw (.jpg or .png).")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
               help="Decoder [default: the recipe's, auto].")
+@click.option("--recipe", default=None, metavar="NAME|FILE.toml",
+              help="Recipe to run [default: describe for scenes, timeline for timeline mode].")
 @click.option("--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
 @model_options
-def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str,
-             sheet: Path | None, backend: str | None, quiet: bool, model_id: str | None,
-             device: str | None, dtype: str | None, n: int | None) -> None:
+def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str | None,
+             sheet: Path | None, backend: str | None, recipe: str | None, quiet: bool,
+             model_id: str | None, device: str | None, dtype: str | None, n: int | None) -> None:
     """Describe what happens in each VIDEO, with timestamps.
 
     Without -o the result JSON goes to stdout (one line per video when there are several).
     """
     from videovlm.api import _MODE_RECIPE, run_recipe
     from videovlm.pipelines import load_recipe
+    from videovlm.sheet import contact_sheet, sheet_format
     from videovlm.writers import parse_formats, write
 
     _setup_logging(quiet)
-    recipe = load_recipe(_MODE_RECIPE[mode])
+    rec = load_recipe(recipe or _MODE_RECIPE[mode or "scenes"])
+    if rec.task not in ("describe", "timeline"):
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
+                            "`videovlm ask` or `videovlm run`")
+    mode = mode or ("timeline" if rec.task == "timeline" else "scenes")
     if formats is not None and out_dir is None:
         raise VideoVLMError("-f/--format needs an output folder: add -o DIR")
-    names = parse_formats(formats if formats is not None else recipe.outputs or ["json"])
+    if sheet is not None:
+        sheet_format(sheet)  # a bad name fails now, not after the model ran
+    names = parse_formats(formats if formats is not None else rec.outputs)
     model = _load_model(model_id, device, dtype)
 
     video_list = list(videos)
@@ -129,7 +139,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     log = logging.getLogger("videovlm")
     for video, stem in zip(_progress(video_list, quiet, "describe"), stems, strict=True):
         try:
-            result = run_recipe(recipe, video, model=model, n=n, backend=backend, mode=mode)
+            result = run_recipe(rec, video, model=model, n=n, backend=backend, mode=mode)
         except VideoVLMError as exc:
             if len(video_list) == 1:
                 raise
@@ -139,7 +149,8 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
         if sheet is not None:
             target = sheet if len(video_list) == 1 else sheet.with_name(
                 f"{sheet.stem}_{stem}{sheet.suffix}")
-            _write_sheet(result, target)
+            contact_sheet(result.frames, target)
+            log.info("wrote %s", target)
         if out_dir is not None:
             for path in write(result, out_dir, names, stem):
                 log.info("wrote %s", path)
@@ -161,22 +172,26 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of text.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
               help="Decoder [default: the recipe's, auto].")
+@click.option("--recipe", default=None, metavar="NAME|FILE.toml",
+              help="Recipe to run [default: mcq with --choices, else qa].")
 @click.option("--quiet", is_flag=True, help="No notes on stderr (warnings stay).")
 @model_options
 def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_json: bool,
-        backend: str | None, quiet: bool, model_id: str | None, device: str | None,
-        dtype: str | None, n: int | None) -> None:
+        backend: str | None, recipe: str | None, quiet: bool, model_id: str | None,
+        device: str | None, dtype: str | None, n: int | None) -> None:
     """Answer questions about VIDEO (multiple choice with --choices)."""
     from videovlm.api import ask as ask_api
+    from videovlm.pipelines import load_recipe
 
     _setup_logging(quiet)
+    rec = load_recipe(recipe or ("mcq" if choices else "qa"))
     if choices and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
     if any(not q.strip() for q in questions):
         raise VideoVLMError("a question (-q) is empty: give the question's text")
     model = _load_model(model_id, device, dtype)
     result = ask_api(video, list(questions), choices=list(choices) or None, model=model, n=n,
-                     backend=backend)
+                     backend=backend, recipe=rec)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
