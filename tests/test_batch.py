@@ -357,15 +357,19 @@ max_new_tokens = 3
 """
 
 
-@pytest.fixture(scope="module")
-def small_tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("small")
+def make_small_tree(root: Path) -> Path:
+    """Two clips with one name in two folders, a text file named .mp4, a cut-off clip."""
     for sub in ("a", "b"):
-        (root / sub).mkdir()
+        (root / sub).mkdir(parents=True)
         media.make_video(root / sub / "x.mp4", n_frames=10)
     media.make_text(root / "broken.mp4")  # text with a video's name: ignored, reported
     media.truncate(root / "a" / "x.mp4", root / "cut.mp4", 0.3)  # a video's header, no frames
     return root
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory) -> Path:
+    return make_small_tree(tmp_path_factory.mktemp("small"))
 
 
 @pytest.fixture(scope="module")
