@@ -62,7 +62,7 @@ class AvBackend:
         if not refs:
             return []
         chunks = _chunks(info, sorted(refs, key=lambda r: r.pts), self._workers())
-        cores = os.cpu_count() or 1
+        cores = _cores()
         threads = 0 if len(chunks) == 1 else max(1, cores // len(chunks))
         if len(chunks) == 1:
             found = _decode_chunk(info, chunks[0], on_frame, threads)
@@ -77,7 +77,15 @@ class AvBackend:
     def _workers(self) -> int:
         if self.workers is not None:
             return max(1, self.workers)
-        return max(1, min(_MAX_WORKERS, (os.cpu_count() or 1) // 2))
+        return max(1, min(_MAX_WORKERS, _cores()))
+
+
+def _cores() -> int:
+    """CPU cores this process may use (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _chunks(info: VideoInfo, refs: list[FrameRef], workers: int) -> list[list[FrameRef]]:
@@ -139,7 +147,10 @@ class _Run:
         self.info = info
         self.stream = container.streams[info.stream_index]
         cc = self.stream.codec_context
-        cc.thread_type = "AUTO"
+        # frame threads pay off over runs of frames; a plan of keyframes only decodes one frame
+        # per seek, where their start-up and flush cost more than they give
+        only_keys = all(info.timeline.keyframe[r.index] for r in refs)
+        cc.thread_type = "SLICE" if only_keys else "AUTO"
         cc.thread_count = threads  # 0: FFmpeg picks from the cores
         self.cc = cc
         self.refs = {r.pts: r for r in refs}
@@ -201,22 +212,25 @@ class _Run:
 
     def _feed_until(self, target: int) -> None:
         while self.packets is not None and target not in self.found:
+            if target in self.fed and self._run_is_done(target):
+                self._drain()  # nothing more to take from this run: drain, feed nothing more
+                break
             packet = next(self.packets, None)
             if packet is None:
                 self._drain()
                 break
             self._feed(packet)
-            if target in self.fed and target not in self.found:
-                nxt = self._next_after(target)
-                if nxt is None or self._key_before(nxt) > self.frontier:
-                    # nothing more to take from this run: drain it rather than feed more packets
-                    self._drain()
         if target not in self.found:
             t = float((target - int(self.info.timeline.pts[0])) * self.info.timeline.time_base)
             raise BackendError(
                 f"{self.info.path}: the frame at {t:.3f} s (pts {target}) did not come out of the "
                 "decoder; the file may be damaged there"
             )
+
+    def _run_is_done(self, target: int) -> bool:
+        """True when the next target needs a seek anyway, so this run has nothing more to give."""
+        nxt = self._next_after(target)
+        return nxt is None or self._key_before(nxt) > self.frontier
 
     def _next_after(self, target: int) -> int | None:
         later = [p for p in self.todo if p > target]
@@ -266,7 +280,7 @@ class _Run:
             ref = self.refs.get(pts)
             if ref is None or pts in self.found:
                 continue
-            image = frame.to_ndarray(format="rgb24")
+            image = frame.to_ndarray(format="rgb24", **_rgb_options(frame))
             if self.info.rotation:
                 image = np.ascontiguousarray(np.rot90(image, k=-self.info.rotation // 90))
             out = Frame(index=ref.index, time_s=ref.time_s, image=image)
@@ -274,6 +288,18 @@ class _Run:
             self.todo.remove(pts)
             if self.on_frame is not None:
                 self.on_frame(out)
+
+
+def _rgb_options(frame) -> dict[str, str]:
+    """swscale options for this frame's RGB conversion.
+
+    For 8-bit 4:2:0 at even sizes (most video), ``FAST_BILINEAR`` selects swscale's unscaled
+    converter: pixel-identical output here (no scaling happens) at several times the speed. At
+    odd sizes that path differs along the last row/column, so the default is kept there.
+    """
+    if frame.format.name in ("yuv420p", "yuvj420p") and not (frame.width % 2 or frame.height % 2):
+        return {"interpolation": "FAST_BILINEAR"}
+    return {}
 
 
 def make() -> AvBackend:
