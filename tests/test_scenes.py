@@ -33,10 +33,12 @@ SHOT_COLOURS = [(200, 40, 40), (30, 160, 60), (40, 60, 200), (220, 200, 40), (12
 
 
 def make_shots(
-    path: Path, cuts: list[int], n_frames: int, fps: int = 25, start_pts_s: float = 0.0
+    path: Path, cuts: list[int], n_frames: int, fps: int = 25, start_pts_s: float = 0.0,
+    slow_after: int | None = None,
 ) -> Path:
     """A clip of shots starting at ``cuts``: each a coloured, slowly moving gradient with the
-    frame's index drawn in a corner (tests/media.py), so a decoded frame names itself."""
+    frame's index drawn in a corner (tests/media.py), so a decoded frame names itself.
+    ``slow_after=i``: frames after ``i`` stay three ticks each (variable frame rate)."""
     tick = Fraction(1, fps)
     x = np.arange(SIZE[0])[None, :, None]
     y = np.arange(SIZE[1])[:, None, None]
@@ -51,7 +53,8 @@ def make_shots(
             img = (colour * shade).clip(0, 255).astype(np.uint8)
             img[: INSET[1], : INSET[0]] = draw_frame(i, INSET)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-            frame.pts = i + round(start_pts_s * fps)
+            ticks = i if slow_after is None or i <= slow_after else i + 2 * (i - slow_after)
+            frame.pts = ticks + round(start_pts_s * fps)
             frame.time_base = tick
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -70,11 +73,15 @@ def frame_at(path: Path, index: int) -> np.ndarray:
 NO_SHAPING = {"min_scene_s": 0.0, "max_scene_s": 0.0}
 
 
-@pytest.mark.parametrize("start_pts_s", [0.0, 7.5])
-def test_cuts_on_generated_shots_are_exact(tmp_path: Path, start_pts_s: float) -> None:
+@pytest.mark.parametrize(("start_pts_s", "slow_after"), [(0.0, None), (7.5, None), (0.0, 30)])
+def test_cuts_on_generated_shots_are_exact(
+    tmp_path: Path, start_pts_s: float, slow_after: int | None
+) -> None:
     truth = [0, 20, 47, 90]
-    path = make_shots(tmp_path / "shots.mp4", truth, 120, start_pts_s=start_pts_s)
+    path = make_shots(tmp_path / "shots.mp4", truth, 120, start_pts_s=start_pts_s,
+                      slow_after=slow_after)
     info = probe(path)
+    times = [info.timeline.time_s(i) for i in range(info.frame_count)]
     found = detect_cuts(info)
     assert len(found) == len(truth) - 1
     assert all(abs(f - t) <= 1 for f, t in zip(found, truth[1:], strict=True)), found
@@ -84,9 +91,9 @@ def test_cuts_on_generated_shots_are_exact(tmp_path: Path, start_pts_s: float) -
     assert scenes[0][0] == 0.0 and scenes[-1][1] == pytest.approx(info.duration_s, abs=1e-9)
     for (start, _), cut in zip(scenes, truth, strict=True):
         # the boundary is a frame's presentation time, within one frame of the true cut ...
-        assert abs(start - cut / 25) <= 1 / 25 + 1e-9
-        index = int(np.flatnonzero(np.isclose(
-            [info.timeline.time_s(i) for i in range(info.frame_count)], start, atol=1e-9))[0])
+        index = times.index(start)
+        assert abs(index - cut) <= 1
+        assert abs(start - times[cut]) <= max(np.diff(times)) + 1e-9
         # ... and the frame shown at that time carries the shot's first index in its pixels
         assert abs(read_index(frame_at(path, index)[: INSET[1], : INSET[0]]) - cut) <= 1
 
