@@ -94,6 +94,15 @@ def test_extends_a_builtin(tmp_path: Path) -> None:
     assert r.scenes == base.scenes and r.generation == base.generation
 
 
+def test_extends_with_another_task(tmp_path: Path) -> None:
+    path = write(tmp_path, 'extends = "describe"\ntask = "timeline"\n'
+                 '[prompts]\ntask = "List the events as MM:SS - MM:SS: text lines."\n')
+    r = load_recipe(path)
+    assert r.task == "timeline" and r.scenes == {}
+    assert set(r.prompts) == {"intro", "task"}
+    assert r.prompts["intro"] == load_recipe("describe").prompts["intro"]
+
+
 def test_extends_a_relative_file_and_loops(tmp_path: Path) -> None:
     write(tmp_path, 'extends = "qa"\n[generation]\nmax_new_tokens = 20\n', "base.toml")
     r = load_recipe(write(tmp_path, 'extends = "base.toml"\n[sampling]\nn = 3\n'))

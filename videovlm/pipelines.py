@@ -290,6 +290,8 @@ def _merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any
             out[key] = value
     if "name" not in child:
         out.pop("name", None)  # a derived recipe is named after its own file
+    if out.get("task") != "describe" and "scenes" not in child:
+        out.pop("scenes", None)  # a describe recipe turned into another task: scenes unused
     return out
 
 
