@@ -84,7 +84,8 @@ CLIPS: dict[str, Clip] = {c.name: c for c in [
     Clip("rot180", "rot180.mov", {"rotation": 180}),
     Clip("rot270", "rot270.mp4", {"rotation": 270, "size": (80, 48)}),
     Clip("start_offset", "start.mp4", {"start_pts_s": 7.5, "bframes": 2, "n_frames": 45}),
-    Clip("start_offset_ts", "start.ts", {"start_pts_s": 3.0, "n_frames": 45, "gop": 15}),
+    Clip("start_offset_ts", "start.ts", {"start_pts_s": 3.0, "n_frames": 45, "gop": 15,
+                                         "bframes": 3}),  # no index: seeks land anywhere
     Clip("video_not_stream_0", "second.mp4", {"extra_stream_first": True}),
     Clip("fewer_than_n", "short.mp4", {"n_frames": 12}),
     Clip("single_frame", "single.mp4", {"n_frames": 1}),
@@ -93,6 +94,8 @@ CLIPS: dict[str, Clip] = {c.name: c for c in [
                                       "gop": 25, "bframes": 2}),
     Clip("av1", "av1.mkv", {"codec": "av1", "n_frames": 60, "gop": 25}),
     Clip("mpeg4_avi", "clip.avi", {"codec": "mpeg4", "n_frames": 60, "gop": 12}),
+    Clip("mpeg4_bframes_avi", "bframes.avi", {"codec": "mpeg4", "n_frames": 60, "gop": 12,
+                                              "bframes": 2}),  # AVI stores no pts
     Clip("mjpeg_mov", "mjpeg.mov", {"codec": "mjpeg", "n_frames": 30}),
     Clip("odd_size", "odd.mp4", {"size": (321, 239), "n_frames": 20}),
     Clip("odd_size_vp9", "odd.webm", {"codec": "vp9", "size": (321, 239), "n_frames": 20}),

@@ -31,7 +31,9 @@ def test_facts_match_what_was_written(clip_path, name):
     assert all(tl.pts[1:] > tl.pts[:-1])
     for i in range(clip.n_frames):
         assert tl.time_s(i) == pytest.approx(clip.time_s(i), abs=tolerance(clip))
-    if name not in ("start_offset_ts",):  # MPEG-TS adds its own mux delay to every timestamp
+    # MPEG-TS adds its mux delay to every timestamp; AVI stores no pts, and FFmpeg derives them
+    # one frame after the dts when B-frames delay output: only times from the first frame count
+    if name not in ("start_offset_ts", "mpeg4_bframes_avi"):
         assert info.start_s == pytest.approx(clip.get("start_pts_s", 0.0), abs=tolerance(clip))
     assert info.warnings == ()
 

@@ -125,54 +125,70 @@ def _decode_chunk(info: VideoInfo, refs: list[FrameRef], on_frame, threads: int)
     """Decode one chunk of targets in a container and decoder of its own."""
     import av
 
+    run = _Run(info, refs, on_frame, threads)
     try:
-        container = av.open(info.path, metadata_errors="ignore")
-    except (av.FFmpegError, OSError) as exc:
-        raise InputError(f"{info.path}: cannot open for decoding ({exc})") from None
-    with container:
-        run = _Run(container, info, refs, on_frame, threads)
-        try:
-            return run.decode_all()
-        except av.FFmpegError as exc:
-            raise InputError(f"{info.path}: decoding failed ({exc})") from None
+        return run.decode_all()
+    except av.FFmpegError as exc:
+        raise InputError(f"{info.path}: decoding failed ({exc})") from None
+    finally:
+        run.close()
 
 
 class _Run:
-    """One decode call's state: what is wanted, what the decoder was fed, what came out."""
+    """One chunk's state: what is wanted, what the decoder was fed, what came out."""
 
     def __init__(
-        self, container, info: VideoInfo, refs: Sequence[FrameRef], on_frame, threads: int = 0
+        self, info: VideoInfo, refs: Sequence[FrameRef], on_frame, threads: int = 0
     ) -> None:
-        self.container = container
         self.info = info
-        self.stream = container.streams[info.stream_index]
-        cc = self.stream.codec_context
+        self.threads = threads
         # frame threads pay off over runs of frames; a plan of keyframes only decodes one frame
         # per seek, where their start-up and flush cost more than they give
-        only_keys = all(info.timeline.keyframe[r.index] for r in refs)
-        cc.thread_type = "SLICE" if only_keys else "AUTO"
-        cc.thread_count = threads  # 0: FFmpeg picks from the cores
-        self.cc = cc
+        self.only_keys = all(info.timeline.keyframe[r.index] for r in refs)
         self.refs = {r.pts: r for r in refs}
         self.todo = sorted(self.refs)  # target pts not yet out of the decoder, ascending
         self.found: dict[int, Frame] = {}
         self.on_frame = on_frame
         tl = info.timeline
-        self.key_pts = tl.pts[tl.keyframe] if tl.keyframe.any() else tl.pts[:1]
-        # every packet is fed at most once per run; runs never overlap except on seek retries
+        self.has_keys = bool(tl.keyframe.any())
+        self.key_pts = tl.pts[tl.keyframe] if self.has_keys else tl.pts[:1]
+        # each packet is read at most once per run and runs overlap only on seek retries
         self.budget = 2 * (len(tl.pts) + 64) * (_SEEK_RETRIES + 2)
         self.packets = None  # the demux iterator of the current run; None: no run (must seek)
         self.frontier: int | None = None  # highest pts fed to the decoder in this run
         self.fed: set[int] = set()  # pts fed in this run
+        self.container = None
+        self._open()
+
+    def _open(self) -> None:
+        """(Re)open the file: a fresh demuxer at its start and a fresh decoder."""
+        import av
+
+        self.close()
+        try:
+            self.container = av.open(self.info.path, metadata_errors="ignore")
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"{self.info.path}: cannot open for decoding ({exc})") from None
+        self.stream = self.container.streams[self.info.stream_index]
+        cc = self.stream.codec_context
+        cc.thread_type = "SLICE" if self.only_keys else "AUTO"
+        cc.thread_count = self.threads  # 0: FFmpeg picks from the cores
+        self.cc = cc
         self.skip = "DEFAULT"
         self.skim = "NONREF" if cc.name in _SKIM_DECODERS else "DEFAULT"
+        self.packets = None
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
 
     def decode_all(self) -> dict[int, Frame]:
         while self.todo:
             target = self.todo[0]
             key = self._key_before(target)
             if self.packets is None or self.frontier is None or key > self.frontier:
-                self._seek(target, key)
+                self._seek(key)
             self._feed_until(target)
         return self.found
 
@@ -180,31 +196,42 @@ class _Run:
         i = int(np.searchsorted(self.key_pts, pts, side="right")) - 1
         return int(self.key_pts[max(i, 0)])
 
-    def _seek(self, target: int, key: int) -> None:
-        """Start a run at the keyframe before ``target``; step back if the seek lands past it."""
-        keys = self.key_pts
-        k = int(np.searchsorted(keys, key))
-        for attempt in range(_SEEK_RETRIES + 1):
-            if attempt == _SEEK_RETRIES:
-                at = int(self.info.timeline.pts[0])  # last resort: from the first frame
-            else:
-                at = int(keys[max(k - attempt, 0)])
-            self.container.seek(at, stream=self.stream, backward=True)
-            self.packets = self.container.demux(self.stream)
-            self.frontier = None
-            self.fed.clear()
-            first = self._peek()
-            if first is None or first <= target or attempt == _SEEK_RETRIES:
-                return
-        # unreachable: the loop returns on its last attempt
+    def _seek(self, key: int) -> None:
+        """Start a run at keyframe ``key`` (or an earlier one), its first packet fed.
 
-    def _peek(self) -> int | None:
-        """Feed packets up to the first one with a timestamp; return that timestamp."""
+        Demuxers without an index (MPEG-TS) seek by timestamp and may land past the keyframe or
+        on a frame that is not one: packets are skipped up to the next keyframe, and if that is
+        past ``key`` the seek is retried further back, then from the start of the file.
+        """
+        if self.has_keys:
+            tl = self.info.timeline
+            k = int(np.searchsorted(self.key_pts, key))
+            span = (
+                key - int(self.key_pts[k - 1]) if k > 0
+                else max((tl.end_pts - int(tl.pts[0])) // 8, 1)
+            )
+            for attempt in range(_SEEK_RETRIES):
+                self._drain()
+                at = key - (2**attempt - 1) * span
+                self.container.seek(at, stream=self.stream, backward=True)
+                self.packets = self.container.demux(self.stream)
+                first = self._first_keyframe()
+                if first is not None and first <= key:
+                    return
+        self._open()  # last resort (and for streams without keyframe flags): from the start
+        self.packets = self.container.demux(self.stream)
+        self._first_keyframe()
+
+    def _first_keyframe(self) -> int | None:
+        """Skip to the first keyframe packet (any packet if the stream flags none); feed it."""
         while self.packets is not None:
             packet = next(self.packets, None)
-            if packet is None:
+            if packet is None or packet.size == 0:
                 self._drain()
                 return None
+            if self.has_keys and not packet.is_keyframe:
+                self._spend()
+                continue
             pts = self._feed(packet)
             if pts is not None:
                 return pts
@@ -240,9 +267,7 @@ class _Run:
         """Decode one packet (skimming it if its frame is not wanted); return its timestamp."""
         import av
 
-        self.budget -= 1
-        if self.budget < 0:
-            raise BackendError(f"{self.info.path}: decoding did not converge; file damaged?")
+        self._spend()
         if packet.size == 0:  # end of stream
             self._drain()
             return None
@@ -261,6 +286,12 @@ class _Run:
                 self.frontier = pts
         self._take(frames)
         return pts
+
+    def _spend(self) -> None:
+        """Count one packet read; a damaged file must end in an error, not an endless loop."""
+        self.budget -= 1
+        if self.budget < 0:
+            raise BackendError(f"{self.info.path}: decoding did not converge; file damaged?")
 
     def _drain(self) -> None:
         """Take every frame the decoder still holds, then reset it for the next run."""
