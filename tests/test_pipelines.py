@@ -228,6 +228,7 @@ def test_pipelines_lists_and_shows(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "describe", "v.mp4", "-f", "json"], "needs an output folder"),
         (["run", "describe", "{folder}"], "add -o OUTDIR"),
         (["run", "{bad}", "v.mp4"], "unknown key sampling.nn"),
+        (["run", "describe", "{folder}/v.mp4"], "v.mp4: no such file or folder"),
     ],
 )
 def test_run_mistakes_exit_2_with_one_line(

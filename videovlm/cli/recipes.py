@@ -25,7 +25,7 @@ from videovlm.cli.model_cmds import (
     _stems,
     model_options,
 )
-from videovlm.errors import VideoVLMError
+from videovlm.errors import InputError, VideoVLMError
 
 
 def schema_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -99,6 +99,8 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
         raise VideoVLMError(f"{folders[0]} is a folder: add -o OUTDIR for its results")
     if formats is not None and out_dir is None:
         raise VideoVLMError("-f/--format needs an output folder: add -o DIR")
+    if len(inputs) == 1 and not Path(inputs[0]).exists():  # fail before the model loads
+        raise InputError(f"{inputs[0]}: no such file or folder")
     model = _load_model(model_id, device, dtype)
     if folders:
         assert out_dir is not None
@@ -143,7 +145,7 @@ def _run_files(rec: Any, videos: list[str], out_dir: Path | None, model: Any,
             if len(videos) == 1:
                 raise
             failed += 1
-            log.error("%s: %s", video, exc)
+            log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
             continue
         if out_dir is not None:
             for path in write(result, out_dir, rec.outputs, stem):
