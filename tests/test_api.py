@@ -120,10 +120,10 @@ def test_scene_mode_segments_are_the_scenes(idefics3, recipes) -> None:
     info = probe(BIKES)
     rec = load_recipe(str(recipes["describe"]))
     with PrefillLengths(idefics3) as seen:
-        r = describe(BIKES, model=idefics3, recipe=rec)
+        r = describe(BIKES, model=idefics3, recipe=rec, n=15)
     d = r.to_dict()
     _check_common(d, info, idefics3)
-    scenes = detect_scenes(info, **rec.scenes, max_scenes=50)
+    scenes = detect_scenes(info, **rec.scenes, max_scenes=15)
     assert len(scenes) > 1
     assert [(s["start_s"], s["end_s"]) for s in d["segments"]] == scenes
     assert d["segments"][0]["start_s"] == 0.0
@@ -132,7 +132,7 @@ def test_scene_mode_segments_are_the_scenes(idefics3, recipes) -> None:
     for seg in d["segments"]:
         assert seg["frames"], "every scene gets at least one frame"
         assert all(seg["start_s"] <= times[i] < seg["end_s"] for i in seg["frames"])
-    assert sum(len(s["frames"]) for s in d["segments"]) == len(d["sampling"]["frames"]) <= 50
+    assert sum(len(s["frames"]) for s in d["segments"]) == len(d["sampling"]["frames"]) <= 15
     # one prompt per scene, each counted exactly, then the text-only summary
     assert d["prompt"]["calls"] == len(scenes) == len(seen.lengths)
     assert max(seen.lengths) == d["prompt"]["tokens"]

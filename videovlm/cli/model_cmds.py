@@ -64,9 +64,31 @@ def _setup_logging(quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def _load_model(model_id: str | None, device: str | None, dtype: str | None) -> Any:
+def _check_inputs(videos: list[str]) -> None:
+    """Refuse unreadable inputs before the model loads (seconds) rather than after.
+
+    One video is probed (a demux pass, milliseconds); several are only checked to exist, so a
+    long list does not wait for every probe before the first result.
+    """
+    from videovlm.errors import InputError
+    from videovlm.probe import probe
+
+    if len(videos) == 1:
+        probe(videos[0])
+        return
+    for v in videos:
+        if not Path(v).is_file():
+            raise InputError(f"{v}: no such file")
+
+
+def _load_model(model_id: str | None, device: str | None, dtype: str | None,
+                quiet: bool = False) -> Any:
     from videovlm.model import Model
 
+    if quiet or not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar is noise in logs
     log = logging.getLogger("videovlm")
     model = Model.load(model_id, device=device, dtype=dtype)
     log.info("loaded %s on %s (%s)", model.id, model.device, model.dtype)
@@ -131,7 +153,8 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
     names = parse_formats(formats if formats is not None else rec.outputs)
-    model = _load_model(model_id, device, dtype)
+    _check_inputs(list(videos))
+    model = _load_model(model_id, device, dtype, quiet)
 
     video_list = list(videos)
     stems = _stems(video_list)
@@ -189,7 +212,8 @@ def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_jso
         raise VideoVLMError("multiple choice needs at least two --choices")
     if any(not q.strip() for q in questions):
         raise VideoVLMError("a question (-q) is empty: give the question's text")
-    model = _load_model(model_id, device, dtype)
+    _check_inputs([video])
+    model = _load_model(model_id, device, dtype, quiet)
     result = ask_api(video, list(questions), choices=list(choices) or None, model=model, n=n,
                      backend=backend, recipe=rec)
     if as_json:
