@@ -146,13 +146,26 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def truncated_playable(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """An MP4 with its index first, cut off at 60 %: (path, frames in the uncut file)."""
+def truncated_playable(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int]]:
+    """Cut-off files that still play up to the cut: name -> (path, frames in the uncut file).
+
+    With B-frames a cut in decode order loses frames that display before some that survive;
+    the probe must keep only frames whose predecessors are all there.
+    """
     from tests import media
 
     d = tmp_path_factory.mktemp("trunc")
-    full = make_video(d / "full.mp4", n_frames=90, gop=10, faststart=True)
-    return media.truncate(full, d / "cut off.mp4", 0.6), 90
+    kw = {"n_frames": 90, "gop": 10, "bframes": 3, "size": (96, 64)}
+    mp4 = make_video(d / "full.mp4", faststart=True, **kw)  # index first: playable when cut
+    ts = make_video(d / "full.ts", **kw)
+    mkv = make_video(d / "full.mkv", **kw)
+    return {
+        "mp4_37": (media.truncate(mp4, d / "cut off 37.mp4", 0.37), 90),
+        "mp4_61": (media.truncate(mp4, d / "cut off 61.mp4", 0.61), 90),
+        "ts_61": (media.truncate(ts, d / "cut off 61.ts", 0.61), 90),
+        "ts_83": (media.truncate(ts, d / "cut off 83.ts", 0.83), 90),
+        "mkv_61": (media.truncate(mkv, d / "cut off 61.mkv", 0.61), 90),
+    }
 
 
 # --- Model-stage fixtures (H3): random-weight checkpoints of the real architectures -------------

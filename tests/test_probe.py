@@ -106,8 +106,13 @@ def test_unreadable_inputs_get_one_clear_line(bad_inputs, kind):
     assert len(message) < 300
 
 
-def test_truncated_but_indexed_file_keeps_its_complete_frames(truncated_playable):
-    path, full = truncated_playable
+@pytest.mark.parametrize("name", ["mp4_37", "mp4_61", "ts_61", "ts_83", "mkv_61"])
+def test_cut_off_file_keeps_only_frames_it_can_name(truncated_playable, name):
+    path, full = truncated_playable[name]
     info = probe(path)
     assert 0 < info.frame_count < full
-    assert info.warnings  # said, not hidden
+    # indices are display-order positions: the kept frames must be exactly 0..count-1
+    assert info.timeline.time_s(info.frame_count - 1) == pytest.approx(
+        (info.frame_count - 1) / 30, abs=1.5e-3)
+    if name.startswith(("mp4", "ts_61")):
+        assert info.warnings  # said, not hidden

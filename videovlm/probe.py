@@ -108,13 +108,23 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             raise InputError(
                 f"{path}: the video stream has no time base; remux it (ffmpeg -c copy)"
             )
-        pts, keys, durations, first, notes = _demux(container, stream, path)
+        pts, keys, durations, first, notes, cut = _demux(container, stream, path)
         header = _header_facts(container, stream)
 
     if not pts:
         raise InputError(f"{path}: the video stream holds no complete frame")
-    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-    pts_arr = np.asarray(pts, dtype=np.int64)[order]
+    decode_pts = np.asarray(pts, dtype=np.int64)
+    order = np.argsort(decode_pts, kind="stable")
+    if header["frames"] is not None and header["frames"] > len(pts) + cut.discarded:
+        cut.cut = True
+    keep = _complete_prefix(decode_pts, order, cut.cut)
+    if keep < len(order):
+        notes.append(
+            f"the file is cut off: its last {len(order) - keep} frames in display order lack "
+            f"frames they follow; kept the first {keep}"
+        )
+        order = order[:keep]
+    pts_arr = decode_pts[order]
     key_arr = np.asarray(keys, dtype=bool)[order]
     dur_arr = np.asarray(durations, dtype=np.int64)[order]
     uniq, first_of = np.unique(pts_arr, return_index=True)
@@ -191,6 +201,7 @@ def _demux(container, stream, path: str):
     """One pass over the video packets: timestamps, keyframe flags, durations, first frame."""
     import av
 
+    cut = _Cut()
     pts: list[int] = []
     keys: list[bool] = []
     durations: list[int] = []
@@ -205,6 +216,7 @@ def _demux(container, stream, path: str):
                 continue  # the demuxer's end-of-stream marker
             if packet.is_corrupt or packet.is_discard:
                 dropped += packet.is_corrupt
+                cut.discarded += packet.is_discard
                 continue
             ts = packet.pts if packet.pts is not None else packet.dts
             if ts is None:
@@ -225,6 +237,7 @@ def _demux(container, stream, path: str):
         if not pts:
             raise InputError(f"{path}: not a readable video file ({_reason(exc)})") from None
         notes.append(f"stopped reading at a damaged packet ({_reason(exc)}); later frames skipped")
+        cut.cut = True
     if first is None and pts:
         try:
             frames = stream.decode(None)  # drain a decoder that holds frames back (B-frames)
@@ -238,7 +251,41 @@ def _demux(container, stream, path: str):
         )
     if dropped:
         notes.append(f"{dropped} incomplete or untimed packets skipped (truncated file?)")
-    return pts, keys, durations, first, notes
+        cut.cut = True
+    return pts, keys, durations, first, notes, cut
+
+
+@dataclass
+class _Cut:
+    """What the demux pass saw of a file that ends early."""
+
+    cut: bool = False  # damaged or incomplete packets, or a demux error
+    discarded: int = 0  # packets the container says to decode but not show (edit lists)
+
+
+def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool) -> int:
+    """How many frames, in display order, are certainly all there.
+
+    A file cut off in decode order loses the frames that would have come after the cut; with
+    B-frames some of them display *before* frames that made it (a P-frame whose B-frames are
+    lost). Such a P-frame would get a wrong index, so frames are kept only up to the reorder
+    depth before the cut. MPEG-TS and friends flag nothing when cut: a reordering stream whose
+    last decoded frames end in a gap wider than its frame interval is taken as cut too.
+    """
+    m = len(decode_pts)
+    rank = np.empty(m, dtype=np.int64)
+    rank[order] = np.arange(m)
+    depth = int(max(0, int((np.arange(m) - rank).max())))
+    if depth == 0 or m < 3:
+        return m
+    if not cut:
+        last = int(np.argmax(decode_pts))
+        ordered = decode_pts[order]
+        gaps = np.diff(ordered)
+        hole = last >= m - 1 - depth and gaps[-1] > 1.5 * float(np.median(gaps))
+        if not hole:
+            return m
+    return m - depth
 
 
 def _header_facts(container, stream) -> dict:
