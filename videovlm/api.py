@@ -71,6 +71,11 @@ class VideoInputs:
     timing_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    def whole(self) -> Group:
+        """Every frame as one group: a timeline or questions over the whole video (also when
+        the frames were chosen per scene)."""
+        return Group(0.0, self.info.duration_s, list(range(len(self.frames))))
+
 
 def _recipe(recipe: Recipe | str) -> Recipe:
     from videovlm.pipelines import load_recipe
@@ -294,7 +299,7 @@ def _frames_in(frames: Sequence[Frame], start: float, end: float, last: bool) ->
 
 def _run_timeline(stage: _Stage) -> Result:
     rec, info = stage.recipe, stage.inputs.info
-    group = stage.inputs.groups[0]
+    group = stage.inputs.whole()
     prompt, frames = stage.prompt(group, stage.fill("task", len(group.frames)))
     text = stage.generate(prompt)
     segments, parsed = _parse(text, info.duration_s)
@@ -374,10 +379,11 @@ def _run_ask(stage: _Stage, questions: Sequence[str], choices: Sequence[str] | N
     letters = choice_letters(options) if options else []
     shown = "\n".join(f"{ltr}. {opt}" for ltr, opt in zip(letters, options or [], strict=True))
 
-    n_frames = len(stage.inputs.groups[0].frames)
+    group = stage.inputs.whole()
+    n_frames = len(group.frames)
     tasks = [stage.fill("question", n_frames, question=q, options=shown) for q in questions]
     # the longest question decides the budget: every question reuses this one encoded prefix
-    prefix, _ = stage.prompt(stage.inputs.groups[0], max(tasks, key=len))
+    prefix, _ = stage.prompt(group, max(tasks, key=len))
     texts = stage.model.answer(prefix, tasks, **stage.generation)
     picks: list[str | None] = [extract_choice(t, options) if options else None for t in texts]
     missing = [i for i, p in enumerate(picks) if options and p is None]
