@@ -125,8 +125,10 @@ def _facts(result: Result) -> list[tuple[str, str]]:
         rows.append(("Model", f"{result.model.get('id')} ({result.model.get('device')}, "
                               f"{result.model.get('dtype')})"))
     if result.prompt:
-        rows.append(("Prompt", f"{result.prompt.get('tokens')} tokens "
-                               f"(budget {result.prompt.get('budget')})"))
+        p = result.prompt
+        calls = (f", largest of {p['calls']} prompts, {p.get('total_tokens')} in all"
+                 if p.get("calls") else "")
+        rows.append(("Prompt", f"{p.get('tokens')} tokens{calls} (budget {p.get('budget')})"))
     if result.mode:
         rows.append(("Mode", result.mode))
     if result.timing_s:
