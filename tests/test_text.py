@@ -33,6 +33,10 @@ RANGE_SHAPES = [
     "From {a} to {b}, {text}",
     "Between {a} and {b}: {text}",
     "{a} --> {b}: {text}",
+    "Scene {n} ({a} - {b}): {text}",
+    "**Shot {n}: {a}–{b}** {text}",
+    "### {a} - {b}\n{text}",
+    "{a} - {b} | {text}",
 ]
 START_SHAPES = [
     "{a}: {text}",

@@ -31,7 +31,8 @@ _ANCHOR = re.compile(
     rf"""
     (?:^[ \t>]*|(?<=[.!?;])[ \t]+)                  # line start, or after a sentence's end
     (?:(?:[-*+•]|\d{{1,3}}[.)])[ \t]+)?              # bullet or list number
-    [*_]*                                           # markdown emphasis
+    [*_#]*[ \t]*                                    # markdown emphasis or heading
+    (?P<label>(?:scene|shot|segment|part|clip|chapter)[ \t]*\d{{0,3}}[ \t]*[:.\-–—]?[ \t]*)?
     (?P<intro>(?:from|at|between|around|starting\ at)[ \t]+)?   # introducing word
     (?P<open>[\[(])?[ \t]*
     (?:
@@ -39,7 +40,7 @@ _ANCHOR = re.compile(
       | (?P<a2>{_BARE}){_RANGE_SEP}(?P<b2>{_SECONDS})
     )
     [ \t]*[\])]?[*_]*                               # closing bracket / emphasis
-    (?P<tail>[ \t]*[:,\-–—.]?)                      # separator before the text
+    (?P<tail>[ \t]*[:,\-–—.|]?)                     # separator before the text
     """,
     re.IGNORECASE | re.MULTILINE | re.VERBOSE,
 )
@@ -84,7 +85,7 @@ def _clean(text: str) -> str:
     """One paragraph of description: joined lines, no list markers or stray separators."""
     lines = [ln.strip() for ln in text.splitlines()]
     joined = " ".join(ln for ln in lines if ln)
-    return joined.strip(" \t:-–—,;*_").strip()
+    return joined.strip(" \t:-–—,;*_|").strip()
 
 
 def parse_segments(text: str, duration_s: float) -> tuple[list[Segment], bool]:
@@ -105,7 +106,7 @@ def parse_segments(text: str, duration_s: float) -> tuple[list[Segment], bool]:
         a_tok, b_tok = (m.group("a"), m.group("b")) if m.group("a") else (
             m.group("a2"), m.group("b2"))
         if (":" not in a_tok and not b_tok and not m.group("intro") and not m.group("open")
-                and not m.group("tail").strip()):
+                and not m.group("label") and not m.group("tail").strip()):
             continue  # "10 seconds later, ..." is prose, not a timestamp
         start = parse_time(a_tok)
         end = parse_time(b_tok) if b_tok else None
