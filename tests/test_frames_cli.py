@@ -141,3 +141,35 @@ def test_console_script_exit_code_for_a_missing_file(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"videovlm: error: {tmp_path / 'no.mp4'}: "
                                                 "no such file"]
+
+
+def test_progress_bar_only_on_a_terminal(clip_path):
+    """stderr a TTY: a progress bar; with --quiet: none (stdout stays the results either way)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    path = str(clip_path("long_gop_bframes"))
+    for quiet, expect_bar in ((False, True), (True, False)):
+        leader, follower = pty.openpty()
+        # a terminal 80 columns wide (a new pty has none, and tqdm would draw an empty bar)
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        args = [sys.executable, "-m", "videovlm", "frames", path, "-n", "5", "--json"]
+        proc = subprocess.run(args + (["--quiet"] if quiet else []), stdout=subprocess.PIPE,
+                              stderr=follower, timeout=120, check=False)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert proc.returncode == 0
+        assert len(json.loads(proc.stdout)["sampling"]["frames"]) == 5
+        assert (b"decoding" in b"".join(chunks)) is expect_bar

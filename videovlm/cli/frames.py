@@ -35,6 +35,7 @@ from videovlm.probe import probe
               help="Write each frame, upright, as DIR/frame_{index:06d}.png.")
 @click.option("--sheet", "sheet_path", type=click.Path(dir_okay=False),
               help="Write a contact sheet (.jpg or .png): thumbnails labelled with their times.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
 def frames(
     video: str,
     n: int,
@@ -43,6 +44,7 @@ def frames(
     as_json: bool,
     save_dir: str | None,
     sheet_path: str | None,
+    quiet: bool,
 ) -> None:
     """Sample N frames of VIDEO by the selection rule: centres of N equal slices."""
     if n < 1:
@@ -53,7 +55,7 @@ def frames(
         sheet_format(sheet_path)  # refuse a bad name before any work
     info = probe(video)
     refs = plan(info, n, seek=seek)  # type: ignore[arg-type]
-    with _progress(len(refs)) as bar:
+    with _progress(len(refs), quiet) as bar:
         got, used = decode_with_backend(info, refs, backend, on_frame=lambda _f: bar.update(1))
     if save_dir:
         _save_pngs(got, Path(save_dir))
@@ -67,6 +69,9 @@ def frames(
         "seek": seek,
         "frames": [{"index": f.index, "time_s": round(f.time_s, 6)} for f in got],
     }
+    if not quiet:
+        for warning in info.warnings:
+            click.echo(f"videovlm: warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps({"video": info.to_dict(), "sampling": sampling}, ensure_ascii=False))
         return
@@ -75,22 +80,22 @@ def frames(
         f"{info.frame_count} frames ({info.fps:.3f} fps); {len(got)} of {n} requested, "
         f"backend {used}, seek {seek}"
     )
-    for warning in info.warnings:
-        click.echo(f"videovlm: warning: {warning}", err=True)
     for f in got:
         click.echo(f"{f.index:8d}  {f.time_s:12.6f} s")
+    if quiet:
+        return
     if save_dir:
         click.echo(f"saved {len(got)} frames to {save_dir}", err=True)
     if sheet_path:
         click.echo(f"contact sheet: {sheet_path}", err=True)
 
 
-def _progress(total: int):
+def _progress(total: int, quiet: bool):
     """A progress bar on stderr when a person is watching it, else a silent counter."""
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", desc="decoding", file=sys.stderr, leave=False,
-                disable=not sys.stderr.isatty())
+                disable=quiet or not sys.stderr.isatty())
 
 
 def _save_pngs(frames: list[Frame], folder: Path) -> None:
