@@ -7,7 +7,8 @@ Why it is fast without being approximate:
   frames nobody wants are decoded with ``skip_frame="NONREF"``, which drops exactly the frames no
   other frame references (never changing a pixel of a frame we keep); the wanted frames and
   every reference frame are decoded in full.
-- Only the wanted frames are converted to RGB; FFmpeg's frame and slice threads do the rest.
+- Only the wanted frames are converted to RGB; FFmpeg's frame and slice threads do the rest,
+  and targets in different GOPs are decoded concurrently on machines with several cores.
 - Frames are matched to the plan by presentation timestamp, never by counting, and a target that
   does not come out of the decoder is a BackendError, never a neighbour passed off as it.
 """
@@ -28,13 +29,12 @@ from videovlm.probe import VideoInfo
 # (checked by the pixel tests); others (libdav1d reads it once, at open) always decode in full.
 _SKIM_DECODERS = frozenset({"h264", "hevc", "vp9", "mpeg4"})
 
-# A seek can land after its target on files with a coarse index; retry this many keyframes back
-# before falling back to the very start.
+# A seek can land past its keyframe on files without an index (MPEG-TS); it is retried this many
+# times, ever further back, before reading from the start of the file.
 _SEEK_RETRIES = 3
 
-
 # Workers decoding different GOPs at once: each holds its own decoder (reference frames and
-# threads), so more workers cost memory; four keep a 1080p decode well under the memory budget.
+# threads), so more workers cost memory (measured on 720p H.264: 4 workers peak ~35 MB above 1).
 _MAX_WORKERS = 4
 
 
