@@ -89,7 +89,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     One demux pass over the video stream's packets gives every frame's timestamp and keyframe
     flag without decoding; only the first frame is decoded, for its rotation and decoded size
     and to prove that the stream decodes. A truncated file keeps the frames whose packets are
-    complete (with a warning); a file with no complete frame is an InputError.
+    complete and whose display-order predecessors all survived (with a warning), so every index
+    stays true; a file with no complete frame is an InputError.
     """
     import av
 
