@@ -2,9 +2,12 @@
 
 decord numbers frames by its own table of packet timestamps and cannot be pointed at a stream, so
 its indices are trusted only after its table is checked, frame by frame, against the probed
-timeline (same count, same times): otherwise it refuses. decord 0.6 turns frames upright itself
-from the display matrix (measured on 90/180/270 files); the check that its frames have the display
-size guards the 90/270 cases should a build skip that.
+timeline (same count, same times): otherwise it refuses. It cannot say which frame it decoded,
+and its seeks miss in files without an index (MPEG-TS: other pictures under the right
+timestamps), so such containers are refused and the first and last frames are compared with
+PyAV's. decord 0.6 turns frames upright only where its own older FFmpeg sees the display matrix
+(MP4/MOV, not Matroska; measured): 90/270 show in the frame's shape and are finished here, 180 is
+settled by the same comparison.
 
 decord spins forever in ``get_batch`` on files whose packets do not all decode (its decode loop
 waits for frames that never come), and a C++ loop cannot be interrupted from Python. So decord
@@ -36,6 +39,11 @@ _PER_FRAME_S_720P = 0.01
 # decord keeps timestamps as float32 seconds: agreement within a quarter of the smallest frame
 # interval (capped at 1 ms) identifies the frame; float32 rounding stays far below that
 _MAX_TIME_TOLERANCE_S = 1e-3
+# FFmpeg demuxers with no seek index: decord's timestamp seeks land on other frames there
+_UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "m4v"})
+# the same frame through decord's and PyAV's FFmpeg differs by rounding (a few levels at most);
+# a different frame of real footage or of the test clips differs far more
+_SAME_FRAME_MAX_DIFF = 6.0
 
 
 class DecordBackend:
@@ -83,20 +91,26 @@ class DecordBackend:
                 proc.wait()
             shm.close()
             shm.unlink()
-        if info.rotation == 180 and _upside_down(info, refs[0], images[0]):
-            images = np.ascontiguousarray(images[:, ::-1, ::-1])
+        images = _spot_check(info, refs, images)
         return [Frame(r.index, r.time_s, images[k]) for k, r in enumerate(refs)]
 
 
 def _check_stream(info: VideoInfo) -> None:
-    """decord decodes FFmpeg's "best" video stream and cannot be told otherwise: it must be the
-    stream the probe chose (they differ when the best one is cover art)."""
+    """Refuse files decord is known to get wrong before spending a process on them.
+
+    decord decodes FFmpeg's "best" video stream and cannot be told otherwise: it must be the
+    stream the probe chose (they differ when the best one is cover art). And decord seeks by
+    timestamp and trusts where it lands: in containers without an index (MPEG-TS/PS, raw
+    streams) it lands elsewhere and returns other frames under the right timestamps (measured:
+    frame 18 for frame 3 on a TS file with a start offset).
+    """
     import av
 
     try:
         with av.open(info.path, metadata_errors="ignore") as container:
             best = container.streams.best("video")
             best_index = info.stream_index if best is None else best.index
+            formats = set(container.format.name.split(","))
     except (av.FFmpegError, OSError):
         return  # decord's own open will say what is wrong
     if best_index != info.stream_index:
@@ -104,22 +118,41 @@ def _check_stream(info: VideoInfo) -> None:
             f"decord would decode video stream {best_index} of {info.path}, not stream "
             f"{info.stream_index} (the one sampled); use --backend av"
         )
+    unindexed = formats & _UNINDEXED_FORMATS
+    if unindexed:
+        raise BackendError(
+            f"decord seeks inexactly in {sorted(unindexed)[0]} files like {info.path} (no "
+            "index: it returns other frames); use --backend av"
+        )
 
 
-def _upside_down(info: VideoInfo, ref: FrameRef, image: np.ndarray) -> bool:
-    """Whether decord left a 180-degree file upside down, judged against PyAV's frame.
+def _spot_check(info: VideoInfo, refs: Sequence[FrameRef], images: np.ndarray) -> np.ndarray:
+    """Compare the first and last frames with PyAV's decode of them; turn 180 if decord did not.
 
-    decord turns a frame only when its own (older) FFmpeg sees the display matrix: it does for
-    MP4/MOV, not for Matroska (measured). A 90/270 turn shows in the frame's shape; a 180 one does
-    not, so one frame is compared with PyAV's upright decode of it. A picture that looks the
-    same both ways is right either way.
+    decord gives no way to see which frame it decoded, so a wrong seek would pass unseen; two
+    frames checked against the default backend catch a shifted batch (its errors shift every
+    frame after a bad seek). It also settles the one rotation a frame's shape cannot show:
+    decord turns frames only when its own (older) FFmpeg sees the display matrix, which it does
+    for MP4/MOV, not for Matroska (measured). A picture that looks the same both ways is right
+    either way.
     """
     from videovlm.decode import get_backend
 
-    want = get_backend("av").decode(info, [ref])[0].image.astype(np.int16)
-    as_is = np.abs(image.astype(np.int16) - want).mean()
-    turned = np.abs(image[::-1, ::-1].astype(np.int16) - want).mean()
-    return bool(turned < as_is)
+    picks = sorted({0, len(refs) - 1})
+    truth = get_backend("av").decode(info, [refs[k] for k in picks])
+    flip = False
+    for k, want in zip(picks, truth, strict=True):
+        want_img = want.image.astype(np.int16)
+        as_is = float(np.abs(images[k].astype(np.int16) - want_img).mean())
+        turned = float(np.abs(images[k][::-1, ::-1].astype(np.int16) - want_img).mean())
+        if info.rotation == 180 and turned < as_is:
+            flip, as_is = True, turned
+        if as_is > _SAME_FRAME_MAX_DIFF:
+            raise BackendError(
+                f"decord returned another picture than frame {refs[k].index} of {info.path} "
+                f"(mean difference {as_is:.0f}/255 from PyAV's); use --backend av"
+            )
+    return np.ascontiguousarray(images[:, ::-1, ::-1]) if flip else images
 
 
 def _timeout_s(info: VideoInfo) -> float:
