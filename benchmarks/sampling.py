@@ -357,6 +357,21 @@ def run_child(name: str, path: Path, targets: Targets, times: list[float], n: in
     return row
 
 
+def best_of(runs: list[Row]) -> Row:
+    """The fastest of repeated runs (least disturbed by other load); failures count against."""
+    if len(runs) == 1:
+        return runs[0]
+    ok = [r for r in runs if r.decode_s is not None]
+    if len(ok) < len(runs):
+        return next(r for r in runs if r.decode_s is None)
+    best = min(ok, key=lambda r: r.decode_s)
+    best.process_s = min(r.process_s for r in ok)
+    best.rss_mb = max(r.rss_mb for r in ok)
+    best.right = min(r.right for r in ok)
+    best.note = "; ".join(sorted({r.note for r in ok if r.note}))
+    return best
+
+
 def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "—" if x is None else format(x, spec)
 
@@ -430,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runners", default=",".join(RUNNERS),
                         help=f"comma-separated runners, of: {', '.join(RUNNERS)}")
     parser.add_argument("-n", "--n", type=int, default=50, help="frames to sample")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each runner this many times and keep the fastest (a shared "
+                             "machine's load only ever adds time)")
     parser.add_argument("--no-write", action="store_true",
                         help=f"print only; do not write {RESULTS_MD.relative_to(ROOT)}")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -456,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in runners:
             seek = RUNNERS[name][1]
             print(f"  {clip}: {name} ...", file=sys.stderr, flush=True)
-            rows.append(run_child(name, path, planned[seek], planned["times"][seek], args.n))
+            runs = [run_child(name, path, planned[seek], planned["times"][seek], args.n)
+                    for _ in range(args.repeat)]
+            rows.append(best_of(runs))
         section = table(clip, rows)
         print(section + "\n", flush=True)
         sections.append(section)
