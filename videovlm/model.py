@@ -241,9 +241,10 @@ class Model:
         for key, value in inputs.items():
             if not isinstance(value, torch.Tensor):
                 continue
+            value = value.to(self.device)  # then convert there: bf16 casts are cheap on a GPU
             if value.is_floating_point():
                 value = value.to(getattr(torch, self.dtype))
-            out[key] = value.to(self.device)
+            out[key] = value
         return out
 
     def _generation_kwargs(self, generation: dict[str, Any], default_max: int) -> dict[str, Any]:
