@@ -123,3 +123,22 @@ def test_256m_shape_has_the_public_model_size(tmp_path):
     assert 240e6 < n < 270e6, n
     model = Model.load(str(path))
     assert (model.image_size, model.tokens_per_image, model.context) == (512, 64, 8192)
+
+
+def test_hub_id_resolves_from_the_local_cache(tiny_smolvlm, tmp_path, monkeypatch):
+    """A cached hub id loads offline, and its revision is the snapshot's commit."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--videovlm-test--tiny-smolvlm"
+    shutil.copytree(tiny_smolvlm, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = Model.load("videovlm-test/tiny-smolvlm")
+    assert (model.id, model.revision, model.family) == ("videovlm-test/tiny-smolvlm", commit,
+                                                        "smolvlm")
+    assert model.info()["revision"] == commit
