@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown clip or runner: {', '.join(unknown)}")
     env = environment()
     sections = []
+    rss: dict[str, float | None] = {}
     for clip in clips:
         path = clip_path(clip)
         if not path.exists():
@@ -480,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         section = table(clip, rows)
         print(section + "\n", flush=True)
         sections.append(section)
+        rss[clip] = next((r.rss_mb for r in rows if r.name == "videovlm"), None)
+    if rss.get("60s") and rss.get("10min"):
+        growth = rss["10min"] / rss["60s"]
+        line = (f"videovlm peak RSS, 10-minute clip / 60 s clip: **{growth:.2f}x** "
+                "(target <= 1.1x: memory flat in video length)")
+        print(line)
+        sections.append(line)
     if not args.no_write:
         legend = "\n".join(f"- **{name}**: {RUNNERS[name][0]}" for name in runners)
         text = (f"# Sampling benchmark\n\n{env}\n\nCommand: `python benchmarks/sampling.py "
