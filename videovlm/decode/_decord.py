@@ -18,6 +18,7 @@ through shared memory (no copy through a pipe), and a child that overruns is kil
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -63,6 +64,7 @@ class DecordBackend:
         proc = subprocess.Popen(
             [sys.executable, "-m", __name__],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_child_env(),
         )
         limit = _timeout_s(info)
         try:
@@ -153,6 +155,15 @@ def _spot_check(info: VideoInfo, refs: Sequence[FrameRef], images: np.ndarray) -
                 f"(mean difference {as_is:.0f}/255 from PyAV's); use --backend av"
             )
     return np.ascontiguousarray(images[:, ::-1, ::-1]) if flip else images
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment, with videovlm importable however this process found it."""
+    import videovlm
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(videovlm.__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
 
 
 def _timeout_s(info: VideoInfo) -> float:
