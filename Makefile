@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pull a multi-GB CUDA build. Users elsewhere may install any torch >= 2.2.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install sysdeps demo demo-offline test lint bench clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -17,10 +17,20 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 install: $(BIN)/.installed
 
-demo: install
-	$(BIN)/videovlm frames samples/bikes.mp4 -n 24 --sheet out/bikes_sheet.jpg
+sysdeps:
+	@bash scripts/system-deps.sh
 
-test: install
+# The main job on a sample: scene descriptions in every format, plus a contact sheet.
+demo: install
+	$(BIN)/videovlm describe samples/bikes.mp4 -o out -f all --sheet out/bikes_sheet.jpg
+
+# The same with a tiny random-weight checkpoint of the real architecture (no download; gibberish
+# text, real structure): what the tests run.
+demo-offline: install
+	$(BIN)/python -m videovlm.testing tiny-model out/tiny-smolvlm
+	$(BIN)/videovlm describe samples/bikes.mp4 --model out/tiny-smolvlm -o out -f all --sheet out/bikes_sheet.jpg
+
+test: install sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
