@@ -291,9 +291,10 @@ class Model:
         """Answer several questions about one clip, encoding the clip only once.
 
         ``prefix`` is a prompt built for these frames (its task text is not used): everything up
-        to its last image is encoded once; each question then continues from a copy of that KV
-        cache (cropped back after each answer), which gives the same greedy answers as a full
-        re-encode of ``prefix`` with the question as its task.
+        to its last image is encoded once; each question then continues from that KV cache,
+        which is cropped back to the video after each answer (no copy of the cache is made).
+        The answers are those of a full re-encode of ``prefix`` with the question as its task
+        (tested for greedy decoding).
         """
         import torch
 
