@@ -120,7 +120,7 @@ def find_videos(
     exclude: Sequence[str] = (),
     skip: Sequence[str | os.PathLike[str]] = (),
 ) -> Found:
-    """Every video under ``root``, sorted by relative path.
+    """Every video under ``root``, sorted by relative path (job paths are absolute).
 
     A candidate is a file with a video extension or none (or, when ``include`` globs are given,
     a file matching one of them, whatever its extension), not matching an ``exclude`` glob, and
@@ -129,9 +129,9 @@ def find_videos(
     out of the tree); symlinked files are read. ``skip`` folders (the output folder when it lies
     inside ``root``) are not walked.
     """
-    root = Path(root)
-    if not root.is_dir():
+    if not Path(root).is_dir():
         raise InputError(f"{root} is not a folder; give the folder that holds the videos")
+    root = Path(root).absolute()  # records name files unambiguously, wherever they are read
     skipped = {os.path.realpath(s) for s in skip}
     found = Found(jobs=[])
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -546,7 +546,6 @@ def run_local(
             fill()
             while True:
                 if interrupts.stop:
-                    report.interrupted = True
                     break
                 if pool is not None:
                     if not ahead:
@@ -583,6 +582,7 @@ def run_local(
                     report.failures.append((job.input, failure))
                     say(f"failed: {job.input}: {failure}")
                 bar.update(1)
+        report.interrupted = interrupts.stop and report.done + report.failed < len(prep.todo)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:

@@ -9,6 +9,15 @@ has the same contract as with the local engine: crash-safe, resumable, one line 
 Payloads cross process boundaries pickled: ``VideoInputs`` and ``Result`` are plain data. Ray's
 own ``read_videos`` is not used: it yields one row per frame and decodes every frame, while the
 selection rule needs only the planned ones.
+
+On a cluster (the video folder and the model must be at the same paths on every node, e.g. a
+shared filesystem; the output folder is written by the driver only)::
+
+    ray start --head --num-cpus 16                      # on the head node
+    ray start --address HEAD_IP:6379                    # on each worker node (GPUs found)
+    RAY_ADDRESS=HEAD_IP:6379 videovlm batch /shared/videos -o out --engine ray --model /shared/m
+
+Without ``RAY_ADDRESS`` a local cluster is started for the run and stopped after it.
 """
 
 from __future__ import annotations
