@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=4, help="frames per video")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="decode workers (overlapped run)")
+    parser.add_argument("--processes", action="store_true",
+                        help="decode in processes instead of threads (overlapped run)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="threads for generation [default: cores minus decode workers]")
     parser.add_argument("--model", type=Path, default=None,
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for name, workers in (("sequential", 0), ("overlapped", args.workers)):
             report = run_local(jobs, stages.cpu, gen, Path(tmp) / name, workers=workers,
-                               resume=False, progress=False)
+                               processes=args.processes, resume=False, progress=False)
             if report.failed:
                 raise SystemExit(f"{name}: {report.failures}")
             runs[name] = report
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Batch: decode/generate overlap",
         "",
-        f"`python benchmarks/batch.py{' --quick' if args.quick else ''}` on "
+        f"`{' '.join(['python benchmarks/batch.py', *(argv or sys.argv[1:])])}` on "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{cores} cores (shared), Python {platform.python_version()}, torch {torch.__version__}.",
         "",
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         f"n={args.n} frames, max_new_tokens={args.max_new_tokens}; model: "
         f"{'SmolVLM2-256M shape, random weights' if args.model is None else args.model.name} "
         f"({model.family}, {model.image_size} px, {model.tokens_per_image} tokens per "
-        f"image), CPU float32, {threads} torch thread(s); {args.workers} decode worker(s).",
+        f"image), CPU float32, {threads} torch thread(s); {args.workers} decode "
+        f"{'process' if args.processes else 'thread'}(s).",
         "",
         "| run | wall s | decode+prepare s (sum) | generate s (sum) |",
         "| --- | ---: | ---: | ---: |",

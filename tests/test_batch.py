@@ -275,6 +275,19 @@ def test_decoding_overlaps_generation_with_a_bounded_window(tree, tmp_path):
     assert ahead_max <= 2 + 1 + 1  # workers + prefetch + the one being generated
 
 
+def test_decode_processes_give_the_same_records(tree, tmp_path):
+    jobs = find_videos(tree).jobs
+    run_local(jobs, decode_all, summarise, tmp_path / "threads", progress=False)
+    report = run_local(jobs, decode_all, summarise, tmp_path / "procs", workers=2,
+                       processes=True, progress=False)
+    assert report.done + report.failed == len(jobs)
+
+    def strip(recs: list[dict]) -> dict:
+        return {r["input"]: (r["summary"], r["error"] and r["error"]["type"]) for r in recs}
+
+    assert strip(records(tmp_path / "procs")) == strip(records(tmp_path / "threads"))
+
+
 def test_sequential_mode_runs_in_order(tree, tmp_path):
     jobs = find_videos(tree).jobs
     report = run_local(jobs, decode_all, summarise, tmp_path / "out", workers=0, progress=False)

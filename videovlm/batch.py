@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -393,6 +393,23 @@ class _Interrupts:
             self.committing = False
 
 
+def _ignore_sigint() -> None:
+    """Decode processes leave Ctrl-C to the main process, which decides what to finish."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _executor(workers: int, processes: bool) -> Executor | None:
+    if workers <= 0:
+        return None
+    if processes:
+        import multiprocessing
+
+        # spawn, not fork: the parent may hold torch's threads and a loaded model
+        return ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint,
+                                   mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="videovlm-decode")
+
+
 def _timed(stage: Callable[[Job], Any], job: Job) -> tuple[Any, float]:
     start = time.perf_counter()
     return stage(job), time.perf_counter() - start
@@ -505,6 +522,7 @@ def run_local(
     write: Writer | None = None,
     workers: int = 2,
     prefetch: int | None = None,
+    processes: bool = False,
     resume: bool = True,
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -515,10 +533,12 @@ def run_local(
 
     At most ``workers + prefetch`` inputs are decoded ahead of the one being generated (default
     prefetch: ``workers``), so memory stays flat however many videos there are. ``workers=0``
-    runs both stages one after the other in this thread (the sequential baseline). Threads, not
-    processes: the decoders and resizers release the GIL, and payloads need no copying. Inputs
-    are taken in order; an exception in either stage becomes that input's error record and the
-    batch goes on.
+    runs both stages one after the other in this thread (the sequential baseline). Threads by
+    default: the decoders and resizers release the GIL and payloads need no copying;
+    ``processes=True`` runs ``cpu_stage`` (then picklable) in spawned processes instead, for
+    CPU stages whose Python parts (scene detection) would contend with generation for the GIL.
+    Inputs are taken in order; an exception in either stage becomes that input's error record
+    and the batch goes on.
     """
     prep = prepare_run(jobs, out_dir, resume=resume, settings=settings)
     report = BatchReport(total=prep.total, skipped=prep.skipped,
@@ -528,8 +548,7 @@ def run_local(
     recorder = Recorder(prep.out_dir, prep.log, formats, write)
     start = time.perf_counter()
     window = max(0, workers) + (workers if prefetch is None else max(0, prefetch))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="videovlm-decode") \
-        if workers > 0 else None
+    pool = _executor(workers, processes)
     todo = iter(prep.todo)
     ahead: deque[tuple[Job, Future[tuple[Any, float]]]] = deque()
 
