@@ -44,17 +44,18 @@ def make_folder(root: Path, clips: int) -> Path:
     return root
 
 
-def checkpoint(path: Path | None) -> Path:
-    """The 256M-shaped checkpoint: ``path`` if given, else built once into the temp folder."""
+def checkpoint(path: Path | None, shape: str) -> Path:
+    """``path`` if given, else a random checkpoint of ``shape``, built once into the temp
+    folder."""
     if path is not None:
         return path
-    cached = Path(tempfile.gettempdir()) / "videovlm-bench-256m"
+    cached = Path(tempfile.gettempdir()) / f"videovlm-bench-{shape}"
     if not (cached / "model.safetensors").is_file():
         from videovlm.testing import make_checkpoint
 
-        print(f"building a 256M-shaped checkpoint in {cached} (once)...", file=sys.stderr)
+        print(f"building a {shape}-shaped checkpoint in {cached} (once)...", file=sys.stderr)
         tmp = Path(tempfile.mkdtemp(prefix="videovlm-bench-", dir=cached.parent))
-        make_checkpoint(tmp, shape="256m")
+        make_checkpoint(tmp, shape=shape)
         shutil.rmtree(cached, ignore_errors=True)
         os.replace(tmp, cached)
     return cached
@@ -72,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode in processes instead of threads (overlapped run)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="threads for generation [default: cores minus decode workers]")
+    parser.add_argument("--shape", choices=["256m", "tiny"], default="256m",
+                        help="random checkpoint's shape: 256m (real layer sizes) or tiny (cheap "
+                             "generation: shows the decode-bound case)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="checkpoint folder [default: a 256M-shaped random one]")
+                        help="a checkpoint folder instead of a random one")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "batch.md")
     args = parser.parse_args(argv)
     clips = 6 if args.quick else args.clips
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     threads = args.torch_threads or max(1, cores - args.workers)
     torch.set_num_threads(threads)
-    model = Model.load(str(checkpoint(args.model)), device="cpu", dtype="float32")
+    model = Model.load(str(checkpoint(args.model, args.shape)), device="cpu", dtype="float32")
     recipe = load_recipe(args.recipe).with_overrides(n=args.n,
                                                      max_new_tokens=args.max_new_tokens)
     stages = VideoStages(recipe, image_size=model.image_size)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{clips} clips (samples cycled: {', '.join(SAMPLES)}); recipe `{recipe.name}` with "
         f"n={args.n} frames, max_new_tokens={args.max_new_tokens}; model: "
-        f"{'SmolVLM2-256M shape, random weights' if args.model is None else args.model.name} "
+        f"{args.model.name if args.model else f'random weights, {args.shape} shape'} "
         f"({model.family}, {model.image_size} px, {model.tokens_per_image} tokens per "
         f"image), CPU float32, {threads} torch thread(s); {args.workers} decode "
         f"{'process' if args.processes else 'thread'}(s).",
