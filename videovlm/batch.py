@@ -502,8 +502,8 @@ def _lock(out: Path) -> Any:
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="video", file=sys.stderr, dynamic_ncols=True,
-                disable=None if enabled else True, smoothing=0.1)
+    return tqdm(total=total, initial=initial, desc="batch", unit="video", file=sys.stderr,
+                dynamic_ncols=True, disable=None if enabled else True, smoothing=0.1)
 
 
 def settings_digest(obj: Any) -> str:
