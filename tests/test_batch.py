@@ -227,6 +227,18 @@ def test_resume_refuses_other_settings(tree, tmp_path):
               progress=False)
 
 
+def test_temp_files_of_a_killed_run_are_removed(tree, tmp_path):
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    stale = [out / "a" / ".x.mp4.json.0123abcd.tmp", out / ".results.jsonl.k2j3.tmp"]
+    for path in stale:
+        path.write_text("half")
+    (out / "keep.tmp").write_text("not ours")
+    run_local(find_videos(tree).jobs[:1], decode_all, summarise, out, progress=False)
+    assert not any(p.exists() for p in stale)
+    assert (out / "keep.tmp").exists()
+
+
 def test_second_batch_on_the_same_folder_is_refused(tree, tmp_path):
     out = tmp_path / "out"
     jobs = find_videos(tree).jobs[:2]
@@ -490,3 +502,27 @@ def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, 
     assert subprocess.run(cmd, timeout=300).returncode == 0
     inputs = [r["input"] for r in records(out)]
     assert sorted(inputs) == [f"v{i}.mp4" for i in range(6)]
+
+
+@pytest.mark.slow
+def test_cli_sigkill_at_random_moments_then_resume(tmp_path, fast_recipe, tiny_idefics3):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(8):
+        media.make_video(videos / f"v{i}.mp4", n_frames=10)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
+           "--pipeline", str(fast_recipe), "--model", str(tiny_idefics3), "-f", "json,srt"]
+    rng = random.Random(7)
+    for _ in range(4):  # the model loads in ~2-4 s, then a video takes a fraction of a second
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 6.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert subprocess.run(cmd, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    recs = records(out)
+    assert sorted(r["input"] for r in recs) == [f"v{i}.mp4" for i in range(8)]
+    for r in recs:
+        assert r["outputs"] == [f"{r['input']}.json", f"{r['input']}.srt"]
+        assert json.loads((out / f"{r['input']}.json").read_text())["segments"] == r["segments"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

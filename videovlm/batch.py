@@ -467,6 +467,7 @@ def prepare_run(
                         f"{out} holds a batch made with other settings ({', '.join(diff)}); "
                         "use another -o folder, or --no-resume to redo it with these settings")
             atomic_write_text(stored_path, json.dumps({"settings": wanted}, indent=2) + "\n")
+        _remove_stale_temp_files(out)
         if resume:
             done = log.load()
         else:
@@ -480,6 +481,16 @@ def prepare_run(
     except BaseException:
         lock.close()
         raise
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temp files (``.NAME.*.tmp``) that a killed run left behind; with the lock held, no
+    writer of ours is using them, and their final files are rewritten by the redo."""
+    for dirpath, _, filenames in os.walk(out):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
 
 
 def _lock(out: Path) -> Any:
