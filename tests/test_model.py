@@ -41,11 +41,15 @@ def test_generate_text_returns_text(model):
     assert isinstance(model.generate_text("Summarise: a dog runs.", max_new_tokens=6), str)
 
 
-def test_answer_equals_full_reencode(model):
-    """The cached prefix must be invisible: same greedy answers as encoding each prompt anew."""
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_answer_equals_full_reencode(model, batch_size):
+    """The cached prefix must be invisible: same greedy answers as encoding each prompt anew.
+
+    Questions of different lengths: batches pad between the video and the question.
+    """
     frames = clip()
     prefix = prompt_for(model, frames, "unused")
-    cached = model.answer(prefix, QUESTIONS, max_new_tokens=12)
+    cached = model.answer(prefix, QUESTIONS, max_new_tokens=12, batch_size=batch_size)
     fresh = [model.generate(prompt_for(model, frames, q), max_new_tokens=12) for q in QUESTIONS]
     assert cached == fresh
     assert any(cached)  # a random model still says something: the comparison is not vacuous

@@ -287,42 +287,66 @@ class Model:
             out = self.network.generate(**inputs, **self._generation_kwargs(generation, 512))
         return self._decode(out[0, n:])
 
-    def answer(self, prefix: Prompt, questions: Sequence[str], **generation: Any) -> list[str]:
+    def answer(self, prefix: Prompt, questions: Sequence[str], *, batch_size: int = 8,
+               **generation: Any) -> list[str]:
         """Answer several questions about one clip, encoding the clip only once.
 
         ``prefix`` is a prompt built for these frames (its task text is not used): everything up
-        to its last image is encoded once; each question then continues from that KV cache,
-        which is cropped back to the video after each answer (no copy of the cache is made).
+        to its last image is encoded once into a KV cache. The questions then continue from it
+        ``batch_size`` at a time: each batch gets the cache repeated per question, the questions
+        padded between the video and their text (masked, and skipped by the position ids), and
+        one batched generation, so decoding N answers costs little more than decoding one.
         The answers are those of a full re-encode of ``prefix`` with the question as its task
-        (tested for greedy decoding).
+        (tested for greedy decoding). ``batch_size=1`` reuses one cache, cropped back after
+        each answer, for the least memory.
         """
+        import copy
+
         import torch
 
         from videovlm.pack import encode
 
         if not questions:
             return []
-        head = encode(self, prefix.head, prefix.images)
-        head = self._to_device(head)
+        head = self._to_device(encode(self, prefix.head, prefix.images))
         n_head = head["input_ids"].shape[1]
         kwargs = self._generation_kwargs(generation, prefix.max_new_tokens)
-        answers = []
+        tails = [self.tokenizer(prefix.tail_for(q), add_special_tokens=False)["input_ids"]
+                 for q in questions]
+        longest = n_head + max(len(t) for t in tails) + kwargs["max_new_tokens"]
+        if longest > self.context:
+            raise ModelError(
+                f"a question prompt needs {longest} tokens with its answer, more than the "
+                f"model's {self.context}: use fewer frames (-n) or fewer new tokens"
+            )
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        step = max(1, batch_size)
+        answers: list[str] = []
         with torch.inference_mode():
             cache = self.network(**head, use_cache=True).cache
-            for question in questions:
-                tail = self.tokenizer(prefix.tail_for(question), add_special_tokens=False,
-                                      return_tensors="pt")["input_ids"].to(self.device)
-                ids = torch.cat([head["input_ids"], tail], dim=1)
-                if ids.shape[1] + kwargs["max_new_tokens"] > self.context:
-                    raise ModelError(
-                        f"question prompt of {ids.shape[1]} tokens plus {kwargs['max_new_tokens']}"
-                        f" new ones exceeds the model's {self.context}: use fewer frames (-n)"
-                    )
+            for start in range(0, len(tails), step):
+                chunk = tails[start:start + step]
+                width = max(len(t) for t in chunk)
+                ids = torch.full((len(chunk), n_head + width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for row, tail in enumerate(chunk):
+                    ids[row, :n_head] = head["input_ids"][0].cpu()
+                    ids[row, n_head + width - len(tail):] = torch.tensor(tail)
+                    mask[row, :n_head] = 1
+                    mask[row, n_head + width - len(tail):] = 1
+                if len(tails) == 1 or step == 1:
+                    batch_cache = cache
+                else:
+                    batch_cache = copy.deepcopy(cache)
+                    batch_cache.batch_repeat_interleave(len(chunk))
                 out = self.network.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, **kwargs
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                    cache=batch_cache, **kwargs,
                 )
-                cache.crop(n_head - cache.get_seq_length())  # negative: tokens to drop
-                answers.append(self._decode(out[0, ids.shape[1]:]))
+                if batch_cache is cache:
+                    cache.crop(n_head - cache.get_seq_length())  # negative: tokens to drop
+                answers.extend(self._decode(row[n_head + width:]) for row in out)
         return answers
 
     def render(self, content: list[dict[str, Any]]) -> str:
