@@ -28,9 +28,11 @@ from tests import media
 from videovlm.batch import (
     RESULTS_NAME,
     Job,
+    Question,
     ResultsLog,
     ensure_inside,
     find_videos,
+    load_questions,
     output_location,
     run_local,
     sniff_video,
@@ -124,6 +126,16 @@ def test_no_recursive_and_skip(tree):
     assert "a/x.mp4" not in [j.input for j in find_videos(tree, skip=[tree / "a"]).jobs]
 
 
+def test_symlinked_folders_are_not_walked_symlinked_files_are_read(tree, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "outside").symlink_to(tree / "a", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "link.mp4").symlink_to(tree / "b" / "x.mp4")
+    found = find_videos(root)
+    assert [j.input for j in found.jobs] == ["link.mp4"]
+
+
 def test_find_refuses_a_file(tree):
     with pytest.raises(InputError, match="not a folder"):
         find_videos(tree / "clip.mkv")
@@ -151,6 +163,44 @@ def test_ensure_inside_refuses_a_symlink_out(tmp_path):
     with pytest.raises(InputError, match="outside"):
         ensure_inside(out, out / "a")
     assert ensure_inside(out, out / "b" / "c").is_dir()
+
+
+# -- questions files --------------------------------------------------------------------------
+
+def test_questions_file_forms(tmp_path):
+    inputs = ["a/x.mp4", "b/x.mp4", "c/only.mp4"]
+    text = tmp_path / "q.txt"
+    text.write_text("# for every video\nWhat happens?\n\nWho is there?\n")
+    assert load_questions(text, tmp_path, inputs).common == [
+        Question("What happens?"), Question("Who is there?")]
+    array = tmp_path / "q.json"
+    array.write_text('["One?", {"question": "Two?", "choices": ["x", "y"]}]')
+    assert load_questions(array, tmp_path, inputs).common == [
+        Question("One?"), Question("Two?", ("x", "y"))]
+    lines = tmp_path / "q.jsonl"
+    lines.write_text(f'{{"video": "only.mp4", "question": "Q1"}}\n'
+                     f'{{"video": "{tmp_path / "a/x.mp4"}", "question": "Q2"}}\n'
+                     '{"question": "Q3"}\n')
+    q = load_questions(lines, tmp_path, inputs)
+    assert q.named == {"c/only.mp4": [Question("Q1")], "a/x.mp4": [Question("Q2")]}
+    assert q.for_input("a/x.mp4") == [Question("Q3"), Question("Q2")]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"video": "x.mp4", "question": "Q"}\n', "matches 2 videos"),
+    ('{"video": "nope.mp4", "question": "Q"}\n', "not found"),
+    ('{"video": "a/x.mp4", "question": "Q", "choices": ["one"]}\n', "at least two"),
+    ('{"video": "a/x.mp4", "questoin": "Q"}\n', "expected"),
+    ('{"question": "Q", "colour": 1}\n', "unknown key"),
+    ('{"question": "Q"\n', "not a JSON object"),
+    ("\n# nothing\n", "no questions"),
+])
+def test_questions_file_mistakes_are_one_line(tmp_path, content, message):
+    path = tmp_path / "q.jsonl"
+    path.write_text(content)
+    with pytest.raises(VideoVLMError, match=message) as info:
+        load_questions(path, tmp_path, ["a/x.mp4", "b/x.mp4"])
+    assert "\n" not in str(info.value)
 
 
 # -- the log ----------------------------------------------------------------------------------

@@ -714,8 +714,12 @@ def load_questions(path: str | os.PathLike[str], root: str | os.PathLike[str],
         norm = PurePosixPath(video.replace("\\", "/")).as_posix()
         rel = (norm if norm in by_rel else by_abs.get(os.path.realpath(video))
                or by_abs.get(os.path.realpath(Path(root) / video)))
-        if rel is None and len(by_name.get(norm, [])) == 1:
-            rel = by_name[norm][0]
+        same_name = by_name.get(norm, [])
+        if rel is None and len(same_name) > 1:
+            raise VideoVLMError(f"{where}: {video!r} matches {len(same_name)} videos "
+                                f"({', '.join(same_name[:3])}); give its path relative to {root}")
+        if rel is None and same_name:
+            rel = same_name[0]
         if rel is None:
             unknown.append(video)
             continue
