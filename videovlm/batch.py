@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from videovlm.errors import InputError, VideoVLMError
+from videovlm.files import atomic_write, fsync_dir
 from videovlm.result import Result
 
 RESULTS_NAME = "results.jsonl"
@@ -191,31 +191,6 @@ def ensure_inside(out_dir: str | os.PathLike[str], folder: Path) -> Path:
     return folder
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file so that readers see the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (Windows); best effort
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class ResultsLog:
     """``results.jsonl``: one complete JSON line per finished input, appended crash-safely."""
 
@@ -252,12 +227,12 @@ class ResultsLog:
             good.append(line + b"\n")
         self.repaired += bool(torn)
         if self.repaired:
-            atomic_write_text(self.path, b"".join(good).decode("utf-8"))
+            atomic_write(self.path, b"".join(good).decode("utf-8"))
         return records
 
     def reset(self) -> None:
         """Start an empty log (``--no-resume``), atomically."""
-        atomic_write_text(self.path, "")
+        atomic_write(self.path, "")
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record as one ``os.write`` of the complete line, then ``fsync``."""
@@ -272,7 +247,7 @@ class ResultsLog:
         finally:
             os.close(fd)
         if new:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
 
 def error_result(job: Job, exc: BaseException, *, seconds: float | None = None) -> Result:
@@ -466,7 +441,7 @@ def prepare_run(
                     raise VideoVLMError(
                         f"{out} holds a batch made with other settings ({', '.join(diff)}); "
                         "use another -o folder, or --no-resume to redo it with these settings")
-            atomic_write_text(stored_path, json.dumps({"settings": wanted}, indent=2) + "\n")
+            atomic_write(stored_path, json.dumps({"settings": wanted}, indent=2) + "\n")
         _remove_stale_temp_files(out)
         if resume:
             done = log.load()

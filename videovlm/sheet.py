@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from videovlm.decode import Frame
 from videovlm.errors import VideoVLMError
+from videovlm.files import atomic_write, format_time
 
 SHEET_FORMATS: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
@@ -32,15 +32,6 @@ def sheet_format(path: str | os.PathLike[str]) -> str:
     return SHEET_FORMATS[ext]
 
 
-def format_time(seconds: float) -> str:
-    """``m:ss.mmm`` (``h:mm:ss.mmm`` from one hour): short, and exact to the millisecond."""
-    ms = round(seconds * 1000)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h}:{m:02d}:{s:02d}.{ms:03d}" if h else f"{m}:{s:02d}.{ms:03d}"
-
-
 def contact_sheet(
     frames: Sequence[Frame],
     path: str | os.PathLike[str],
@@ -51,13 +42,33 @@ def contact_sheet(
 ) -> Path:
     """Write ``frames`` as a labelled grid to ``path`` (JPEG or PNG by extension); return it.
 
-    Thumbnails keep each frame's aspect ratio inside a cell sized for the largest frame; the
-    grid is about as wide as tall unless ``columns`` is given. The file is written to a temporary
-    name beside ``path`` and renamed, so an interrupted run leaves no half picture.
+    Written whole or not at all (:func:`videovlm.files.atomic_write`), so an interrupted run
+    leaves no half picture.
     """
+    data = render_sheet(frames, sheet_format(path), thumb_width=thumb_width, columns=columns,
+                        quality=quality)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, data)
+
+
+def render_sheet(
+    frames: Sequence[Frame],
+    fmt: str = "JPEG",
+    *,
+    thumb_width: int = 240,
+    columns: int | None = None,
+    quality: int = 90,
+) -> bytes:
+    """``frames`` as a labelled grid, encoded as ``fmt`` ("JPEG" or "PNG").
+
+    Thumbnails keep each frame's aspect ratio inside a cell sized for the largest frame; the
+    grid is about as wide as tall unless ``columns`` is given.
+    """
+    import io
+
     from PIL import Image, ImageDraw, ImageFont
 
-    fmt = sheet_format(path)
     if not frames:
         raise VideoVLMError("no frames to put on a contact sheet")
     thumb_width = max(16, int(thumb_width))
@@ -81,17 +92,8 @@ def contact_sheet(
         img = Image.fromarray(frame.image)
         img.thumbnail((cell_w, cell_h), Image.Resampling.LANCZOS)
         sheet.paste(img, (x0 + (cell_w - img.width) // 2, y0 + (cell_h - img.height) // 2))
-        label = f"{format_time(frame.time_s)}  #{frame.index}"
+        label = f"{format_time(frame.time_s, 3)}  #{frame.index}"
         draw.text((x0 + 3, y0 + cell_h + 4), label, fill=(240, 240, 240), font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            opts = {"quality": quality} if fmt == "JPEG" else {}
-            sheet.save(fh, format=fmt, **opts)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    sheet.save(buf, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buf.getvalue()

@@ -14,47 +14,17 @@ import datetime as _dt
 import html
 import io
 import json
-import os
-import secrets
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from videovlm.errors import VideoVLMError
+from videovlm.files import atomic_write, format_time
 from videovlm.result import Result
 
 THUMB_SIZE = 320  # longest side of an HTML thumbnail, px: sharp on a phone, light in the page
 THUMB_QUALITY = 80
-
-
-def format_time(seconds: float) -> str:
-    """A time for people: ``MM:SS.s``, or ``H:MM:SS.s`` past an hour.
-
-    The one formatter for reports (md, html), so a segment's time reads the same everywhere;
-    tenths are kept because scene cuts rarely fall on whole seconds.
-    """
-    tenths = round(max(0.0, seconds) * 10)
-    h, rem = divmod(tenths, 36000)
-    m, rem = divmod(rem, 600)
-    s, t = divmod(rem, 10)
-    return f"{h}:{m:02d}:{s:02d}.{t}" if h else f"{m:02d}:{s:02d}.{t}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, like any file the user writes
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cue_lines(text: str) -> str:
@@ -152,10 +122,9 @@ def _jpeg(image: Any, quality: int = 85) -> bytes:
 
 def _sheet_jpeg(frames: Sequence[Any]) -> bytes:
     """The contact sheet (videovlm.sheet) as JPEG bytes: md renders before anything is written."""
-    from videovlm.sheet import contact_sheet
+    from videovlm.sheet import render_sheet
 
-    with tempfile.TemporaryDirectory(prefix="videovlm-sheet-") as tmp:
-        return contact_sheet(frames, Path(tmp) / "sheet.jpg").read_bytes()
+    return render_sheet(frames, "JPEG")
 
 
 def _md(result: Result, stem: str) -> dict[str, bytes]:

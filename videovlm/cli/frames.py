@@ -5,10 +5,9 @@ Light on purpose: this path imports PyAV, numpy and Pillow, never torch or trans
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ import click
 from videovlm.cli import cli
 from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend
 from videovlm.errors import VideoVLMError
+from videovlm.files import atomic_write
 from videovlm.plan import SEEK_MODES, plan
 from videovlm.probe import probe
 
@@ -104,12 +104,6 @@ def _save_pngs(frames: list[Frame], folder: Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     for f in frames:
-        target = folder / f"frame_{f.index:06d}.png"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                Image.fromarray(f.image).save(fh, format="PNG")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        Image.fromarray(f.image).save(buf, format="PNG")
+        atomic_write(folder / f"frame_{f.index:06d}.png", buf.getvalue())
