@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from videovlm.decode import Frame
-from videovlm.errors import BackendError, VideoVLMError
+from videovlm.decode import Frame, decode_with_backend
+from videovlm.errors import VideoVLMError
 from videovlm.plan import FrameRef, plan
 from videovlm.probe import VideoInfo, probe
 from videovlm.result import Answer, Result, Segment
@@ -81,26 +81,6 @@ def _recipe(recipe: Recipe | str) -> Recipe:
     from videovlm.pipelines import load_recipe
 
     return load_recipe(recipe) if isinstance(recipe, str) else recipe
-
-
-def _decode(info: VideoInfo, refs: Sequence[FrameRef], backend: str) -> tuple[list[Frame], str]:
-    """Decoded frames and the name of the backend that produced them (``auto`` resolved).
-
-    The result JSON names the decoder that really ran, so a run can be reproduced with
-    ``--backend NAME``; ``auto`` falls over to the next installed backend on BackendError.
-    """
-    from videovlm.decode import available_backends, decode
-
-    names = available_backends() if backend == "auto" else [backend]
-    if not names:
-        raise BackendError("no decoding backend is installed; pip install av")
-    for i, name in enumerate(names):
-        try:
-            return decode(info, refs, name), name
-        except BackendError:
-            if i == len(names) - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any]
@@ -161,7 +141,7 @@ def load_video(
         timing["scenes"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    frames, used_backend = _decode(info, refs, backend)
+    frames, used_backend = decode_with_backend(info, refs, backend)
     timing["decode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -248,7 +228,7 @@ class _Stage:
             t0 = time.perf_counter()
             refs = plan(info, k, seek=s["seek"], start_s=group.start_s,
                         end_s=None if group.end_s >= info.duration_s else group.end_s)
-            frames, _ = _decode(info, refs, s["backend"])
+            frames, _ = decode_with_backend(info, refs, s["backend"])
             images = prepare(frames, s["image_size"], s["fit"])
             self.extra_decode += time.perf_counter() - t0
             try:
