@@ -5,13 +5,15 @@ BIN := $(VENV)/bin
 # torch is pinned for the install here: 2.13.0 resolves to a CPU build; an unpinned torch would
 # pull a multi-GB CUDA build. Users elsewhere may install any torch >= 2.2.
 TORCH ?= torch==2.13.0
+# torchcodec 0.13 is the last CPU-only build (0.14+ need CUDA's libraries to import at all).
+TORCHCODEC ?= torchcodec==0.13.0
 
 .PHONY: install sysdeps demo demo-offline test lint bench clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q "$(TORCH)" "$(TORCHCODEC)"
 	$(BIN)/pip install -q -e ".[all,ray,dev]"
 	touch $@
 

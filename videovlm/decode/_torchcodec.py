@@ -80,10 +80,10 @@ def make() -> TorchcodecBackend:
     """The backend, once torchcodec (and through it torch and FFmpeg's libraries) loads."""
     try:
         import torchcodec.decoders  # noqa: F401  (imports torch: seconds)
-    except RuntimeError as exc:  # torchcodec present, FFmpeg's shared libraries not
+    except (RuntimeError, OSError) as exc:  # present, but FFmpeg's or CUDA's libraries are not
         raise BackendError(
-            "torchcodec is installed but cannot load FFmpeg's shared libraries "
-            f"({str(exc).splitlines()[0]}); install FFmpeg 4-8 (e.g. apt-get install ffmpeg) "
-            "or use --backend av"
+            f"torchcodec is installed but cannot load ({str(exc).splitlines()[0][:160]}); it "
+            "needs FFmpeg 4-8's shared libraries (e.g. apt-get install ffmpeg) and, on a machine "
+            "without CUDA, a CPU build (torchcodec 0.13 is the last one); or use --backend av"
         ) from None
     return TorchcodecBackend()
