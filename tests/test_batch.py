@@ -362,9 +362,19 @@ def test_sequential_mode_runs_in_order(tree, tmp_path):
 _SCRIPT = """
 import sys
 sys.path[:0] = [{repo!r}]
+import time
 from tests.test_batch import decode_all, summarise
 from videovlm.batch import find_videos, run_local
-report = run_local(find_videos(sys.argv[1]).jobs, decode_all, summarise, sys.argv[2],
+
+
+def slow_summarise(*args):
+    # at least 0.2 s a video (37 videos: >= 7 s of work), so at least three of the kills below
+    # (each after <= 1.2 s) land mid-run however fast the machine is
+    time.sleep(0.2)
+    return summarise(*args)
+
+
+report = run_local(find_videos(sys.argv[1]).jobs, decode_all, slow_summarise, sys.argv[2],
                    formats=["json"], workers=2, progress=False)
 sys.exit(report.exit_code)
 """
