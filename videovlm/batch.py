@@ -321,6 +321,16 @@ class BatchReport:
             return 130
         return 1 if self.failed or self.failed_before else 0
 
+    def count(self, record: dict[str, Any], say: Callable[[str], None]) -> None:
+        """Tally one committed record; a failure is also said (one line) and kept for the end."""
+        if record["error"] is None:
+            self.done += 1
+            return
+        self.failed += 1
+        failure = f"{record['error']['type']}: {record['error']['message']}"
+        self.failures.append((record["input"], failure))
+        say(f"failed: {record['input']}: {failure}")
+
     def summary(self) -> str:
         left = self.total - self.done - self.failed - self.skipped
         before = f" ({self.failed_before} failed before)" if self.failed_before else ""
@@ -579,13 +589,7 @@ def run_local(
                     result = error_result(job, exc, seconds=time.perf_counter() - t0)
                 with interrupts.commit():
                     record = recorder.commit(job, result)
-                if record["error"] is None:
-                    report.done += 1
-                else:
-                    report.failed += 1
-                    failure = f"{record['error']['type']}: {record['error']['message']}"
-                    report.failures.append((job.input, failure))
-                    say(f"failed: {job.input}: {failure}")
+                report.count(record, say)
                 bar.update(1)
         report.interrupted = interrupts.stop and report.done + report.failed < len(prep.todo)
     except KeyboardInterrupt:

@@ -199,13 +199,7 @@ def run_ray(
                     report.model_s += float(row["model_s"])
                     with interrupts.commit():
                         record = recorder.commit(job, pickle.loads(row["result"]))
-                    if record["error"] is None:
-                        report.done += 1
-                    else:
-                        report.failed += 1
-                        failure = f"{record['error']['type']}: {record['error']['message']}"
-                        report.failures.append((job.input, failure))
-                        say(f"failed: {job.input}: {failure}")
+                    report.count(record, say)
                     bar.set_postfix_str(f"failed={report.failed} {job.input}", refresh=False)
                     bar.update(1)
                     if interrupts.stop:
