@@ -4,6 +4,7 @@ Only options in and a report out: finding inputs, the crash-safe log and the eng
 :mod:`videovlm.batch` and :mod:`videovlm.batch_ray`. Everything a user can get wrong (a folder
 with no videos, a questions file naming unknown videos, a model that is not there, an output
 folder made with other settings) is refused in one line before anything is written.
+:func:`run_batch` is also what ``videovlm run RECIPE DIR`` calls, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,21 +12,32 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from videovlm.cli import cli
-from videovlm.cli.model_cmds import _load_model, _setup_logging, model_options
-from videovlm.decode import BACKEND_NAMES
+from videovlm.cli.common import (
+    backend_option,
+    formats_option,
+    load_model,
+    model_options,
+    output_option,
+    quiet_option,
+    setup_logging,
+)
 from videovlm.errors import VideoVLMError
+
+if TYPE_CHECKING:
+    from videovlm.batch import BatchReport, Question
+    from videovlm.pipelines import Recipe
 
 
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: results.jsonl, batch.json and per-video files.")
+@output_option("Output folder: results.jsonl, batch.json and per-video files.", required=True)
 @click.option("--pipeline", default=None, metavar="NAME|FILE",
               help="Recipe to run [default: describe; qa with --questions].")
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
@@ -43,14 +55,12 @@ from videovlm.errors import VideoVLMError
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON Lines of {video, question, choices?} (or one question per line, for "
                    "every video): answered per video in the same pass.")
-@click.option("-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
-              help="Per-video files, comma-separated, or all [default: the recipe's outputs].")
+@formats_option
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="ray: decode as Ray tasks, generate in an actor pool "
               "(RAY_ADDRESS for a cluster; pip install 'videovlm[ray]').")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
-              help="Decoder [default: the recipe's, auto].")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary on stderr.")
+@backend_option
+@quiet_option
 @model_options
 def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
@@ -62,19 +72,59 @@ def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
     Videos are found by content. Killed or interrupted, the same command resumes where it
     stopped. Exit code 0: all done; 1: some videos failed (each has an error record).
     """
-    from videovlm import batch as b
-    from videovlm.model import default_model_id
     from videovlm.pipelines import load_recipe
-    from videovlm.writers import parse_formats
 
-    _setup_logging(quiet)
-    say = (lambda text: None) if quiet else (lambda text: click.echo(f"videovlm: {text}",
-                                                                      err=True))
+    setup_logging(quiet)
     recipe = load_recipe(pipeline or ("qa" if questions_file else "describe"))
     choice_recipe = recipe if pipeline else (load_recipe("mcq") if questions_file else None)
     if questions_file and not recipe.prompts.get("question"):
         raise VideoVLMError(f"recipe {recipe.name!r} does not ask questions (no "
                             "prompts.question): use --pipeline qa or mcq with --questions")
+    sys.exit(run_batch(folder, out_dir, recipe, choice_recipe=choice_recipe,
+                       questions_file=questions_file, recursive=recursive, include=include,
+                       exclude=exclude, resume=resume, workers=workers, formats=formats,
+                       engine=engine, backend=backend, n=n, model_id=model_id, device=device,
+                       dtype=dtype, quiet=quiet))
+
+
+def run_batch(
+    folder: Path,
+    out_dir: Path,
+    recipe: Recipe,
+    *,
+    choice_recipe: Recipe | None = None,
+    questions_file: Path | None = None,
+    asked: Sequence[Question] = (),
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    resume: bool = True,
+    workers: int = 2,
+    formats: str | None = None,
+    engine: str = "local",
+    backend: str | None = None,
+    n: int | None = None,
+    model_id: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    quiet: bool = False,
+) -> int:
+    """Run ``recipe`` on every video in ``folder`` into ``out_dir``; the exit code (0 all done,
+    1 some failed, 130 interrupted).
+
+    Questions come from a file (``questions_file``, per video or for all) or are ``asked`` of
+    every video; ``choice_recipe`` answers those with choices. ``n`` and ``backend`` are kept
+    apart from the recipe, as in ``batch.json``'s settings, so ``run RECIPE DIR`` and ``batch
+    DIR --pipeline RECIPE`` record the same settings and can resume each other's folders. The
+    model loads only once the inputs are known to be good, so a mistake costs seconds and
+    writes nothing. The summary line is printed even when quiet: it is the batch's result.
+    """
+    from videovlm import batch as b
+    from videovlm.model import default_model_id
+    from videovlm.writers import parse_formats
+
+    say = (lambda text: None) if quiet else (lambda text: click.echo(f"videovlm: {text}",
+                                                                      err=True))
     names = parse_formats(formats if formats is not None else recipe.outputs or ["json"])
 
     found = b.find_videos(folder, recursive=recursive, include=include, exclude=exclude,
@@ -85,7 +135,7 @@ def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
         say(f"ignored {len(found.not_video)} file(s) that are not videos by content: "
             f"{shown}{more}")
     jobs = found.jobs
-    questions = None
+    questions = b.Questions(common=list(asked)) if asked else None
     if questions_file is not None:
         questions = b.load_questions(questions_file, folder, [j.input for j in jobs])
         if questions.named and not questions.common:  # the file names its videos: only those
@@ -101,6 +151,7 @@ def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
         "questions": None if questions is None else b.settings_digest(
             [questions.common, sorted(questions.named.items())]),
     }
+    report: BatchReport
     if engine == "ray":
         from videovlm.batch_ray import run_ray
 
@@ -109,7 +160,7 @@ def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
                          formats=names, resume=resume, settings=settings,
                          progress=not quiet, say=say)
     else:
-        model = _load_model(model_id, device, dtype)  # before any file is written
+        model = load_model(model_id, device, dtype, quiet)  # before any file is written
         stages = b.VideoStages(recipe, image_size=model.image_size, n=n, backend=backend,
                                questions=questions, choice_recipe=choice_recipe)
         report = b.run_local(jobs, stages.cpu, functools.partial(stages.model, model), out_dir,
@@ -119,6 +170,6 @@ def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
         click.echo("videovlm: interrupted: " + report.summary() + "; run the same command "
                    "again (without --no-resume) to resume", err=True)
     else:
-        say("batch: " + report.summary())
+        click.echo("videovlm: batch: " + report.summary(), err=True)
     logging.getLogger("videovlm").debug("batch report: %s", report)
-    sys.exit(report.exit_code)
+    return report.exit_code

@@ -1,0 +1,243 @@
+"""What the commands that run the model share: their options, logging, model loading, and the
+loop that runs videos one by one and puts each result where the user asked.
+
+Declared once here so that ``describe``, ``ask``, ``run`` and ``batch`` cannot drift apart: the
+same option reads the same in every ``--help``, and a failure is reported the same way whichever
+command met it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from videovlm.errors import VideoVLMError
+
+if TYPE_CHECKING:
+    from videovlm.model import Model
+    from videovlm.result import Result
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def _stack(*options: Decorator) -> Decorator:
+    """Apply click options so they show in ``--help`` in the order given."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+model_options = _stack(
+    click.option("--model", "model_id", metavar="ID|PATH", default=None,
+                 help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
+                      "HuggingFaceTB/SmolVLM-Instruct]."),
+    click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
+                 help="Where the model runs [default: cuda > mps > cpu]."),
+    click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
+                 help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
+    click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
+                 help="Frame budget for the whole video [default: the recipe's, 50]."),
+)
+"""The options every command that runs the model shares: --model, --device, --dtype, -n."""
+
+
+def schema_options(*keys: str) -> Decorator:
+    """Click options for recipe keys, derived from the schema (``--max-new-tokens`` ...).
+
+    Derived rather than written out so that an option's choices, bounds and help are the ones a
+    recipe file is checked against. Defaults are ``None`` ("the recipe's value"); the schema's
+    default is shown in the help.
+    """
+    from videovlm.pipelines import KEY_SECTION, SCHEMA
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for key in reversed(keys):
+            opt = SCHEMA[KEY_SECTION[key]][key]
+            kind: Any
+            if opt.choices is not None:
+                kind = click.Choice(opt.choices)
+            elif opt.type is int:
+                kind = click.IntRange(min=opt.min, max=opt.max)
+            elif opt.type is float:
+                kind = click.FloatRange(min=opt.min, max=opt.max)
+            else:
+                kind = opt.type
+            shown = "" if opt.default is None else f", {opt.default}"
+            f = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
+                             help=f"{opt.help[:1].upper()}{opt.help[1:]} [default: the "
+                                  f"recipe's{shown}].")(f)
+        return f
+
+    return decorate
+
+
+backend_option = schema_options("backend")
+"""``--backend``: the decoder, a recipe override like any other."""
+
+quiet_option = click.option(
+    "--quiet", is_flag=True,
+    help="No progress or notes on stderr (warnings, errors and a batch's summary stay).")
+
+formats_option = click.option(
+    "-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
+    help="Output formats, comma-separated, or all [default: the recipe's outputs].")
+
+
+def output_option(help: str, *, required: bool = False) -> Decorator:
+    """``-o/--output DIR``; the help differs by command (optional folder or required one)."""
+    return click.option("-o", "--output", "out_dir", required=required,
+                        type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=help)
+
+
+def recipe_option(default: str) -> Decorator:
+    """``--recipe NAME|FILE.toml``; ``default`` says which recipe runs without it."""
+    return click.option("--recipe", default=None, metavar="NAME|FILE.toml",
+                        help=f"Recipe to run [default: {default}].")
+
+
+# -- logging, model, progress -------------------------------------------------------------------
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a test's capture, a redirected stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("videovlm: %(levelname)s: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def setup_logging(quiet: bool) -> None:
+    """Warnings (and, unless quiet, progress notes) on stderr, one line each; never stdout."""
+    logger = logging.getLogger("videovlm")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def load_model(model_id: str | None, device: str | None, dtype: str | None,
+               quiet: bool = False) -> Model:
+    """Load the model once per command, saying which one and where (unless quiet).
+
+    Hugging Face's own "Loading weights" bar is switched off when nobody watches a terminal or
+    ``--quiet`` was given: in a log it is noise between our lines.
+    """
+    from videovlm.model import Model
+
+    if quiet or not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    model = Model.load(model_id, device=device, dtype=dtype)
+    logging.getLogger("videovlm").info("loaded %s on %s (%s)", model.id, model.device,
+                                       model.dtype)
+    return model
+
+
+def stems(videos: Sequence[str]) -> list[str]:
+    """Output names from the videos' names, made unique (``x``, ``x-2``) so none overwrites."""
+    seen: dict[str, int] = {}
+    out = []
+    for v in videos:
+        stem = Path(v).stem or "video"
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def progress(items: Sequence[Any], quiet: bool, desc: str) -> Any:
+    """A per-video bar on stderr, only for several videos and only when a person watches."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="video", file=sys.stderr,
+                disable=quiet or len(items) < 2 or not sys.stderr.isatty())
+
+
+# -- running video files ------------------------------------------------------------------------
+
+
+def output_formats(formats: str | None, out_dir: Path | None, default: Sequence[str]) -> list[str]:
+    """The formats to write: ``-f``'s, else ``default`` (the recipe's); ``-f`` without ``-o``
+    is refused, since there would be nowhere to write them."""
+    from videovlm.writers import parse_formats
+
+    if formats is not None and out_dir is None:
+        raise VideoVLMError("-f/--format needs an output folder: add -o DIR")
+    return parse_formats(formats if formats is not None else default)
+
+
+def run_videos(
+    videos: Sequence[str],
+    run_one: Callable[[str], Result],
+    *,
+    desc: str,
+    quiet: bool,
+    out_dir: Path | None = None,
+    formats: Sequence[str] = (),
+    sheet: Path | None = None,
+    show: Callable[[Result], None] | None = None,
+) -> int:
+    """Run ``run_one`` on each video in turn and put each result where the user asked; the exit
+    code (0, or 1 when some video failed).
+
+    With ``out_dir`` the results are files ``out_dir/<stem>.<format>``, else they go to stdout:
+    through ``show``, or as JSON (indented for one video, one line each for several, so several
+    results stay one JSON Lines stream). One video's error is raised, becoming one line and exit
+    code 2; among several, a failure is logged and the others still run, since the user asked
+    for all of them. ``sheet`` also writes each video's contact sheet (``sheet_<stem>`` when
+    there are several).
+    """
+    from videovlm.writers import write
+
+    log = logging.getLogger("videovlm")
+    videos = list(videos)
+    failed = 0
+    for video, stem in zip(progress(videos, quiet, desc), stems(videos), strict=True):
+        try:
+            result = run_one(video)
+        except VideoVLMError as exc:
+            if len(videos) == 1:
+                raise
+            failed += 1
+            log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
+            continue
+        if sheet is not None:
+            from videovlm.sheet import contact_sheet
+
+            target = sheet if len(videos) == 1 else sheet.with_name(
+                f"{sheet.stem}_{stem}{sheet.suffix}")
+            contact_sheet(result.frames, target)
+            log.info("wrote %s", target)
+        if out_dir is not None:
+            for path in write(result, out_dir, formats, stem):
+                log.info("wrote %s", path)
+        elif show is not None:
+            show(result)
+        else:
+            indent = 2 if len(videos) == 1 else None
+            click.echo(json.dumps(result.to_dict(), indent=indent, ensure_ascii=False))
+    if failed:
+        log.error("%d of %d videos failed", failed, len(videos))
+    return 1 if failed else 0
