@@ -192,7 +192,7 @@ figure { margin: 0; }
 figure img { width: 100%; height: auto; display: block; border-radius: 4px; }
 figcaption { font-size: .8rem; color: var(--muted); text-align: center;
              font-variant-numeric: tabular-nums; }
-.text { white-space: pre-wrap; margin: 0; }
+.text { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
 .note, .warn { color: var(--muted); font-size: .9rem; }
 .warn { color: #b35c00; }
 .answer { background: var(--card); border-radius: 8px; padding: 12px 16px; margin: 12px 0; }
