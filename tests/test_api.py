@@ -7,6 +7,7 @@ per question, letters always valid), not the words.
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -74,6 +75,23 @@ class PrefillLengths:
         self.handle.remove()
 
 
+class VisionRuns:
+    """Counts the vision encoder's forward passes (a forward hook on the real vision tower)."""
+
+    def __init__(self, model) -> None:
+        self.count = 0
+        self.handle = model.network.model.vision_model.register_forward_hook(self._hook)
+
+    def _hook(self, _module, _args, _output) -> None:
+        self.count += 1
+
+    def __enter__(self) -> VisionRuns:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
 def _check_common(d: dict, info, model) -> None:
     for key in ("schema_version", "videovlm_version", "created_at", "video", "sampling", "model",
                 "prompt", "generation", "segments", "summary", "answers", "timing_s", "error"):
@@ -98,11 +116,14 @@ def _check_common(d: dict, info, model) -> None:
 def test_timeline_describe_fields_and_token_count(family, recipes, request) -> None:
     model = request.getfixturevalue(family)
     info = probe(BIKES)
-    with PrefillLengths(model) as seen:
+    with PrefillLengths(model) as seen, VisionRuns(model) as vision:
         r = describe(BIKES, model=model, mode="timeline", recipe=str(recipes["timeline"]))
     d = r.to_dict()
     _check_common(d, info, model)
     assert d["mode"] == "timeline"
+    # the summary is written from the timeline's text: the frames are encoded once, not twice
+    assert isinstance(d["summary"], str) and d["summary"] == r.summary
+    assert vision.count == 1
     # the frames are the selection rule's for the requested count
     assert [f["index"] for f in d["sampling"]["frames"]] == [x.index for x in plan(info, 50)]
     # the count in the JSON is what the network was really given
@@ -112,6 +133,19 @@ def test_timeline_describe_fields_and_token_count(family, recipes, request) -> N
     if not d["segments_parsed"]:
         assert len(d["segments"]) == 1 and r.warnings
     assert len(r.frames) == len(d["sampling"]["frames"])
+
+
+def test_timeline_recipe_without_a_summary_still_runs(idefics3, tmp_path) -> None:
+    shipped = load_recipe("timeline").prompts
+    path = tmp_path / "no_summary.toml"
+    path.write_text(f'task = "timeline"\n[generation]\nmax_new_tokens = 6\n[prompts]\n'
+                    f'intro = {json.dumps(shipped["intro"])}\n'
+                    f'task = {json.dumps(shipped["task"])}\n')
+    assert "summary" not in load_recipe(str(path)).prompts
+    r = describe(BIKES, model=idefics3, mode="timeline", n=8, recipe=str(path))
+    d = r.to_dict()
+    assert d["mode"] == "timeline" and d["segments"]
+    assert d["summary"] is None
 
 
 def test_scene_mode_segments_are_the_scenes(idefics3, recipes) -> None:
@@ -208,6 +242,26 @@ def test_multiple_choice_always_gives_a_valid_letter(family, recipes, request) -
     for a in r.answers:
         assert a.choices == ["a red car", "people riding bicycles", "a cat sleeping", "snow"]
         assert a.choice in ("A", "B", "C", "D")
+
+
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_multiple_choice_encodes_the_video_once(family, recipes, request) -> None:
+    """Three questions, answers that name no letter: the letters come from the same encoding.
+
+    Random weights ramble without a letter, so every choice here is the letter-logits one
+    (``choice_fallback``); before, that fallback ran the questions again and encoded the frames
+    a second time. All three questions fit one batch of the cached prefix: one vision pass.
+    """
+    model = request.getfixturevalue(family)
+    qs = ["What is shown?", "What moves?", "Where is this?"]
+    with VisionRuns(model) as vision, PrefillLengths(model) as seen:
+        r = ask(BIKES, qs, choices=["a red car", "bicycles", "a cat"], model=model, n=8,
+                recipe=str(recipes["mcq"]))
+    assert vision.count == 1
+    assert len(seen.lengths) == 1
+    assert "choice_fallback" in r.generation, "the no-letter path must be the one exercised"
+    assert [a.question for a in r.answers] == qs
+    assert all(a.choice in ("A", "B", "C") for a in r.answers)
 
 
 def test_option_labels_are_ours() -> None:

@@ -56,6 +56,44 @@ def test_answer_equals_full_reencode(model, batch_size):
     assert model.answer(prefix, []) == []
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_answer_with_beam_search_equals_full_reencode(model, batch_size):
+    """Beams need the video's cache once per beam too (it used to fail on a cache of one row)."""
+    frames = clip()
+    prefix = prompt_for(model, frames, "unused")
+    gen = {"max_new_tokens": 6, "num_beams": 2}
+    cached = model.choose(prefix, QUESTIONS, ["A", "B"], batch_size=batch_size, **gen)
+    fresh = [model.generate(prompt_for(model, frames, q), **gen) for q in QUESTIONS]
+    assert [text for text, _ in cached] == fresh
+    greedy = model.choose(prefix, QUESTIONS, ["A", "B"], max_new_tokens=1)
+    assert [letter for _, letter in cached] == [letter for _, letter in greedy]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_choose_gives_the_letter_of_a_restricted_decode_from_one_encoding(model, batch_size):
+    """``choose``'s letter is what a one-token greedy decode restricted to the option letters
+    writes after a full re-encode of each prompt, and its text is ``answer``'s."""
+    frames = clip()
+    prefix = prompt_for(model, frames, "unused")
+    letters = ["A", "B", "C"]
+    chosen = model.choose(prefix, QUESTIONS, letters, max_new_tokens=12, batch_size=batch_size)
+    assert [text for text, _ in chosen] == model.answer(prefix, QUESTIONS, max_new_tokens=12)
+    allowed = [tok[0] for tok in (model.tokenizer(x, add_special_tokens=False)["input_ids"]
+                                  for form in letters for x in (form, " " + form))
+               if len(tok) == 1]
+    assert allowed, "the tokenizer spells the letters as single tokens"
+    restricted = [model.generate(prompt_for(model, frames, q), max_new_tokens=1,
+                                 prefix_allowed_tokens_fn=lambda _b, _ids: allowed).strip()
+                  for q in QUESTIONS]
+    assert [letter for _, letter in chosen] == restricted
+    assert all(letter in letters for letter in restricted)
+    # the letter is read from the logits, so sampling changes the text but never the letter
+    sampled = model.choose(prefix, QUESTIONS, letters, max_new_tokens=4, do_sample=True,
+                           top_k=1, temperature=2.0, batch_size=batch_size)
+    assert [letter for _, letter in sampled] == restricted
+    assert model.choose(prefix, [], letters) == []
+
+
 def test_default_model_honours_the_environment(monkeypatch):
     monkeypatch.delenv("VIDEOVLM_MODEL", raising=False)
     assert default_model_id() == DEFAULT_MODEL == "HuggingFaceTB/SmolVLM-Instruct"

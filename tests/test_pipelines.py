@@ -9,6 +9,7 @@ import pytest
 from videovlm.errors import RecipeError
 from videovlm.pipelines import (
     SCHEMA,
+    TASK_OPTIONAL_PROMPTS,
     TASK_PROMPTS,
     TASKS,
     default,
@@ -44,7 +45,8 @@ def test_builtins_one_per_task_with_defaults_filled() -> None:
     assert {r.task for r in recipes.values()} == set(TASKS)
     for r in recipes.values():
         assert r.description and "\n" not in r.description
-        assert set(r.prompts) == set(TASK_PROMPTS[r.task])
+        # the built-ins ship every prompt their task can use, optional ones included
+        assert set(r.prompts) == {*TASK_PROMPTS[r.task], *TASK_OPTIONAL_PROMPTS.get(r.task, {})}
         assert set(r.sampling) == set(SCHEMA["sampling"])
         assert 1 <= r.sampling["n"] <= 1000
         assert r.generation["do_sample"] is False
@@ -99,8 +101,24 @@ def test_extends_with_another_task(tmp_path: Path) -> None:
                  '[prompts]\ntask = "List the events as MM:SS - MM:SS: text lines."\n')
     r = load_recipe(path)
     assert r.task == "timeline" and r.scenes == {}
-    assert set(r.prompts) == {"intro", "task"}
+    # the describe summary carries over: a timeline may have one (optional)
+    assert set(r.prompts) == {"intro", "task", "summary"}
     assert r.prompts["intro"] == load_recipe("describe").prompts["intro"]
+    assert r.prompts["summary"] == load_recipe("describe").prompts["summary"]
+    # a prompt no task of this kind uses is still dropped
+    path = write(tmp_path, 'extends = "describe"\ntask = "qa"\n'
+                 '[prompts]\nquestion = "{question}"\n', "qa_from_describe.toml")
+    assert set(load_recipe(path).prompts) == {"intro", "question"}
+
+
+def test_timeline_summary_is_optional(tmp_path: Path) -> None:
+    timeline = load_recipe("timeline")
+    assert "{descriptions}" in timeline.prompts["summary"]
+    text = timeline.prompt("summary", descriptions="00:00-00:04: a dog runs", duration="00:04")
+    assert "00:00-00:04: a dog runs" in text and "{" not in text
+    bare = write(tmp_path, 'task = "timeline"\n[prompts]\nintro = "{n_frames} frames"\n'
+                 'task = "List MM:SS - MM:SS: text lines."\n')
+    assert set(load_recipe(bare).prompts) == {"intro", "task"}
 
 
 def test_extends_a_relative_file_and_loops(tmp_path: Path) -> None:
@@ -137,6 +155,12 @@ def test_extends_a_relative_file_and_loops(tmp_path: Path) -> None:
         ('task = "qa"\n[prompts]\nintro = "x"\nquestion = "Answer it."\n',
          "prompts.question must contain {question}"),
         ('task = "mcq"\n' + QA_PROMPTS, "must contain {options}"),
+        ('extends = "timeline"\n[prompts]\nsummary = "Summarise it."\n',
+         "prompts.summary must contain {descriptions}"),
+        ('extends = "timeline"\n[prompts]\nsummary = " "\n',
+         "prompts.summary is empty: write one (with {descriptions}) or remove the key"),
+        ('extends = "timeline"\n[prompts]\nsumary = "{descriptions}"\n',
+         "did you mean 'summary'"),
         ('task = "describe"\n[prompts]\nintro = "x"\nsummary = "{descriptions}"\n'
          'scene = "From {strat} to {end}"\n', "unknown placeholder {strat} — did you mean {start}"),
         ('task = "qa"\n[prompts]\nintro = "x {"\nquestion = "{question}"\n', "literal brace"),

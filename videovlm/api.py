@@ -285,7 +285,8 @@ def _run_timeline(stage: _Stage) -> Result:
     segments, parsed = _parse(text, info.duration_s)
     for i, seg in enumerate(segments):
         seg.frames = _frames_in(frames, seg.start_s, seg.end_s, i == len(segments) - 1)
-    summary = _summary(stage, segments) if parsed and "summary" in rec.prompts else None
+    # from the timeline's text, not the frames: a text-only call, no second pass over the images
+    summary = _summary(stage, segments) if "summary" in rec.prompts else None
     if not parsed:
         msg = "the model's timeline had no usable times: one segment holds its whole text"
         log.warning("%s: %s", Path(stage.inputs.path).name, msg)
@@ -341,17 +342,6 @@ def option_texts(choices: Sequence[str]) -> list[str]:
     return [c.strip() for c in choices]
 
 
-def _letter_ids(model: Model, letters: Sequence[str]) -> dict[int, str]:
-    """Token ids that spell exactly one option letter (``B`` and `` B``), mapped to it."""
-    ids: dict[int, str] = {}
-    for letter in letters:
-        for form in (letter, " " + letter):
-            tok = model.tokenizer(form, add_special_tokens=False)["input_ids"]
-            if len(tok) == 1:
-                ids.setdefault(tok[0], letter)
-    return ids
-
-
 def _run_ask(stage: _Stage, questions: Sequence[str], choices: Sequence[str] | None) -> Result:
     from videovlm.text import choice_letters, extract_choice
 
@@ -364,24 +354,20 @@ def _run_ask(stage: _Stage, questions: Sequence[str], choices: Sequence[str] | N
     tasks = [stage.fill("question", n_frames, question=q, options=shown) for q in questions]
     # the longest question decides the budget: every question reuses this one encoded prefix
     prefix, _ = stage.prompt(group, max(tasks, key=len))
-    texts = stage.model.answer(prefix, tasks, **stage.generation)
-    picks: list[str | None] = [extract_choice(t, options) if options else None for t in texts]
-    missing = [i for i, p in enumerate(picks) if options and p is None]
-    if missing:
-        # The text did not commit to a letter (small models ramble): take the letter the model
-        # finds most likely right after the question, by decoding one token restricted to the
-        # option letters. Always valid, and what multiple-choice benchmarks score.
-        allowed = _letter_ids(stage.model, letters)
-        if allowed:
-            only = sorted(allowed)
-            forced = stage.model.answer(
-                prefix, [tasks[i] for i in missing],
-                **{**stage.generation, "max_new_tokens": 1, "do_sample": False,
-                   "prefix_allowed_tokens_fn": lambda _batch, _ids: only},
-            )
-            for i, letter in zip(missing, forced, strict=True):
-                picks[i] = letter.strip() if letter.strip() in letters else None
-        stage.generation["choice_fallback"] = "letter logits (one token restricted to A, B, ...)"
+    if not options:
+        texts = stage.model.answer(prefix, tasks, **stage.generation)
+        picks: list[str | None] = [None] * len(texts)
+    else:
+        # Each answer comes with the letter the model scores highest at its first token, from
+        # the same pass over the frames. It is used when the text commits to no letter (small
+        # models ramble), so `choice` is always valid: what multiple-choice benchmarks score.
+        chosen = stage.model.choose(prefix, tasks, letters, **stage.generation)
+        texts = [text for text, _ in chosen]
+        picks = [extract_choice(text, options) for text in texts]
+        if any(p is None for p in picks):
+            picks = [p or best for p, (_, best) in zip(picks, chosen, strict=True)]
+            stage.generation["choice_fallback"] = (
+                "letter logits (the option letter scored highest at the answer's first token)")
     answers = [Answer(question=q, answer=t, choices=options, choice=p)
                for q, t, p in zip(questions, texts, picks, strict=True)]
     return stage.result(answers=answers, mode="ask")

@@ -9,7 +9,8 @@ per-frame text ourselves, and the token layout of an image is the same in both f
 
 Several questions on one clip (:meth:`Model.answer`) encode the video once and reuse its KV
 cache, cropped back to the video after each answer, instead of re-encoding thousands of image
-tokens per question.
+tokens per question. Multiple choice (:meth:`Model.choose`) reads each answer's best option
+letter from that same generation, so a rambling answer costs no second pass over the frames.
 """
 
 from __future__ import annotations
@@ -293,13 +294,48 @@ class Model:
 
         ``prefix`` is a prompt built for these frames (its task text is not used): everything up
         to its last image is encoded once into a KV cache. The questions then continue from it
-        ``batch_size`` at a time: each batch gets the cache repeated per question, the questions
-        padded between the video and their text (masked, and skipped by the position ids), and
-        one batched generation, so decoding N answers costs little more than decoding one.
+        ``batch_size`` at a time: each batch gets the cache repeated per question (and per beam
+        with ``num_beams``), the questions padded between the video and their text (masked, and
+        skipped by the position ids), and one batched generation, so decoding N answers costs
+        little more than decoding one.
         The answers are those of a full re-encode of ``prefix`` with the question as its task
         (tested for greedy decoding). ``batch_size=1`` reuses one cache, cropped back after
         each answer, for the least memory.
         """
+        texts, _ = self._answer(prefix, questions, None, batch_size, generation)
+        return texts
+
+    def choose(self, prefix: Prompt, questions: Sequence[str], letters: Sequence[str], *,
+               batch_size: int = 8, **generation: Any) -> list[tuple[str, str | None]]:
+        """Answer multiple-choice questions: each answer's text and the option letter the model
+        scores highest right after the question, from one encoding of the clip.
+
+        Small models often answer without naming a letter; the letter with the highest logit at
+        the answer's first token is then the model's choice (what multiple-choice benchmarks
+        score, and what a one-token greedy decode restricted to the letters would write). Both
+        come from the same generation over :meth:`answer`'s cached prefix, so asking for the
+        letter costs no second pass over the frames. The letter is read from the raw logits, so
+        sampling or a repetition penalty in ``generation`` change the text, not the letter.
+        It is ``None`` only when the tokenizer has no single token for any letter.
+        """
+        texts, picks = self._answer(prefix, questions, self._letter_ids(letters), batch_size,
+                                    generation)
+        return list(zip(texts, picks, strict=True))
+
+    def _letter_ids(self, letters: Sequence[str]) -> dict[int, str]:
+        """Token ids that spell exactly one option letter (``B`` and `` B``), mapped to it."""
+        ids: dict[int, str] = {}
+        for letter in letters:
+            for form in (letter, " " + letter):
+                tok = self.tokenizer(form, add_special_tokens=False)["input_ids"]
+                if len(tok) == 1:
+                    ids.setdefault(tok[0], letter)
+        return ids
+
+    def _answer(self, prefix: Prompt, questions: Sequence[str], letter_ids: dict[int, str] | None,
+                batch_size: int, generation: dict[str, Any]
+                ) -> tuple[list[str], list[str | None]]:
+        """:meth:`answer`'s work; with ``letter_ids``, also each question's best letter."""
         import copy
 
         import torch
@@ -307,7 +343,7 @@ class Model:
         from videovlm.pack import encode
 
         if not questions:
-            return []
+            return [], []
         head = self._to_device(encode(self, prefix.head, prefix.images))
         n_head = head["input_ids"].shape[1]
         kwargs = self._generation_kwargs(generation, prefix.max_new_tokens)
@@ -322,7 +358,9 @@ class Model:
         pad = self.tokenizer.pad_token_id
         pad = self.tokenizer.eos_token_id if pad is None else pad
         step = max(1, batch_size)
+        beams = int(kwargs.get("num_beams") or 1)
         answers: list[str] = []
+        picks: list[str | None] = []
         with torch.inference_mode():
             cache = self.network(**head, use_cache=True).cache
             for start in range(0, len(tails), step):
@@ -335,19 +373,22 @@ class Model:
                     ids[row, n_head + width - len(tail):] = torch.tensor(tail)
                     mask[row, :n_head] = 1
                     mask[row, n_head + width - len(tail):] = 1
-                if len(tails) == 1 or step == 1:
+                if (len(tails) == 1 or step == 1) and beams == 1:
                     batch_cache = cache
-                else:
+                else:  # one copy of the video per question and beam (rows are expanded so)
                     batch_cache = copy.deepcopy(cache)
-                    batch_cache.batch_repeat_interleave(len(chunk))
-                out = self.network.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                    cache=batch_cache, **kwargs,
-                )
+                    batch_cache.batch_repeat_interleave(len(chunk) * beams)
+                with _FirstLogits(self.network, letter_ids is not None) as first:
+                    out = self.network.generate(
+                        input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                        cache=batch_cache, **kwargs,
+                    )
                 if batch_cache is cache:
                     cache.crop(n_head - cache.get_seq_length())  # negative: tokens to drop
                 answers.extend(self._decode(row[n_head + width:]) for row in out)
-        return answers
+                if letter_ids is not None:
+                    picks.extend(_best_letter(first.logits, len(chunk), letter_ids))
+        return answers, picks if letter_ids is not None else [None] * len(answers)
 
     def render(self, content: list[dict[str, Any]]) -> str:
         """One user turn through the checkpoint's chat template, ready for the assistant."""
@@ -355,3 +396,41 @@ class Model:
             [{"role": "user", "content": content}], chat_template=self.chat_template,
             tokenize=False, add_generation_prompt=True,
         )
+
+
+class _FirstLogits:
+    """Keeps the logits of the first forward pass a ``generate`` call makes: the answer's first
+    token, after the question.
+
+    A forward hook on the network, not ``output_logits=True``: that keeps every step's logits
+    for the whole batch (``max_new_tokens`` x batch x vocabulary floats) to use one row, and
+    logits processors would only see them after the recipe's penalties and sampling filters.
+    """
+
+    def __init__(self, network: Any, active: bool) -> None:
+        self.network = network
+        self.active = active
+        self.logits: Any = None
+        self._handle: Any = None
+
+    def _keep(self, _module: Any, _args: Any, output: Any) -> None:
+        if self.logits is None:
+            self.logits = output.logits[:, -1, :].float()
+
+    def __enter__(self) -> _FirstLogits:
+        if self.active:
+            self._handle = self.network.register_forward_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+
+def _best_letter(logits: Any, rows: int, letter_ids: dict[int, str]) -> list[str | None]:
+    """Per question, the letter whose token has the highest logit (beams share one row)."""
+    if not letter_ids:
+        return [None] * rows
+    ids = sorted(letter_ids)
+    per_row = logits.reshape(rows, -1, logits.shape[-1])[:, 0, ids]
+    return [letter_ids[ids[int(i)]] for i in per_row.argmax(dim=-1)]

@@ -124,6 +124,12 @@ TASK_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
     "qa": {"intro": (), "question": ("question",)},
     "mcq": {"intro": (), "question": ("question", "options")},
 }
+# Prompts a task uses when the recipe has them, and the placeholders each must then contain: a
+# timeline recipe without `summary` still runs (its result's summary is null), so recipes written
+# before timelines had summaries keep working.
+TASK_OPTIONAL_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "timeline": {"summary": ("descriptions",)},
+}
 SECTIONS: tuple[str, ...] = (*SCHEMA, "prompts")
 
 
@@ -362,11 +368,12 @@ def _check_scenes(where: str, scenes: dict[str, Any]) -> None:
 
 def _check_prompts(label: str, task: str, prompts: dict[str, Any]) -> dict[str, str]:
     needed = TASK_PROMPTS[task]
+    optional = TASK_OPTIONAL_PROMPTS.get(task, {})
     for key, value in prompts.items():
         if key not in PROMPT_KEYS:
             raise RecipeError(
                 f"recipe {label}: unknown key prompts.{key}{_did_you_mean(key, PROMPT_KEYS)} "
-                f"(task {task!r} uses: {', '.join(needed)})"
+                f"(task {task!r} uses: {', '.join([*needed, *optional])})"
             )
         if not isinstance(value, str):
             raise RecipeError(f"recipe {label}: prompts.{key} must be a string, got {_kind(value)}")
@@ -383,17 +390,22 @@ def _check_prompts(label: str, task: str, prompts: dict[str, Any]) -> dict[str, 
                 shown = ", ".join("{" + a + "}" for a in allowed)
                 raise RecipeError(f"recipe {label}: prompts.{key} uses unknown placeholder "
                                   f"{{{name}}}{hint} (allowed: {shown})")
-    for key, required in needed.items():
+    for key, required in [*needed.items(), *optional.items()]:
         text = prompts.get(key)
+        if key in optional and text is None:
+            continue
         if not text or not text.strip():
             must = f" (with {', '.join('{' + r + '}' for r in required)})" if required else ""
+            if key in optional:
+                raise RecipeError(f"recipe {label}: prompts.{key} is empty: write one{must} "
+                                  "or remove the key")
             raise RecipeError(f"recipe {label}: task {task!r} needs prompts.{key}{must}")
         fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
         missing = [r for r in required if r not in fields]
         if missing:
             raise RecipeError(f"recipe {label}: prompts.{key} must contain "
                               f"{', '.join('{' + m + '}' for m in missing)}")
-    return {k: v for k, v in prompts.items() if k in needed}
+    return {k: v for k, v in prompts.items() if k in needed or k in optional}
 
 
 def _check_value(where: str, option: Option, value: Any) -> Any:
