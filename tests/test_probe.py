@@ -116,3 +116,59 @@ def test_cut_off_file_keeps_only_frames_it_can_name(truncated_playable, name):
         (info.frame_count - 1) / 30, abs=1.5e-3)
     if name.startswith(("mp4", "ts_61")):
         assert info.warnings  # said, not hidden
+
+
+MOV_CLIPS = sorted(n for n, c in CLIPS.items() if c.filename.endswith((".mp4", ".mov")))
+
+
+def _probe_by(monkeypatch, path, index_from_frames: int):
+    """Probe with the sample-table path taken from this many frames on (huge: never)."""
+    import importlib
+
+    probe_module = importlib.import_module("videovlm.probe")
+    monkeypatch.setattr(probe_module, "_INDEX_MIN_FRAMES", index_from_frames)
+    return probe(path)
+
+
+def _same_info(a, b) -> None:
+    assert a.to_dict() == b.to_dict()
+    assert a.timeline.pts.tolist() == b.timeline.pts.tolist()
+    assert a.timeline.keyframe.tolist() == b.timeline.keyframe.tolist()
+    assert a.timeline.end_pts == b.timeline.end_pts
+    assert a.fps_header == b.fps_header
+
+
+@pytest.mark.parametrize("name", MOV_CLIPS)
+def test_mp4_sample_tables_give_the_demux_pass_timeline(clip_path, monkeypatch, name):
+    """Long MP4/MOV files skip the demux pass: on every MP4/MOV clip (the threshold lowered so
+    short clips take that path too) the result is the demux pass's, field for field."""
+    import importlib
+
+    import av
+
+    probe_module = importlib.import_module("videovlm.probe")
+    path = str(clip_path(name))
+    from_packets = _probe_by(monkeypatch, path, 10**9)
+    from_tables = _probe_by(monkeypatch, path, 1)
+    _same_info(from_tables, from_packets)
+    with av.open(path) as container:  # and the sample-table path really ran, or said why not
+        stream = container.streams[from_tables.stream_index]
+        table = probe_module._sample_table(container, stream, path)
+        if name != "start_offset":  # its edit list makes FFmpeg mark leading samples discard
+            assert table is not None
+            assert probe_module._read_indexed(container, stream, path, table) is not None
+
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "world.mp4"])
+def test_real_footage_from_sample_tables_equals_the_demux_pass(monkeypatch, name):
+    _same_info(_probe_by(monkeypatch, SAMPLES / name, 1),
+               _probe_by(monkeypatch, SAMPLES / name, 10**9))
+
+
+@pytest.mark.parametrize("name", ["mp4_37", "mp4_61"])
+def test_cut_off_mp4_takes_the_demux_pass(truncated_playable, monkeypatch, name):
+    """A cut-off MP4's tables promise samples the file lacks: the demux pass decides, warns."""
+    path, _ = truncated_playable[name]
+    from_tables = _probe_by(monkeypatch, path, 1)
+    _same_info(from_tables, _probe_by(monkeypatch, path, 10**9))
+    assert from_tables.warnings

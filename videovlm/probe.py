@@ -7,6 +7,7 @@ files), so both are kept; the selection rule works on the content's timeline.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -97,7 +98,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     path = os.fspath(path)
     _check_file(path)
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = _open(path)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable video file ({_reason(exc)})") from None
     with container:
@@ -109,10 +110,17 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             raise InputError(
                 f"{path}: the video stream has no time base; remux it (ffmpeg -c copy)"
             )
-        pts, keys, durations, first, notes, cut = _demux(container, stream, path)
         header = _header_facts(container, stream)
+        table = _sample_table(container, stream, path)
+        read = None if table is None else _read_indexed(container, stream, path, table)
+        if read is None and table is None:
+            read = _demux(container, stream, path)
+    if read is None:  # the index did not hold up: the plain pass, from a fresh start
+        with _open(path) as container:
+            read = _demux(container, container.streams[stream_index], path)
+    pts, keys, durations, first, notes, cut = read
 
-    if not pts:
+    if len(pts) == 0:
         raise InputError(f"{path}: the video stream holds no complete frame")
     decode_pts = np.asarray(pts, dtype=np.int64)
     order = np.argsort(decode_pts, kind="stable")
@@ -178,6 +186,33 @@ def _check_file(path: str) -> None:
         raise InputError(f"{path}: the file is empty (0 bytes)")
 
 
+# The first box of an ISO-BMFF / QuickTime file (bytes 4-8), and FFmpeg's name for the demuxer
+_MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+_MOV_FORMAT = "mov,mp4,m4a,3gp,3g2,mj2"
+
+
+def _open(path: str):
+    """Open ``path`` for the demux pass, without FFmpeg's parser where packets need none.
+
+    In MP4/MOV every packet is one whole frame whose timestamps, duration and sync flag come
+    from the sample tables, yet FFmpeg runs its H.264/HEVC/AV1/VP9 header parser over each one
+    (for field order, which the probe does not read): about 15% of the pass over a long file.
+    Without it the sync flag is the file's own (``stss``), which is what a seek lands on.
+    MPEG-TS, AVI and raw streams need the parser to cut and time frames, so they keep it; a
+    file that looks like MP4 but is not is reopened the ordinary way.
+    """
+    import av
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] in _MOV_BOXES:
+        container = av.open(path, metadata_errors="ignore", options={"fflags": "+noparse"})
+        if container.format.name == _MOV_FORMAT:
+            return container
+        container.close()
+    return av.open(path, metadata_errors="ignore")
+
+
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return " ".join(str(text).split())
@@ -198,8 +233,11 @@ def _video_stream(container, path: str):
     return best if best in videos else videos[0]
 
 
-def _demux(container, stream, path: str):
-    """One pass over the video packets: timestamps, keyframe flags, durations, first frame."""
+def _demux(container, stream, path: str, stop: int | None = None):
+    """One pass over the video packets: timestamps, keyframe flags, durations, first frame.
+
+    ``stop``: return after that many frames (the start of the file, to check the index against).
+    """
     import av
 
     cut = _Cut()
@@ -211,6 +249,8 @@ def _demux(container, stream, path: str):
     fed = 0
     decode_error: str | None = None
     dropped = 0
+    # bound once: this loop runs once per frame of the file (18,000 for 10 minutes at 30 fps)
+    add_pts, add_key, add_duration = pts.append, keys.append, durations.append
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
@@ -219,10 +259,12 @@ def _demux(container, stream, path: str):
                 dropped += packet.is_corrupt
                 cut.discarded += packet.is_discard
                 continue
-            ts = packet.pts if packet.pts is not None else packet.dts
+            ts = packet.pts
             if ts is None:
-                dropped += 1
-                continue
+                ts = packet.dts
+                if ts is None:
+                    dropped += 1
+                    continue
             if first is None and fed < _FIRST_FRAME_PACKETS:
                 fed += 1
                 try:
@@ -231,9 +273,11 @@ def _demux(container, stream, path: str):
                     frames, decode_error = [], _reason(exc)
                 if frames:
                     first = frames[0]
-            pts.append(int(ts))
-            keys.append(bool(packet.is_keyframe))
-            durations.append(int(packet.duration or 0))
+            add_pts(ts)
+            add_key(packet.is_keyframe)
+            add_duration(packet.duration or 0)
+            if len(pts) == stop:
+                break
     except av.FFmpegError as exc:
         if not pts:
             raise InputError(f"{path}: not a readable video file ({_reason(exc)})") from None
@@ -254,6 +298,213 @@ def _demux(container, stream, path: str):
         notes.append(f"{dropped} incomplete or untimed packets skipped (truncated file?)")
         cut.cut = True
     return pts, keys, durations, first, notes, cut
+
+
+# Long MP4/MOV files take their timeline from the sample tables instead of the demux pass, which
+# reads every byte of the file (230 MB for the 10-minute 720p benchmark clip) only to learn what
+# those tables already say. Shorter files take the plain pass: cheap there, and the path every
+# other kind of file takes.
+_INDEX_MIN_FRAMES = 2000
+_AVINDEX_KEYFRAME, _AVINDEX_DISCARD = 1, 2  # FFmpeg's index entry flags
+# what is read for real and compared with the tables: the first frames, a few keyframes' worth
+# through the file, and everything from the last keyframe to the end
+_CHECK_HEAD = 300
+_CHECK_SPOTS = 4
+_CHECK_SPOT_FRAMES = 32
+
+
+@dataclass(frozen=True, eq=False)
+class _SampleTable:
+    """One MP4/MOV video track, in decode order, from FFmpeg's index and the ``ctts`` box."""
+
+    dts: np.ndarray  # int64, strictly increasing
+    key: np.ndarray  # bool: a sync sample
+    offset: np.ndarray  # int64: composition offset, pts = dts + offset + one constant shift
+
+
+def _sample_table(container, stream, path: str) -> _SampleTable | None:
+    """The sample table of a long MP4/MOV video track, when it alone gives every timestamp.
+
+    Only the plain case is taken: one edit at most (FFmpeg rebuilds its index around more),
+    not fragmented, every sample complete inside the file, none marked discard, decode times
+    strictly increasing. Anything else (None) takes the demux pass.
+    """
+    if container.format.name != _MOV_FORMAT:
+        return None
+    entries = stream.index_entries
+    n = len(entries)
+    if n < _INDEX_MIN_FRAMES:
+        return None
+    rows = np.array([(e.timestamp, e.flags, e.pos, e.size) for e in entries], dtype=np.int64)
+    dts, flags, pos, size = rows.T
+    if (flags & _AVINDEX_DISCARD).any() or (size <= 0).any() or (np.diff(dts) <= 0).any():
+        return None
+    if int((pos + size).max()) > os.path.getsize(path):
+        return None  # cut off: the demux pass finds where
+    offset = _composition_offsets(path, stream.id, n)
+    if offset is None:
+        return None
+    return _SampleTable(dts=dts, key=(flags & _AVINDEX_KEYFRAME) > 0, offset=offset)
+
+
+def _read_indexed(container, stream, path: str, table: _SampleTable):
+    """``_demux``'s result from the sample table, checked against packets read for real.
+
+    The constant shift (edit list, negative offsets) is taken from the first packet; the first
+    frames, a few spots through the file and everything from the last keyframe to the end are
+    read and must match exactly, the last frame's duration comes from its packet. None when
+    anything differs: the caller then takes the demux pass.
+    """
+    import av
+
+    dts, key = table.dts, table.key
+    h = min(_CHECK_HEAD, len(dts))
+    pts, keys, _, first, notes, cut = _demux(container, stream, path, stop=h)
+    if notes or cut.cut or cut.discarded or len(pts) < h:
+        return None
+    calc = dts + table.offset
+    calc += int(pts[0]) - int(calc[0])
+    if not (np.array_equal(pts, calc[:h]) and np.array_equal(keys, key[:h])):
+        return None
+    key_idx = np.flatnonzero(key)
+    spots = [int(key_idx[len(key_idx) * k // (_CHECK_SPOTS + 1)])
+             for k in range(1, _CHECK_SPOTS + 1)]
+    durations = np.zeros(len(dts), dtype=np.int64)
+    try:
+        for at in spots:
+            if _check_from(container, stream, table, calc, at, at + _CHECK_SPOT_FRAMES) is None:
+                return None
+        tail = _check_from(container, stream, table, calc, int(key_idx[-1]), len(dts))
+    except av.FFmpegError:
+        return None
+    if tail is None:
+        return None
+    start, tail_durations = tail
+    if int(np.argmax(calc)) < start:
+        return None  # the last frame shown must be one whose duration was read
+    durations[start:] = tail_durations
+    return calc, key, durations, first, [], _Cut()
+
+
+def _check_from(container, stream, table: _SampleTable, calc: np.ndarray, at: int, until: int):
+    """Seek to sample ``at``, read packets up to sample ``until`` and compare each with the
+    table; (index of the first sample read, durations of those read) or None on a mismatch."""
+    dts = table.dts
+    container.seek(int(dts[at]), stream=stream, backward=True)
+    start = None
+    expect = None
+    durations: list[int] = []
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            break  # end of the stream
+        j = int(np.searchsorted(dts, packet.dts)) if packet.dts is not None else -1
+        if start is None:
+            if j < 0 or j > at:
+                return None
+            start = expect = j
+        if (j != expect or j >= len(dts) or packet.is_corrupt or packet.is_discard
+                or packet.dts != dts[j] or packet.pts != calc[j]
+                or bool(packet.is_keyframe) != bool(table.key[j])):
+            return None
+        durations.append(packet.duration or 0)
+        expect = j + 1
+        if expect >= until:
+            break
+    if start is None or expect < min(until, len(dts)):
+        return None  # the file ended before the table did
+    return start, np.asarray(durations, dtype=np.int64)
+
+
+def _composition_offsets(path: str, track_id: int, n: int) -> np.ndarray | None:
+    """Per-sample composition offsets of track ``track_id`` from its ``ctts`` box (zeros without
+    one); None unless the file holds one unfragmented track of that id with ``n`` samples and at
+    most one edit."""
+    with open(path, "rb") as f:
+        moov = _top_level_box(f, b"moov")
+    if moov is None or any(kind == b"mvex" for kind, _ in _boxes(moov)):
+        return None
+    for kind, trak in _boxes(moov):
+        if kind != b"trak":
+            continue
+        box = dict(_boxes(trak))
+        tkhd = box.get(b"tkhd")
+        if tkhd is None or len(tkhd) < 24:
+            continue
+        tid = struct.unpack_from(">I", tkhd, 20 if tkhd[0] == 1 else 12)[0]
+        if tid != track_id:
+            continue
+        elst = _descend(box, b"edts", b"elst")
+        if elst is not None and (len(elst) < 8 or struct.unpack_from(">I", elst, 4)[0] > 1):
+            return None
+        stbl = _descend(box, b"mdia", b"minf", b"stbl")
+        if stbl is None:
+            return None
+        tables = dict(_boxes(stbl))
+        sizes = tables.get(b"stsz", tables.get(b"stz2"))
+        if sizes is None or len(sizes) < 12 or struct.unpack_from(">I", sizes, 8)[0] != n:
+            return None
+        ctts = tables.get(b"ctts")
+        if ctts is None:
+            return np.zeros(n, dtype=np.int64)
+        if len(ctts) < 8:
+            return None
+        count = struct.unpack_from(">I", ctts, 4)[0]
+        if len(ctts) < 8 + 8 * count:
+            return None
+        pairs = np.frombuffer(ctts, dtype=">i4", count=2 * count, offset=8).reshape(-1, 2)
+        runs = pairs[:, 0].astype(np.int64)
+        if (runs < 0).any() or int(runs.sum()) != n:
+            return None
+        return np.repeat(pairs[:, 1].astype(np.int64), runs)
+    return None
+
+
+def _top_level_box(f, name: bytes) -> memoryview | None:
+    """The payload of the file's top-level box ``name``; None if absent or fragmented."""
+    end = os.fstat(f.fileno()).st_size
+    at = 0
+    while at + 8 <= end:
+        f.seek(at)
+        head = f.read(16)
+        size, kind = struct.unpack_from(">I4s", head)
+        skip = 8
+        if size == 1 and len(head) == 16:
+            size, skip = struct.unpack_from(">Q", head, 8)[0], 16
+        elif size == 0:
+            size = end - at
+        if size < skip or kind == b"moof":
+            return None
+        if kind == name:
+            f.seek(at + skip)
+            return memoryview(f.read(size - skip))
+        at += size
+    return None
+
+
+def _boxes(data: memoryview):
+    """(type, payload) of each box in ``data``, up to the first malformed one."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, at)
+        skip = 8
+        if size == 1 and at + 16 <= len(data):
+            size, skip = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif size == 0:
+            size = len(data) - at
+        if size < skip or at + size > len(data):
+            return
+        yield bytes(kind), data[at + skip : at + size]
+        at += size
+
+
+def _descend(boxes: dict, *path: bytes) -> memoryview | None:
+    """The payload at ``path`` below ``boxes`` (a box's children by type), or None."""
+    data = boxes.get(path[0])
+    for name in path[1:]:
+        if data is None:
+            return None
+        data = dict(_boxes(data)).get(name)
+    return data
 
 
 @dataclass
