@@ -390,7 +390,8 @@ def _check_from(container, stream, table: _SampleTable, calc: np.ndarray, at: in
     """Seek to sample ``at``, read packets up to sample ``until`` and compare each with the
     table; (index of the first sample read, durations of those read) or None on a mismatch."""
     dts = table.dts
-    container.seek(int(dts[at]), stream=stream, backward=True)
+    # by the keyframe's pts: FFmpeg's MP4 seek steps back past keyframes shown after the target
+    container.seek(int(calc[at]), stream=stream, backward=True)
     start = None
     expect = None
     durations: list[int] = []
