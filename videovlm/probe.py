@@ -88,7 +88,9 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Read a video's facts and its frame timeline; raise InputError for anything unreadable.
 
     One demux pass over the video stream's packets gives every frame's timestamp and keyframe
-    flag without decoding; only the first frame is decoded, for its rotation and decoded size
+    flag without decoding (long MP4/MOV files: their sample tables give the same, checked
+    against packets read at the start, through the file and at the end, see
+    ``_read_indexed``); only the first frame is decoded, for its rotation and decoded size
     and to prove that the stream decodes. A truncated file keeps the frames whose packets are
     complete and whose display-order predecessors all survived (with a warning), so every index
     stays true; a file with no complete frame is an InputError.
