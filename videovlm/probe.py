@@ -310,7 +310,7 @@ _INDEX_MIN_FRAMES = 2000
 _AVINDEX_KEYFRAME, _AVINDEX_DISCARD = 1, 2  # FFmpeg's index entry flags
 # what is read for real and compared with the tables: the first frames, a few keyframes' worth
 # through the file, and everything from the last keyframe to the end
-_CHECK_HEAD = 300
+_CHECK_HEAD = _FIRST_FRAME_PACKETS  # no fewer: the first frame comes out as in the plain pass
 _CHECK_SPOTS = 4
 _CHECK_SPOT_FRAMES = 32
 
