@@ -36,7 +36,7 @@ _DTYPES = {
 _DEVICES = ("cuda", "mps", "cpu")
 _HOW_TO_GET = (
     "pass a local checkpoint with --model PATH, or set HF_HUB_OFFLINE=1 with a cached copy, or run "
-    "`huggingface-cli download {id}` on a connected machine"
+    "`hf download {id}` on a connected machine"
 )
 
 
@@ -57,7 +57,11 @@ def _resolve(model_id: str) -> tuple[Path, str | None]:
             raise ModelError(f"{model_id} is a folder but not a model checkpoint (no config.json)")
         return path.resolve(), None
     if path.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
-        raise ModelError(f"model {model_id!r} not found: {_HOW_TO_GET.format(id=model_id)}")
+        what = "a file, not a folder" if path.exists() else "no such folder"
+        raise ModelError(
+            f"model {model_id!r} not found ({what}): --model takes a checkpoint folder (with "
+            "config.json) or a hub id like HuggingFaceTB/SmolVLM-Instruct"
+        )
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
