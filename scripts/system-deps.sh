@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond pip: FFmpeg's shared libraries (torchcodec loads
-# them at import) and Chromium (the HTML report is rendered in a real headless browser).
+# them at import) and its command-line tools (the tests' external oracle) and Chromium (the HTML report is rendered in a real headless browser).
 # Installs what is missing when it can (root + apt-get); otherwise says what to install.
 set -u
 need=()
-ldconfig -p 2>/dev/null | grep -q 'libavdevice\.so' || need+=(ffmpeg)
+{ ldconfig -p 2>/dev/null | grep -q 'libavdevice\.so' && command -v ffprobe >/dev/null 2>&1; } || need+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
