@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond pip: FFmpeg's shared libraries (torchcodec loads
-# them at import) and its command-line tools (the tests' external oracle) and Chromium (the HTML report is rendered in a real headless browser).
+# them at import) and command-line tools (ffprobe/ffmpeg: the tests' external oracle), and
+# Chromium (the HTML report is rendered in a real headless browser).
 # Installs what is missing when it can (root + apt-get); otherwise says what to install.
 set -u
 need=()
