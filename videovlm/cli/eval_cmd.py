@@ -1,0 +1,78 @@
+"""``videovlm eval``: score the model on a multiple-choice benchmark (Video-MME, CinePile...).
+
+Only options in and a report out; reading the questions, answering and scoring live in
+:mod:`videovlm.evaluate`. The questions file is checked whole before the model loads, and every
+problem in it is said on its own line (exit 2, nothing written): a benchmark file with ten bad
+lines is fixed in one pass, not ten runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from videovlm.cli import cli
+from videovlm.cli.common import (
+    backend_option,
+    load_model,
+    model_options,
+    output_option,
+    quiet_option,
+    setup_logging,
+)
+
+_SHOWN_PROBLEMS = 20  # a wholly wrong file says enough to be fixed without flooding the terminal
+
+
+@cli.command("eval")
+@click.argument("questions_file", metavar="QUESTIONS.jsonl",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--videos", required=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder the questions' video paths are relative to.")
+@output_option("Output folder: predictions.jsonl, summary.json (and results.jsonl, "
+               "batch.json for resuming).", required=True)
+@click.option("--protocol", type=click.Choice(["videomme", "cinepile", "plain"]),
+              default="videomme", show_default=True,
+              help="Prompt protocol: the benchmark's own instruction (recipes eval_videomme, "
+                   "eval_cinepile) or plain (the mcq recipe).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only the first N questions of the file.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip videos already answered in OUTDIR; --no-resume redoes all.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Background decode workers (0: decode and answer in turn).")
+@backend_option
+@quiet_option
+@model_options
+def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limit: int | None,
+          resume: bool, workers: int, backend: str | None, quiet: bool, model_id: str | None,
+          device: str | None, dtype: str | None, n: int | None) -> None:
+    """Answer every question of QUESTIONS.jsonl about its video and score the letters.
+
+    Lines are {"video": path under DIR, "question", "choices": [...], "answer": letter or
+    option text, "id"?}. Each video is decoded and encoded once for all its questions. Writes
+    OUTDIR/predictions.jsonl (one line per question) and OUTDIR/summary.json, and prints the
+    accuracy. Exit code 0: all answered; 1: some videos failed (recorded in the summary).
+    """
+    from videovlm.evaluate import QuestionsFileError, evaluate, load_eval_questions
+
+    setup_logging(quiet)
+    try:
+        items = load_eval_questions(questions_file, videos, limit=limit)
+    except QuestionsFileError as exc:
+        for problem in exc.problems[:_SHOWN_PROBLEMS]:
+            click.echo(f"videovlm: error: {problem}", err=True)
+        if len(exc.problems) > _SHOWN_PROBLEMS:
+            click.echo(f"videovlm: error: ... and {len(exc.problems) - _SHOWN_PROBLEMS} more "
+                       "problems", err=True)
+        sys.exit(exc.exit_code)
+    model = load_model(model_id, device, dtype, quiet)  # before anything is written
+    report = evaluate(items, videos, out_dir, model, protocol=protocol, n=n, backend=backend,
+                      workers=workers, resume=resume, progress=not quiet)
+    if report.batch.interrupted:
+        click.echo("videovlm: interrupted: run the same command again to resume", err=True)
+    click.echo(f"videovlm: eval: {report.line()}", err=True)
+    sys.exit(report.exit_code)

@@ -1,0 +1,362 @@
+"""Benchmark evaluation: multiple-choice questions about videos, scored against gold letters.
+
+A benchmark is a questions file (JSON Lines of ``{video, question, choices, answer, id?}``) and
+a folder of videos. Questions are grouped by video so that each video is decoded once and
+encoded once: every question about it continues from the same cached prefix of frames (the
+model stage of :func:`videovlm.api.run_model`, with each question showing its own options).
+
+The run itself is a :mod:`videovlm.batch` run, one job per video, so it inherits the batch's
+crash safety: ``OUTDIR/results.jsonl`` holds one complete record per finished video (its answers,
+or its error) and a rerun skips those. ``predictions.jsonl`` (one line per question) and
+``summary.json`` are derived from that log and rewritten whole, atomically, after every run, so
+they always agree with it and are never seen half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from videovlm.errors import VideoVLMError
+from videovlm.files import atomic_write
+
+if TYPE_CHECKING:
+    from videovlm.api import VideoInputs
+    from videovlm.batch import BatchReport
+    from videovlm.model import Model
+    from videovlm.pipelines import Recipe
+    from videovlm.result import Result
+
+PROTOCOLS = {"videomme": "eval_videomme", "cinepile": "eval_cinepile", "plain": "mcq"}
+"""Each protocol's recipe: its prompts live in ``pipelines/``, not here."""
+
+PREDICTIONS_NAME = "predictions.jsonl"
+SUMMARY_NAME = "summary.json"
+_KEYS = ("video", "question", "choices", "answer")
+
+
+class QuestionsFileError(VideoVLMError):
+    """A questions file with mistakes: every problem found, one line each (``problems``), so a
+    user fixes them all in one go instead of one per run."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(f"{problems[0]}{more}")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One benchmark question: its options without labels and its gold answer as a letter."""
+
+    id: str
+    video: str  # path relative to the videos folder, POSIX separators: the job's key
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+
+
+def gold_letter(answer: str, choices: Sequence[str]) -> str | None:
+    """The letter of the gold ``answer``, given as a letter (``B``, ``(B)``, ``B.``), as an
+    option's text, or as a labelled option (``B) text``); None when it is none of those.
+
+    Benchmarks publish gold answers both ways (Video-MME a letter, CinePile the answer's text),
+    and scoring compares letters, so text is mapped to its option's letter. Case and spacing
+    are ignored in text, not in letters: a lone ``a`` is an option text, never option A.
+    """
+    from videovlm.text import choice_letters
+
+    letters = choice_letters(choices)
+    text = answer.strip()
+    m = re.fullmatch(r"\(?([A-Z])\)?[.):]?", text)
+    if m:
+        return m.group(1) if m.group(1) in letters else None
+
+    def norm(s: str) -> str:
+        return " ".join(s.casefold().split())
+
+    by_text = {norm(c): ltr for ltr, c in zip(letters, choices, strict=True)}
+    if norm(text) in by_text:
+        return by_text[norm(text)]
+    m = re.fullmatch(r"\(?([A-Z])[.):]\s*(.+)", text, flags=re.S)
+    if m and by_text.get(norm(m.group(2))) == m.group(1):
+        return m.group(1)
+    return None
+
+
+def _item(obj: Any, where: str, line_no: int) -> EvalItem:
+    """One line checked; raises ``ValueError`` with what is wrong (the caller adds where)."""
+    from videovlm.api import option_texts
+
+    if not isinstance(obj, dict):
+        raise ValueError("expected a JSON object {\"video\", \"question\", \"choices\", "
+                         "\"answer\", \"id\"?}")
+    missing = [k for k in _KEYS if k not in obj]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    video, question, choices, answer = (obj[k] for k in _KEYS)
+    if not isinstance(video, str) or not video.strip():
+        raise ValueError("video must be a path relative to --videos")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question must be a non-empty string")
+    if (not isinstance(choices, list) or not 2 <= len(choices) <= 26
+            or not all(isinstance(c, str) and c.strip() for c in choices)):
+        raise ValueError("choices must be a list of 2 to 26 non-empty strings")
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError("answer must be an option's letter or its text")
+    options = option_texts(choices)
+    gold = gold_letter(answer, options)
+    if gold is None:
+        letters = f"A-{chr(ord('A') + len(options) - 1)}"
+        raise ValueError(f"answer {answer!r} is neither an option letter ({letters}) nor one "
+                         "of the choices")
+    ident = obj.get("id", str(line_no))
+    if isinstance(ident, bool) or not isinstance(ident, str | int):
+        raise ValueError("id must be a string or an integer")
+    rel = PurePosixPath(video.strip().replace("\\", "/")).as_posix()
+    return EvalItem(str(ident), rel, question.strip(), tuple(options), gold)
+
+
+def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[str],
+                        *, limit: int | None = None) -> list[EvalItem]:
+    """Read and check a questions file against the videos folder; the first ``limit``
+    questions (in file order) when given.
+
+    Everything is checked before a model is loaded, and every problem is collected (bad JSON,
+    missing or mistyped keys, a gold answer that names no option, a duplicate id, a video that
+    is not under ``videos``) into one :class:`QuestionsFileError`, one line per problem.
+    Videos are checked for existence only for the questions kept by ``limit``, so a quick run
+    on the first few questions does not need the whole benchmark on disk.
+    """
+    path, root = Path(path), Path(videos)
+    if not root.is_dir():
+        raise VideoVLMError(f"{root} is not a folder; give the folder that holds the videos "
+                            "with --videos")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VideoVLMError(f"cannot read questions file {path}: {exc}") from None
+    problems: list[str] = []
+    items: list[EvalItem] = []
+    seen: dict[str, str] = {}
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{no}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            problems.append(f"{where}: not a JSON object ({exc})")
+            continue
+        try:
+            item = _item(obj, where, no)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if item.id in seen:
+            problems.append(f"{where}: id {item.id!r} repeats {seen[item.id]}")
+            continue
+        seen[item.id] = where
+        items.append(item)
+    if not items and not problems:
+        problems.append(f"{path} holds no questions")
+    if limit is not None:
+        items = items[:limit]
+    missing: dict[str, int] = {}
+    for item in items:
+        if item.video not in missing and not (root / item.video).is_file():
+            missing[item.video] = 0
+        if item.video in missing:
+            missing[item.video] += 1
+    problems += [f"{path}: video {video!r} not found in {root} ({k} question"
+                 f"{'s' if k > 1 else ''})" for video, k in missing.items()]
+    if problems:
+        raise QuestionsFileError(problems)
+    return items
+
+
+def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
+                 items: Sequence[EvalItem]) -> Result:
+    """Answer every question about one video from one encoding of its frames.
+
+    :func:`videovlm.api.run_model` asks several questions over one prefix only when they share
+    their options; a benchmark gives each question its own. The prefix (intro and frames) is
+    the same for all of them, so it is built once, sized for the longest question, and each
+    question continues from it with its own options. Questions with different numbers of
+    options are chosen in separate calls (the fallback letter must be one of theirs); that is
+    one call per option count, one in every benchmark we know.
+    """
+    from videovlm.api import _Stage  # the model stage's working state, shared with run_model
+    from videovlm.result import Answer
+    from videovlm.text import choice_letters, extract_choice
+
+    stage = _Stage(model, inputs, recipe)
+    group = inputs.whole()
+    n_frames = len(group.frames)
+
+    def task(item: EvalItem) -> str:
+        shown = "\n".join(f"{ltr}. {opt}" for ltr, opt
+                          in zip(choice_letters(item.choices), item.choices, strict=True))
+        return stage.fill("question", n_frames, question=item.question, options=shown)
+
+    tasks = [task(item) for item in items]
+    t0 = time.perf_counter()
+    prefix, _ = stage.prompt(group, max(tasks, key=len))
+    by_count: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        by_count.setdefault(len(item.choices), []).append(i)
+    answers: list[Answer | None] = [None] * len(items)
+    fallback = False
+    for positions in by_count.values():
+        letters = choice_letters(items[positions[0]].choices)
+        chosen = model.choose(prefix, [tasks[i] for i in positions], letters, **stage.generation)
+        for i, (text, best) in zip(positions, chosen, strict=True):
+            pick = extract_choice(text, items[i].choices)
+            fallback |= pick is None
+            answers[i] = Answer(question=items[i].question, answer=text,
+                                choices=list(items[i].choices), choice=pick or best)
+    if fallback:
+        stage.generation["choice_fallback"] = (
+            "letter logits (the option letter scored highest at the answer's first token)")
+    result = stage.result(answers=answers, mode="ask")
+    timing = {k: round(v, 4) for k, v in inputs.timing_s.items()}
+    timing["generate"] = round(time.perf_counter() - t0, 4)
+    timing["total"] = round(sum(timing.values()), 4)
+    result.timing_s = timing
+    return result
+
+
+@dataclass
+class EvalReport:
+    """How an evaluation went: the batch run's report and the scores written from its log."""
+
+    batch: BatchReport
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every video answered; 1 some video failed (its questions unscored); 130
+        interrupted."""
+        return self.batch.exit_code
+
+    def line(self) -> str:
+        """The one line a person reads at the end: the accuracy, and what it does not cover."""
+        s = self.summary
+        acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
+        failed = len(s["failures"])
+        tail = (f", {failed} video(s) failed ({s['unanswered']} questions unscored)"
+                if failed else "")
+        left = s["questions"] - s["total"] - s["unanswered"]
+        tail += f", {left} questions left" if left else ""
+        return (f"accuracy {acc} ({s['correct']}/{s['total']}) on {s['protocol']}{tail} "
+                f"-> {s['summary_file']}")
+
+
+def evaluate(
+    items: Sequence[EvalItem],
+    videos: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    model: Model,
+    *,
+    protocol: str = "videomme",
+    n: int | None = None,
+    backend: str | None = None,
+    workers: int = 2,
+    resume: bool = True,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Answer ``items`` with ``model`` under ``protocol`` into ``out_dir`` and score them.
+
+    One batch job per video (videos in order of first mention), decoded in background workers
+    while the model answers the previous one. ``results.jsonl``/``batch.json`` make the run
+    resumable (a rerun skips answered videos; other settings are refused); afterwards
+    ``predictions.jsonl`` and ``summary.json`` are rewritten from the whole log.
+    """
+    from videovlm import batch as b
+    from videovlm.api import load_video
+    from videovlm.pipelines import load_recipe
+
+    if protocol not in PROTOCOLS:
+        raise VideoVLMError(f"unknown protocol {protocol!r}: use {', '.join(PROTOCOLS)}")
+    recipe = load_recipe(PROTOCOLS[protocol])
+    root, out = Path(videos).absolute(), Path(out_dir)
+    by_video: dict[str, list[EvalItem]] = {}
+    for item in items:
+        by_video.setdefault(item.video, []).append(item)
+    jobs = [b.Job(path=root / rel, input=rel) for rel in by_video]
+    settings = {
+        "eval": protocol, "recipe": recipe.name,
+        "recipe_digest": b.settings_digest(recipe.to_dict()), "model": model.id, "n": n,
+        "backend": backend, "questions": b.settings_digest([astuple(i) for i in items]),
+    }
+
+    def cpu(job: b.Job) -> VideoInputs:
+        return load_video(job.path, recipe, n=n, image_size=model.image_size, backend=backend,
+                          mode="ask")
+
+    def generate(job: b.Job, inputs: VideoInputs) -> Result:
+        return answer_video(model, inputs, recipe, by_video[job.input])
+
+    report = b.run_local(jobs, cpu, generate, out, workers=workers, resume=resume,
+                         settings=settings, progress=progress, say=say)
+    records = b.ResultsLog(out / b.RESULTS_NAME).load()
+    summary = write_scores(items, records, out, protocol=protocol, model_id=model.id, n=n)
+    return EvalReport(batch=report, summary=summary)
+
+
+def write_scores(items: Sequence[EvalItem], records: dict[str, dict[str, Any]],
+                 out_dir: str | os.PathLike[str], *, protocol: str, model_id: str,
+                 n: int | None = None) -> dict[str, Any]:
+    """Write ``predictions.jsonl`` (one line per answered question, in file order) and
+    ``summary.json`` from the run's records; return the summary.
+
+    Accuracy is ``correct / total`` over the predictions written, the same lines a reader can
+    recount; questions of a failed video are not guessed but counted apart (``unanswered``)
+    with the video's error under ``failures``.
+    """
+    out = Path(out_dir)
+    lines: list[str] = []
+    correct = unanswered = 0
+    failures: list[dict[str, Any]] = []
+    position: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.video] = counts.get(item.video, 0) + 1
+    for item in items:
+        rec = records.get(item.video)
+        k = position[item.video] = position.get(item.video, -1) + 1
+        if rec is None:
+            continue
+        if rec.get("error") is not None:
+            unanswered += 1
+            if k == 0:
+                failures.append({"video": item.video, "questions": counts[item.video],
+                                 "error": rec["error"]})
+            continue
+        got = rec["answers"][k]
+        ok = got["choice"] == item.answer
+        correct += ok
+        lines.append(json.dumps({
+            "id": item.id, "video": item.video, "question": item.question,
+            "choices": list(item.choices), "answer": item.answer, "predicted": got["choice"],
+            "raw": got["answer"], "correct": ok,
+        }, ensure_ascii=False) + "\n")
+    atomic_write(out / PREDICTIONS_NAME, "".join(lines))
+    total = len(lines)
+    summary = {
+        "protocol": protocol, "recipe": PROTOCOLS[protocol], "model": model_id, "frames": n,
+        "questions": len(items), "videos": len(counts), "n": total, "correct": correct,
+        "total": total, "accuracy": round(correct / total, 6) if total else None,
+        "unanswered": unanswered, "failures": failures,
+        "predictions_file": str(out / PREDICTIONS_NAME),
+        "summary_file": str(out / SUMMARY_NAME),
+    }
+    atomic_write(out / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
