@@ -40,7 +40,7 @@ QA_PROMPTS = '[prompts]\nintro = "{n_frames} frames"\nquestion = "{question}"\n'
 
 
 def test_builtins_one_per_task_with_defaults_filled() -> None:
-    assert recipe_names() == ["describe", "mcq", "qa", "timeline"]
+    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme", "mcq", "qa", "timeline"]
     recipes = {r.name: r for r in list_recipes()}
     assert {r.task for r in recipes.values()} == set(TASKS)
     for r in recipes.values():
@@ -184,7 +184,8 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, body: str, expected: str) -
 
 def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
     assert "did you mean 'timeline'" in error_of("timelne")
-    assert "describe, mcq, qa, timeline" in error_of("nothing-like-it")
+    names = "describe, eval_cinepile, eval_videomme, mcq, qa, timeline"
+    assert names in error_of("nothing-like-it")
     assert "not found" in error_of(tmp_path / "absent.toml")
 
 

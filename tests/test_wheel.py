@@ -70,7 +70,7 @@ def test_recipes_load_from_the_installed_wheel(installed: Path, tmp_path: Path) 
     assert package.is_relative_to(installed), "must import the wheel, not the checkout"
     assert Path(facts["path"]) == package / "pipelines" / "describe.toml"
     assert facts["task"] == "describe"
-    assert facts["names"] == ["describe", "mcq", "qa", "timeline"]
+    assert facts["names"] == ["describe", "eval_cinepile", "eval_videomme", "mcq", "qa", "timeline"]
     assert (package / "pipelines" / "README.md").is_file()
 
 
@@ -81,7 +81,7 @@ def test_videovlm_pipelines_and_run_from_the_wheel(
     listed = _run(installed, [str(exe), "pipelines"], cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[0] for line in listed.stdout.splitlines()] == [
-        "describe", "mcq", "qa", "timeline"]
+        "describe", "eval_cinepile", "eval_videomme", "mcq", "qa", "timeline"]
 
     clip = tmp_path / "bikes.mp4"
     shutil.copy(ROOT / "samples" / "bikes.mp4", clip)
