@@ -342,34 +342,54 @@ def option_texts(choices: Sequence[str]) -> list[str]:
     return [c.strip() for c in choices]
 
 
-def _run_ask(stage: _Stage, questions: Sequence[str], choices: Sequence[str] | None) -> Result:
+def _run_ask(stage: _Stage, questions: Sequence[str],
+             choices: Sequence[Sequence[str] | None]) -> Result:
+    """Every question continues from one encoded prefix (the intro and the frames), each with
+    its own options: open questions are answered together, multiple-choice ones together per
+    option count (the fallback letter must be one of theirs)."""
     from videovlm.text import choice_letters, extract_choice
 
-    options = option_texts(choices) if choices else None
-    letters = choice_letters(options) if options else []
-    shown = "\n".join(f"{ltr}. {opt}" for ltr, opt in zip(letters, options or [], strict=True))
-
+    options = [option_texts(c) if c else None for c in choices]
     group = stage.inputs.whole()
     n_frames = len(group.frames)
-    tasks = [stage.fill("question", n_frames, question=q, options=shown) for q in questions]
+
+    def task(question: str, opts: list[str] | None) -> str:
+        shown = "\n".join(f"{ltr}. {opt}" for ltr, opt
+                          in zip(choice_letters(opts or []), opts or [], strict=True))
+        return stage.fill("question", n_frames, question=question, options=shown)
+
+    tasks = [task(q, o) for q, o in zip(questions, options, strict=True)]
     # the longest question decides the budget: every question reuses this one encoded prefix
     prefix, _ = stage.prompt(group, max(tasks, key=len))
-    if not options:
-        texts = stage.model.answer(prefix, tasks, **stage.generation)
-        picks: list[str | None] = [None] * len(texts)
-    else:
+    groups: dict[int, list[int]] = {}  # option count (0: open) -> positions
+    for i, opts in enumerate(options):
+        groups.setdefault(len(opts or []), []).append(i)
+    texts: list[str] = [""] * len(tasks)
+    picks: list[str | None] = [None] * len(tasks)
+    fallback = False
+    for count, positions in groups.items():
+        batch = [tasks[i] for i in positions]
+        if not count:
+            for i, text in zip(positions, stage.model.answer(prefix, batch, **stage.generation),
+                               strict=True):
+                texts[i] = text
+            continue
         # Each answer comes with the letter the model scores highest at its first token, from
         # the same pass over the frames. It is used when the text commits to no letter (small
         # models ramble), so `choice` is always valid: what multiple-choice benchmarks score.
-        chosen = stage.model.choose(prefix, tasks, letters, **stage.generation)
-        texts = [text for text, _ in chosen]
-        picks = [extract_choice(text, options) for text in texts]
-        if any(p is None for p in picks):
-            picks = [p or best for p, (_, best) in zip(picks, chosen, strict=True)]
-            stage.generation["choice_fallback"] = (
-                "letter logits (the option letter scored highest at the answer's first token)")
-    answers = [Answer(question=q, answer=t, choices=options, choice=p)
-               for q, t, p in zip(questions, texts, picks, strict=True)]
+        letters = choice_letters(options[positions[0]] or [])
+        chosen = stage.model.choose(prefix, batch, letters, **stage.generation)
+        for i, (text, best) in zip(positions, chosen, strict=True):
+            texts[i] = text
+            picks[i] = extract_choice(text, options[i] or [])
+            if picks[i] is None:
+                picks[i] = best
+                fallback = True
+    if fallback:  # recorded after generating: generation parameters, not model arguments
+        stage.generation["choice_fallback"] = (
+            "letter logits (the option letter scored highest at the answer's first token)")
+    answers = [Answer(question=q, answer=t, choices=o, choice=p)
+               for q, t, o, p in zip(questions, texts, options, picks, strict=True)]
     return stage.result(answers=answers, mode="ask")
 
 
@@ -380,9 +400,12 @@ def run_model(
     *,
     questions: Sequence[str] | None = None,
     choices: Sequence[str] | None = None,
+    question_choices: Sequence[Sequence[str] | None] | None = None,
 ) -> Result:
     """The model stage: prompts within the budget, generation, parsing, one :class:`Result`.
 
+    ``choices`` are the options of every question; ``question_choices`` gives each question
+    its own (None: an open question), as benchmarks do. Either way the frames are encoded once.
     Timing merges the CPU stage's (``probe``, ``decode``, ``prepare``) with ``generate``;
     ``total`` is their sum, so it is the video's cost even when the stages ran apart.
     """
@@ -395,7 +418,11 @@ def run_model(
     stage = _Stage(model, inputs, rec)
     t0 = time.perf_counter()
     if questions:
-        result = _run_ask(stage, questions, choices)
+        if question_choices is None:
+            question_choices = [choices] * len(questions)
+        elif len(question_choices) != len(questions):
+            raise ValueError("question_choices needs one entry per question")
+        result = _run_ask(stage, questions, question_choices)
     elif rec.task in ("qa", "mcq"):
         raise VideoVLMError(f"recipe {rec.name!r} asks questions: give at least one with -q")
     elif inputs.mode == "scenes":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -183,53 +182,12 @@ def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[
 
 def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
                  items: Sequence[EvalItem]) -> Result:
-    """Answer every question about one video from one encoding of its frames.
+    """Answer every question about one video from one encoding of its frames, each question
+    with its own options (:func:`videovlm.api.run_model` with ``question_choices``)."""
+    from videovlm.api import run_model
 
-    :func:`videovlm.api.run_model` asks several questions over one prefix only when they share
-    their options; a benchmark gives each question its own. The prefix (intro and frames) is
-    the same for all of them, so it is built once, sized for the longest question, and each
-    question continues from it with its own options. Questions with different numbers of
-    options are chosen in separate calls (the fallback letter must be one of theirs); that is
-    one call per option count, one in every benchmark we know.
-    """
-    from videovlm.api import _Stage  # the model stage's working state, shared with run_model
-    from videovlm.result import Answer
-    from videovlm.text import choice_letters, extract_choice
-
-    stage = _Stage(model, inputs, recipe)
-    group = inputs.whole()
-    n_frames = len(group.frames)
-
-    def task(item: EvalItem) -> str:
-        shown = "\n".join(f"{ltr}. {opt}" for ltr, opt
-                          in zip(choice_letters(item.choices), item.choices, strict=True))
-        return stage.fill("question", n_frames, question=item.question, options=shown)
-
-    tasks = [task(item) for item in items]
-    t0 = time.perf_counter()
-    prefix, _ = stage.prompt(group, max(tasks, key=len))
-    by_count: dict[int, list[int]] = {}
-    for i, item in enumerate(items):
-        by_count.setdefault(len(item.choices), []).append(i)
-    answers: list[Answer | None] = [None] * len(items)
-    fallback = False
-    for positions in by_count.values():
-        letters = choice_letters(items[positions[0]].choices)
-        chosen = model.choose(prefix, [tasks[i] for i in positions], letters, **stage.generation)
-        for i, (text, best) in zip(positions, chosen, strict=True):
-            pick = extract_choice(text, items[i].choices)
-            fallback |= pick is None
-            answers[i] = Answer(question=items[i].question, answer=text,
-                                choices=list(items[i].choices), choice=pick or best)
-    if fallback:
-        stage.generation["choice_fallback"] = (
-            "letter logits (the option letter scored highest at the answer's first token)")
-    result = stage.result(answers=answers, mode="ask")
-    timing = {k: round(v, 4) for k, v in inputs.timing_s.items()}
-    timing["generate"] = round(time.perf_counter() - t0, 4)
-    timing["total"] = round(sum(timing.values()), 4)
-    result.timing_s = timing
-    return result
+    return run_model(model, inputs, recipe, questions=[item.question for item in items],
+                     question_choices=[list(item.choices) for item in items])
 
 
 @dataclass
