@@ -282,6 +282,11 @@ def test_user_mistakes_are_one_line_errors(idefics3, recipes, tmp_path) -> None:
         describe(BIKES, model=idefics3, n=0)
     with pytest.raises(VideoVLMError):
         describe(str(tmp_path / "missing.mp4"), model=idefics3, recipe=str(recipes["timeline"]))
+    # the model's control tokens in a question would be read as markup (an extra image slot)
+    with pytest.raises(VideoVLMError, match="control tokens"):
+        ask(BIKES, ["what is <image> here?"], model=idefics3, n=2)
+    with pytest.raises(VideoVLMError, match="at most 26"):
+        option_texts([f"option {i}" for i in range(27)])
 
 
 def test_import_videovlm_stays_light() -> None:

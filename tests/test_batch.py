@@ -155,6 +155,17 @@ def test_output_names_never_collide_and_stay_inside(tmp_path):
         assert stem not in ("", ".", "..")
 
 
+def test_output_names_escape_rather_than_merge(tmp_path):
+    out = tmp_path / "out"
+    names = ["cam:1.mp4", "cam_1.mp4", "cam%3A1.mp4", "results", "batch", "summary", "..."]
+    places = [output_location(out, n) for n in names]
+    assert len(set(places)) == len(names)  # a name is never another's after escaping
+    for folder, stem in places:
+        # no video's <stem>.json/.jsonl may land on the run's own results.jsonl or batch.json
+        assert (folder, stem) != (out, "results") and (folder, stem) != (out, "batch")
+    assert output_location(out, "a/results") == (out / "a", "results")  # only the top level
+
+
 def test_ensure_inside_refuses_a_symlink_out(tmp_path):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
@@ -189,7 +200,7 @@ def test_questions_file_forms(tmp_path):
 @pytest.mark.parametrize(("content", "message"), [
     ('{"video": "x.mp4", "question": "Q"}\n', "matches 2 videos"),
     ('{"video": "nope.mp4", "question": "Q"}\n', "not found"),
-    ('{"video": "a/x.mp4", "question": "Q", "choices": ["one"]}\n', "at least two"),
+    ('{"video": "a/x.mp4", "question": "Q", "choices": ["one"]}\n', "2 to 26 strings"),
     ('{"video": "a/x.mp4", "questoin": "Q"}\n', "expected"),
     ('{"question": "Q", "colour": 1}\n', "unknown key"),
     ('{"question": "Q"\n', "not a JSON object"),

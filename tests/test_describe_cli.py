@@ -200,3 +200,11 @@ def test_no_hub_access_is_one_clear_line(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "HuggingFaceTB/SmolVLM-Instruct" in lines[0] and "--model PATH" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_output_stems_never_repeat() -> None:
+    from videovlm.cli.common import stems
+
+    got = stems(["a/x.mp4", "b/x.mp4", "x-2.mp4", "c/x.mkv"])
+    assert len(set(got)) == len(got)
+    assert got[:2] == ["x", "x-2"]

@@ -89,7 +89,23 @@ def test_srt_parses_back_to_the_same_cues(tmp_path: Path) -> None:
     for cue, seg in zip(cues, r.segments, strict=True):
         assert cue.start.total_seconds() == pytest.approx(seg.start_s, abs=1e-3)
         assert cue.end.total_seconds() == pytest.approx(seg.end_s, abs=1e-3)
-        assert cue.content.split() == seg.text.split()
+        assert cue.content.split() == _shown(seg.text).split()
+
+
+def _shown(text: str) -> str:
+    """What a cue shows: "-->" would start a new cue's timing line, so it reads "->"."""
+    return text.replace("-->", "->")
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_text_that_looks_like_a_cue_stays_inside_its_cue(tmp_path: Path, fmt: str) -> None:
+    fake = "a rider\n00:00:05,000 --> 00:00:06,000\n00:00:05.000 --> 00:00:06.000\nfake cue"
+    r = _result(segments=[Segment(0.0, 4.0, fake), Segment(4.0, 10.0, "the end")])
+    (path,) = write(r, tmp_path, [fmt], "x")
+    text = path.read_text(encoding="utf-8")
+    cues = list(srt.parse(text)) if fmt == "srt" else webvtt.read(str(path)).captions
+    assert len(cues) == 2
+    assert "fake cue" in (cues[0].content if fmt == "srt" else cues[0].text)
 
 
 def test_vtt_parses_back_to_the_same_cues(tmp_path: Path) -> None:
@@ -101,7 +117,7 @@ def test_vtt_parses_back_to_the_same_cues(tmp_path: Path) -> None:
         assert cap.start_time.in_milliseconds() == round(seg.start_s * 1000)
         assert cap.end_time.in_milliseconds() == round(seg.end_s * 1000)
         # cue text is markup: what a player shows is the unescaped text
-        assert html.unescape(cap.raw_text).split() == seg.text.split()
+        assert html.unescape(cap.raw_text).split() == _shown(seg.text).split()
         assert "<" not in cap.raw_text
 
 

@@ -325,6 +325,17 @@ def _run_scenes(stage: _Stage) -> Result:
     return stage.result(segments=segments, summary=summary, mode="scenes")
 
 
+def _check_user_text(model: Model, texts: Sequence[str]) -> None:
+    """Refuse questions or options that hold the model's control tokens (``<image>``,
+    ``<end_of_utterance>``...): they would be read as markup, not as words."""
+    special = [t for t in model.tokenizer.all_special_tokens if len(t) > 2]
+    for text in texts:
+        hit = next((t for t in special if t in text), None)
+        if hit:
+            raise VideoVLMError(f"{text!r} contains {hit}, one of the model's control tokens: "
+                                "reword it without that text")
+
+
 def option_texts(choices: Sequence[str]) -> list[str]:
     """Option texts without labels: ``["A. red", "B) blue"]`` and ``["red", "blue"]`` agree.
 
@@ -333,8 +344,11 @@ def option_texts(choices: Sequence[str]) -> list[str]:
     """
     import re
 
-    from videovlm.text import choice_letters
+    from videovlm.text import LETTERS, choice_letters
 
+    if len(choices) > len(LETTERS):
+        raise VideoVLMError(f"{len(choices)} choices given; at most {len(LETTERS)} (A-Z) are "
+                            "supported")
     letters = choice_letters(choices)
     pats = [re.compile(rf"^\s*(?:\({ltr}\)|{ltr}[.):])\s+") for ltr in letters]
     if choices and all(p.match(c) for p, c in zip(pats, choices, strict=True)):
@@ -350,6 +364,7 @@ def _run_ask(stage: _Stage, questions: Sequence[str],
     from videovlm.text import choice_letters, extract_choice
 
     options = [option_texts(c) if c else None for c in choices]
+    _check_user_text(stage.model, [*questions, *(o for opts in options for o in opts or [])])
     group = stage.inputs.whole()
     n_frames = len(group.frames)
 
@@ -359,8 +374,10 @@ def _run_ask(stage: _Stage, questions: Sequence[str],
         return stage.fill("question", n_frames, question=question, options=shown)
 
     tasks = [task(q, o) for q, o in zip(questions, options, strict=True)]
-    # the longest question decides the budget: every question reuses this one encoded prefix
-    prefix, _ = stage.prompt(group, max(tasks, key=len))
+    # the longest question (in tokens) decides the budget: every question reuses this prefix
+    tokenizer = stage.model.tokenizer
+    prefix, _ = stage.prompt(group, max(tasks, key=lambda t: len(
+        tokenizer(t, add_special_tokens=False)["input_ids"])))
     groups: dict[int, list[int]] = {}  # option count (0: open) -> positions
     for i, opts in enumerate(options):
         groups.setdefault(len(opts or []), []).append(i)

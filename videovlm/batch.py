@@ -39,6 +39,9 @@ from videovlm.result import Result
 RESULTS_NAME = "results.jsonl"
 SETTINGS_NAME = "batch.json"
 LOCK_NAME = ".batch.lock"
+# stems of the files a run keeps beside the per-video ones (batch, and eval's scores): a video
+# whose output stem is one of these is renamed, or its ``<stem>.json`` would replace them
+_RUN_FILE_STEMS = frozenset({"results", "batch", "predictions", "summary"})
 
 # Extensions that declare a video. A file with one of these, or with no extension at all, is a
 # candidate by default; its content still has to look like a video container (see sniff_video).
@@ -174,10 +177,13 @@ def output_location(out_dir: str | os.PathLike[str], rel: str) -> tuple[Path, st
     for part in PurePosixPath(rel.replace("\\", "/")).parts:
         if part in ("/", "", "."):
             continue
-        part = part.replace(":", "_")
-        parts.append("_" * len(part) if set(part) == {"."} else part)
+        # percent-escaped, not replaced: "cam:1" and "cam_1" must stay two names
+        part = part.replace("%", "%25").replace(":", "%3A")
+        parts.append("%2E" * len(part) if set(part) == {"."} else part)
     if not parts:
-        parts = ["_"]
+        parts = ["%2F"]
+    if len(parts) == 1 and parts[0] in _RUN_FILE_STEMS:  # a video named "results" (no extension)
+        parts[0] = f"%{ord(parts[0][0]):02X}{parts[0][1:]}"  # would overwrite results.jsonl
     return Path(out_dir).joinpath(*parts[:-1]), parts[-1]
 
 
@@ -638,9 +644,9 @@ def _question(obj: Any, where: str) -> tuple[str | None, Question]:
         raise VideoVLMError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
                             "use video, question, choices")
     choices = obj.get("choices")
-    if choices is not None and (not isinstance(choices, list) or len(choices) < 2
+    if choices is not None and (not isinstance(choices, list) or not 2 <= len(choices) <= 26
                                 or not all(isinstance(c, str) for c in choices)):
-        raise VideoVLMError(f"{where}: choices must be a list of at least two strings")
+        raise VideoVLMError(f"{where}: choices must be a list of 2 to 26 strings")
     video = obj.get("video")
     if video is not None and not isinstance(video, str):
         raise VideoVLMError(f"{where}: video must be a path relative to the batch folder")

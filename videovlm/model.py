@@ -286,10 +286,12 @@ class Model:
         inputs = self._to_device(self.tokenizer(chat, return_tensors="pt",
                                                 add_special_tokens=False))
         n = inputs["input_ids"].shape[1]
-        if n >= self.context:
-            raise ModelError(f"text prompt of {n} tokens exceeds the model's {self.context}")
+        kwargs = self._generation_kwargs(generation, 512)
+        if n + kwargs["max_new_tokens"] > self.context:
+            raise ModelError(f"text prompt of {n} tokens plus {kwargs['max_new_tokens']} new "
+                             f"ones exceeds the model's {self.context}")
         with torch.inference_mode():
-            out = self.network.generate(**inputs, **self._generation_kwargs(generation, 512))
+            out = self.network.generate(**inputs, **kwargs)
         return self._decode(out[0, n:])
 
     def answer(self, prefix: Prompt, questions: Sequence[str], *, batch_size: int = 8,

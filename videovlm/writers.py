@@ -29,7 +29,9 @@ THUMB_QUALITY = 80
 
 def _cue_lines(text: str) -> str:
     """Cue text without blank lines (a blank line ends a cue in both SRT and WebVTT)."""
-    return "\n".join(ln.strip() for ln in text.splitlines() if ln.strip()) or "…"
+    lines = (ln.strip().replace("-->", "->") for ln in text.splitlines())
+    # "-->" would read as a new cue's timing line: neither format has an escape for it
+    return "\n".join(ln for ln in lines if ln) or "…"
 
 
 # --- one renderer per format: (result, stem) -> {file name: bytes} -------------------------------

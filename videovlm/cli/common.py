@@ -158,12 +158,16 @@ def load_model(model_id: str | None, device: str | None, dtype: str | None,
 
 def stems(videos: Sequence[str]) -> list[str]:
     """Output names from the videos' names, made unique (``x``, ``x-2``) so none overwrites."""
-    seen: dict[str, int] = {}
+    used: set[str] = set()
     out = []
     for v in videos:
-        stem = Path(v).stem or "video"
-        seen[stem] = seen.get(stem, 0) + 1
-        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+        base = Path(v).stem or "video"
+        stem, k = base, 1
+        while stem in used:  # "x-2" may be a video's own name: count on until a free one
+            k += 1
+            stem = f"{base}-{k}"
+        used.add(stem)
+        out.append(stem)
     return out
 
 
