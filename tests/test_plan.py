@@ -139,3 +139,13 @@ def test_bad_arguments_are_refused(bad):
     info = make_info(range(5), 5)
     with pytest.raises(ValueError):
         plan(info, **{"n": 5, **bad})
+
+
+def test_keyframe_mode_keeps_a_part_inside_its_range():
+    # 90 frames at 1 s each, keyframes at 0, 30, 60: a scene [30, 60) takes no frame of the next
+    info = make_info(list(range(90)), 90, keyframe=[i % 30 == 0 for i in range(90)])
+    assert indices(plan(info, 2, seek="keyframe", start_s=30, end_s=60)) == [30]
+    assert indices(plan(info, 3, seek="keyframe", start_s=0, end_s=30)) == [0]
+    # a part with no keyframe of its own falls back to the frames on screen
+    assert indices(plan(info, 2, seek="keyframe", start_s=40, end_s=50)) == [42, 47]
+    assert indices(plan(info, 50, seek="keyframe")) == [0, 30, 60]

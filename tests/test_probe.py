@@ -172,3 +172,21 @@ def test_cut_off_mp4_takes_the_demux_pass(truncated_playable, monkeypatch, name)
     from_tables = _probe_by(monkeypatch, path, 1)
     _same_info(from_tables, _probe_by(monkeypatch, path, 10**9))
     assert from_tables.warnings
+
+
+def test_avi_with_h264_b_frames_is_refused_not_misread(tmp_path):
+    """AVI keeps no presentation times: FFmpeg numbers packets in decode order, which is wrong
+    once B-frames reorder them (frames would come back one off); MPEG-4 AVIs with packed
+    B-frames and H.264 AVIs without B-frames are fine."""
+    from tests import media
+    from videovlm import sample_frames
+
+    bad = media.make_video(tmp_path / "b.avi", codec="h264", n_frames=40, bframes=2)
+    with pytest.raises(InputError, match="B-frames but no presentation times") as err:
+        probe(bad)
+    assert "\n" not in str(err.value)
+    for codec, bframes in (("h264", 0), ("mpeg4", 2)):
+        ok = media.make_video(tmp_path / f"{codec}{bframes}.avi", codec=codec, n_frames=40,
+                              bframes=bframes)
+        frames = sample_frames(ok, n=7)
+        assert [f.index for f in frames] == [media.read_index(f.image) for f in frames]

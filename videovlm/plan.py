@@ -32,7 +32,8 @@ def slice_centres(info: VideoInfo, n: int, start_s: float = 0.0, end_s: float | 
     """Centres of ``n`` equal slices of ``[start_s, end_s)``, in time-base units (doubled).
 
     Returned as integers ``2 * n * pts`` so comparisons against ``2 * n * frame_pts`` are exact
-    (no float rounding decides whether a frame starting at a centre is on screen).
+    (no float rounding decides whether a frame starting at a centre is on screen), with the
+    range's bounds ``lo``, ``hi`` in time-base units.
     """
     tl = info.timeline
     tb = tl.time_base
@@ -42,7 +43,7 @@ def slice_centres(info: VideoInfo, n: int, start_s: float = 0.0, end_s: float | 
     span = hi - lo
     k = np.arange(n, dtype=np.int64)
     # centre_k = lo + (2k + 1) * span / (2n), scaled by 2n to stay integral
-    return lo * 2 * n + (2 * k + 1) * span
+    return lo * 2 * n + (2 * k + 1) * span, lo, hi
 
 
 def plan(
@@ -65,14 +66,17 @@ def plan(
         raise ValueError(f"seek must be one of {SEEK_MODES}, got {seek!r}")
     tl = info.timeline
     pts = tl.pts
-    centres = slice_centres(info, n, start_s, end_s)
+    centres, lo, hi = slice_centres(info, n, start_s, end_s)
     scaled = pts * (2 * n)
     on_screen = np.searchsorted(scaled, centres, side="right") - 1
     on_screen = np.clip(on_screen, 0, len(pts) - 1)
     if seek == "keyframe":
-        key_idx = np.flatnonzero(tl.keyframe)
+        # only keyframes shown inside [lo, hi) (a scene's frames stay in its scene); none
+        # there: the frames on screen, as in exact mode
+        inside = (pts >= lo) & (pts < hi)
+        key_idx = np.flatnonzero(tl.keyframe & inside)
         if len(key_idx) == 0:
-            key_idx = np.array([0])
+            key_idx = np.unique(on_screen)
         key_scaled = scaled[key_idx]
         pos = np.clip(np.searchsorted(key_scaled, centres), 1, len(key_idx) - 1)
         before, after = key_idx[pos - 1], key_idx[np.minimum(pos, len(key_idx) - 1)]

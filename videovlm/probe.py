@@ -6,6 +6,7 @@ files), so both are kept; the selection rule works on the content's timeline.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class VideoInfo:
 # Decoding the first frame is the only way PyAV shows the display matrix (rotation) and proves the
 # stream decodes at all; it must come out within this many packets or the file is not usable.
 _FIRST_FRAME_PACKETS = 300
+_ORDER_CHECK_FRAMES = 8  # AVI: decoded frames whose times must not go back
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
@@ -251,6 +253,10 @@ def _demux(container, stream, path: str, stop: int | None = None):
     fed = 0
     decode_error: str | None = None
     dropped = 0
+    # AVI stores no presentation times: FFmpeg numbers its packets in decode order, which is
+    # only right without B-frames. Decoding a few frames shows it: their times must not go back.
+    check_order = container.format.name == "avi"
+    shown: list[int] = []
     # bound once: this loop runs once per frame of the file (18,000 for 10 minutes at 30 fps)
     add_pts, add_key, add_duration = pts.append, keys.append, durations.append
     try:
@@ -267,14 +273,16 @@ def _demux(container, stream, path: str, stop: int | None = None):
                 if ts is None:
                     dropped += 1
                     continue
-            if first is None and fed < _FIRST_FRAME_PACKETS:
+            if fed < _FIRST_FRAME_PACKETS and (
+                    first is None or (check_order and len(shown) < _ORDER_CHECK_FRAMES)):
                 fed += 1
                 try:
                     frames = stream.decode(packet)
                 except av.FFmpegError as exc:
                     frames, decode_error = [], _reason(exc)
                 if frames:
-                    first = frames[0]
+                    first = first or frames[0]
+                    shown.extend(f.pts for f in frames if f.pts is not None)
             add_pts(ts)
             add_key(packet.is_keyframe)
             add_duration(packet.duration or 0)
@@ -295,6 +303,12 @@ def _demux(container, stream, path: str, stop: int | None = None):
         why = f" ({decode_error})" if decode_error else ""
         raise InputError(
             f"{path}: the {stream.codec_context.name} video stream does not decode{why}"
+        )
+    if check_order and any(b < a for a, b in itertools.pairwise(shown)):
+        raise InputError(
+            f"{path}: this AVI has B-frames but no presentation times, so no frame's time can be "
+            "known; convert it to MKV or MP4 with new timestamps (e.g. ffmpeg -i IN -c:v libx264 "
+            "OUT.mp4)"
         )
     if dropped:
         notes.append(f"{dropped} incomplete or untimed packets skipped (truncated file?)")

@@ -97,8 +97,8 @@ def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None) -> list[
     cuts: list[Any] = []
     last = None
     try:
-        container = av.open(info.path)
-    except (OSError, av.FFmpegError) as exc:
+        container = av.open(info.path, metadata_errors="ignore")  # as probe: odd tags are no error
+    except (OSError, av.FFmpegError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot open {info.path} for scene detection: {exc}") from exc
     with container:
         stream = container.streams[info.stream_index]
