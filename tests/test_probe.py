@@ -190,3 +190,26 @@ def test_avi_with_h264_b_frames_is_refused_not_misread(tmp_path):
                               bframes=bframes)
         frames = sample_frames(ok, n=7)
         assert [f.index for f in frames] == [media.read_index(f.image) for f in frames]
+
+
+@pytest.mark.parametrize("keep_from", [0.1, 0.3, 0.55])
+def test_ts_cut_at_its_head_starts_at_its_first_keyframe(tmp_path, keep_from):
+    """A .ts picked up mid-GOP: the frames that need the lost keyframe are no frames of the
+    file; the rest decode, each the frame its index says (one constant offset: what was lost)."""
+    from pathlib import Path
+
+    from tests import media
+    from videovlm import sample_frames
+
+    data = Path(media.make_video(tmp_path / "full.ts", n_frames=120, gop=30, bframes=2))
+    data = data.read_bytes()
+    clip = tmp_path / "cut.ts"
+    clip.write_bytes(data[int(len(data) * keep_from) // 188 * 188:])
+    info = probe(clip)
+    assert any("starts inside a group of pictures" in w for w in info.warnings)
+    assert bool(info.timeline.keyframe[0])
+    frames = sample_frames(clip, n=10, backend="av")
+    shown = [media.read_index(f.image) for f in frames]
+    offset = shown[0] - frames[0].index
+    assert shown == [f.index + offset for f in frames]
+    assert offset % 30 == 0  # the file now starts on one of the encoder's keyframes

@@ -123,6 +123,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         with _open(path) as container:
             read = _demux(container, container.streams[stream_index], path)
     pts, keys, durations, first, notes, cut = read
+    pts, keys, durations = _from_first_keyframe(pts, keys, durations, notes)
 
     if len(pts) == 0:
         raise InputError(f"{path}: the video stream holds no complete frame")
@@ -257,6 +258,7 @@ def _demux(container, stream, path: str, stop: int | None = None):
     # only right without B-frames. Decoding a few frames shows it: their times must not go back.
     check_order = container.format.name == "avi"
     shown: list[int] = []
+    seen_key = False  # a file cut at its head: feed the decoder from its first keyframe
     # bound once: this loop runs once per frame of the file (18,000 for 10 minutes at 30 fps)
     add_pts, add_key, add_duration = pts.append, keys.append, durations.append
     try:
@@ -273,7 +275,8 @@ def _demux(container, stream, path: str, stop: int | None = None):
                 if ts is None:
                     dropped += 1
                     continue
-            if fed < _FIRST_FRAME_PACKETS and (
+            seen_key = seen_key or packet.is_keyframe or len(pts) >= _FIRST_FRAME_PACKETS
+            if seen_key and fed < _FIRST_FRAME_PACKETS and (
                     first is None or (check_order and len(shown) < _ORDER_CHECK_FRAMES)):
                 fed += 1
                 try:
@@ -530,6 +533,26 @@ class _Cut:
 
     cut: bool = False  # damaged or incomplete packets, or a demux error
     discarded: int = 0  # packets the container says to decode but not show (edit lists)
+
+
+def _from_first_keyframe(pts: list[int], keys: list[bool], durations: list[int],
+                         notes: list[str]) -> tuple[list[int], list[bool], list[int]]:
+    """Drop what a file that starts inside a group of pictures cannot show.
+
+    A stream cut at its head (a recording or broadcast ``.ts`` picked up mid-GOP) starts with
+    frames that need a keyframe the file no longer has: those before its first keyframe in
+    decode order, and those after it shown before it (B-frames reaching back). No decoder can
+    produce them, so they are no frames of this file; keeping them would make every plan that
+    lands there fail. A file with no keyframe flag at all keeps everything.
+    """
+    start = next((i for i, k in enumerate(keys) if k), 0)
+    if start == 0:
+        return pts, keys, durations
+    key_pts = pts[start]
+    keep = [i for i in range(start, len(pts)) if pts[i] >= key_pts]
+    notes.append(f"the file starts inside a group of pictures: its first {len(pts) - len(keep)} "
+                 "frames need an earlier keyframe it lacks; skipped")
+    return [pts[i] for i in keep], [keys[i] for i in keep], [durations[i] for i in keep]
 
 
 def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool) -> int:
