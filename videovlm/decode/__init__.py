@@ -29,6 +29,14 @@ class Frame:
     image: np.ndarray  # H x W x 3, uint8, RGB, upright
 
 
+def turn(images: np.ndarray, degrees: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """``images`` turned ``degrees`` clockwise, ``VideoInfo.rotation``'s convention (a view).
+
+    One place for the direction, which every backend needs and a sign slip would mirror.
+    """
+    return np.rot90(images, k=-(degrees // 90), axes=axes) if degrees % 360 else images
+
+
 class Backend(Protocol):
     """What a decoder must do: decode exactly these frames of this file."""
 

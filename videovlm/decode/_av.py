@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from videovlm.decode import Frame
+from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError, InputError
 from videovlm.plan import FrameRef
 from videovlm.probe import VideoInfo
@@ -324,8 +324,7 @@ class _Run:
             rgb = self.rgb.reformat(
                 frame, format="rgb24", threads=self.threads, **_rgb_options(frame)
             ).to_ndarray()
-            if self.info.rotation:
-                rgb = np.rot90(rgb, k=-self.info.rotation // 90)
+            rgb = turn(rgb, self.info.rotation)
             out = Frame(index=ref.index, time_s=ref.time_s, image=self._keep(rgb))
             self.found[pts] = out
             self.todo.remove(pts)

@@ -28,7 +28,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from videovlm.decode import Frame
+from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError
 from videovlm.plan import FrameRef
 from videovlm.probe import VideoInfo
@@ -202,7 +202,7 @@ def _decode_into(shm_name: str, info: VideoInfo, indices: list[int]) -> str | No
         if batch.shape[1:3] == (info.height, info.width):
             out[:] = batch
         elif batch.shape[1:3] == (info.width, info.height) and info.rotation in (90, 270):
-            out[:] = np.rot90(batch, k=-info.rotation // 90, axes=(1, 2))  # decord did not turn
+            out[:] = turn(batch, info.rotation, axes=(1, 2))  # decord did not turn it
         else:
             return (f"decord returned {batch.shape[2]}x{batch.shape[1]} frames, the display "
                     f"size is {info.width}x{info.height}")

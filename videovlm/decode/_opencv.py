@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from videovlm.decode import Frame
+from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError
 from videovlm.plan import FrameRef
 from videovlm.probe import VideoInfo
@@ -104,7 +104,7 @@ class _Reader:
             raise BackendError(f"OpenCV cannot convert frame {target} of {self.info.path}")
         rgb = self.cv2.cvtColor(bgr, self.cv2.COLOR_BGR2RGB)
         if self.info.rotation:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=-self.info.rotation // 90))
+            rgb = np.ascontiguousarray(turn(rgb, self.info.rotation))
         return Frame(ref.index, ref.time_s, rgb)
 
     def _grab(self, target: int) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from videovlm.decode import Frame
+from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError
 from videovlm.plan import FrameRef
 from videovlm.probe import VideoInfo
@@ -61,11 +61,11 @@ class TorchcodecBackend:
                     f"(at {want:.6f} s) of {info.path}; use --backend av"
                 )
         images = batch.data.numpy()
-        turn = (info.rotation - _applied_rotation(decoder)) % 360
+        left = (info.rotation - _applied_rotation(decoder)) % 360  # what torchcodec did not turn
         frames = []
         for ref, image in zip(refs, images, strict=True):
-            if turn:
-                image = np.ascontiguousarray(np.rot90(image, k=-turn // 90))
+            if left:
+                image = np.ascontiguousarray(turn(image, left))
             frames.append(Frame(ref.index, ref.time_s, image))
         return frames
 
