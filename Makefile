@@ -22,15 +22,15 @@ install: $(BIN)/.installed
 sysdeps:
 	@bash scripts/system-deps.sh
 
-# The main job on a sample: scene descriptions in every format, plus a contact sheet.
+# The main job on a sample: scene descriptions in every format (md brings its contact sheet).
 demo: install
-	$(BIN)/videovlm describe samples/bikes.mp4 -o out -f all --sheet out/bikes_sheet.jpg
+	$(BIN)/videovlm describe samples/bikes.mp4 -o out -f all
 
 # The same with a tiny random-weight checkpoint of the real architecture (no download; gibberish
 # text, real structure): what the tests run.
 demo-offline: install
 	$(BIN)/python -m videovlm.testing tiny-model out/tiny-smolvlm
-	$(BIN)/videovlm describe samples/bikes.mp4 --model out/tiny-smolvlm -o out -f all --sheet out/bikes_sheet.jpg
+	$(BIN)/videovlm describe samples/bikes.mp4 --model out/tiny-smolvlm -o out -f all
 
 test: install sysdeps
 	$(BIN)/ruff check .
