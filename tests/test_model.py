@@ -30,10 +30,22 @@ def prompt_for(model: Model, frames: list[Frame], task: str):
                         intro="Frames of a video.\n", max_new_tokens=12)
 
 
+def fresh_answer(model: Model, frames: list[Frame], task: str, **generation) -> str:
+    """The answer of a full encode of the prompt with ``task`` (no cached prefix)."""
+    return model.generate(prompt_for(model, frames, task).inputs, **generation)
+
+
+def encoded(model: Model, frames: list[Frame]):
+    """The frames' prefix run through the network once, and the tails of QUESTIONS after it."""
+    prompt = prompt_for(model, frames, "unused")
+    return (model.encode_prefix(prompt.head, prompt.images),
+            [prompt.tail_for(q) for q in QUESTIONS])
+
+
 def test_generate_returns_text(model):
-    text = model.generate(prompt_for(model, clip(), "Describe the video."))
+    text = fresh_answer(model, clip(), "Describe the video.", max_new_tokens=12)
     assert isinstance(text, str)
-    again = model.generate(prompt_for(model, clip(), "Describe the video."))
+    again = fresh_answer(model, clip(), "Describe the video.", max_new_tokens=12)
     assert again == text  # greedy by default: reproducible
 
 
@@ -48,9 +60,9 @@ def test_answer_equals_full_reencode(model, batch_size):
     Questions of different lengths: batches pad between the video and the question.
     """
     frames = clip()
-    prefix = prompt_for(model, frames, "unused")
-    cached = model.answer(prefix, QUESTIONS, max_new_tokens=12, batch_size=batch_size)
-    fresh = [model.generate(prompt_for(model, frames, q), max_new_tokens=12) for q in QUESTIONS]
+    prefix, tails = encoded(model, frames)
+    cached = model.answer(prefix, tails, max_new_tokens=12, batch_size=batch_size)
+    fresh = [fresh_answer(model, frames, q, max_new_tokens=12) for q in QUESTIONS]
     assert cached == fresh
     assert any(cached)  # a random model still says something: the comparison is not vacuous
     assert model.answer(prefix, []) == []
@@ -60,12 +72,12 @@ def test_answer_equals_full_reencode(model, batch_size):
 def test_answer_with_beam_search_equals_full_reencode(model, batch_size):
     """Beams need the video's cache once per beam too (it used to fail on a cache of one row)."""
     frames = clip()
-    prefix = prompt_for(model, frames, "unused")
+    prefix, tails = encoded(model, frames)
     gen = {"max_new_tokens": 6, "num_beams": 2}
-    cached = model.choose(prefix, QUESTIONS, ["A", "B"], batch_size=batch_size, **gen)
-    fresh = [model.generate(prompt_for(model, frames, q), **gen) for q in QUESTIONS]
+    cached = model.choose(prefix, tails, ["A", "B"], batch_size=batch_size, **gen)
+    fresh = [fresh_answer(model, frames, q, **gen) for q in QUESTIONS]
     assert [text for text, _ in cached] == fresh
-    greedy = model.choose(prefix, QUESTIONS, ["A", "B"], max_new_tokens=1)
+    greedy = model.choose(prefix, tails, ["A", "B"], max_new_tokens=1)
     assert [letter for _, letter in cached] == [letter for _, letter in greedy]
 
 
@@ -74,21 +86,21 @@ def test_choose_gives_the_letter_of_a_restricted_decode_from_one_encoding(model,
     """``choose``'s letter is what a one-token greedy decode restricted to the option letters
     writes after a full re-encode of each prompt, and its text is ``answer``'s."""
     frames = clip()
-    prefix = prompt_for(model, frames, "unused")
+    prefix, tails = encoded(model, frames)
     letters = ["A", "B", "C"]
-    chosen = model.choose(prefix, QUESTIONS, letters, max_new_tokens=12, batch_size=batch_size)
-    assert [text for text, _ in chosen] == model.answer(prefix, QUESTIONS, max_new_tokens=12)
+    chosen = model.choose(prefix, tails, letters, max_new_tokens=12, batch_size=batch_size)
+    assert [text for text, _ in chosen] == model.answer(prefix, tails, max_new_tokens=12)
     allowed = [tok[0] for tok in (model.tokenizer(x, add_special_tokens=False)["input_ids"]
                                   for form in letters for x in (form, " " + form))
                if len(tok) == 1]
     assert allowed, "the tokenizer spells the letters as single tokens"
-    restricted = [model.generate(prompt_for(model, frames, q), max_new_tokens=1,
-                                 prefix_allowed_tokens_fn=lambda _b, _ids: allowed).strip()
+    restricted = [fresh_answer(model, frames, q, max_new_tokens=1,
+                               prefix_allowed_tokens_fn=lambda _b, _ids: allowed).strip()
                   for q in QUESTIONS]
     assert [letter for _, letter in chosen] == restricted
     assert all(letter in letters for letter in restricted)
     # the letter is read from the logits, so sampling changes the text but never the letter
-    sampled = model.choose(prefix, QUESTIONS, letters, max_new_tokens=4, do_sample=True,
+    sampled = model.choose(prefix, tails, letters, max_new_tokens=4, do_sample=True,
                            top_k=1, temperature=2.0, batch_size=batch_size)
     assert [letter for _, letter in sampled] == restricted
     assert model.choose(prefix, [], letters) == []

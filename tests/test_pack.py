@@ -8,15 +8,7 @@ import torch
 
 from videovlm.decode import Frame
 from videovlm.model import Model
-from videovlm.pack import (
-    OverBudget,
-    build_prompt,
-    count_tokens,
-    encode,
-    encode_with_processor,
-    frames_that_fit,
-    timestamp_text,
-)
+from videovlm.pack import OverBudget, build_prompt, frames_that_fit, timestamp_text
 from videovlm.prepare import prepare
 from videovlm.testing import make_checkpoint
 
@@ -60,9 +52,9 @@ def test_token_count_is_the_processors(model):
     frames = clip(6)
     images = prepare(frames, model.image_size)
     prompt = build_prompt(model, frames, images, "What happens?", intro=INTRO)
-    stock = encode_with_processor(model, prompt.text, images)
-    assert prompt.tokens == stock["input_ids"].shape[1] == count_tokens(model, prompt.text)
-    ours = encode(model, prompt.text, images)
+    stock = model.encode_with_processor(prompt.text, images)
+    assert prompt.tokens == stock["input_ids"].shape[1] == model.count_tokens(prompt.text)
+    ours = model.encode(prompt.text, images)
     assert torch.equal(ours["input_ids"], stock["input_ids"])
     assert ours["pixel_values"].shape == (1, 6, 3, model.image_size, model.image_size)
     assert torch.allclose(ours["pixel_values"], stock["pixel_values"], atol=1e-6)
@@ -74,7 +66,7 @@ def test_token_count_is_the_processors(model):
 def test_encode_refuses_unprepared_images(model):
     frames = clip(1)
     with pytest.raises(ValueError, match="prepared"):
-        encode(model, "<image>", [frames[0].image])
+        model.encode("<image>", [frames[0].image])
 
 
 @pytest.fixture(scope="module")

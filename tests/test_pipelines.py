@@ -9,15 +9,13 @@ import pytest
 from videovlm.errors import RecipeError
 from videovlm.pipelines import (
     SCHEMA,
-    TASK_OPTIONAL_PROMPTS,
-    TASK_PROMPTS,
-    TASKS,
     default,
     list_recipes,
     load_recipe,
     recipe_names,
 )
 from videovlm.scenes import SceneSettings
+from videovlm.tasks import TASKS
 
 REPO_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -46,7 +44,8 @@ def test_builtins_one_per_task_with_defaults_filled() -> None:
     for r in recipes.values():
         assert r.description and "\n" not in r.description
         # the built-ins ship every prompt their task can use, optional ones included
-        assert set(r.prompts) == {*TASK_PROMPTS[r.task], *TASK_OPTIONAL_PROMPTS.get(r.task, {})}
+        task = TASKS[r.task]
+        assert set(r.prompts) == {*task.prompts, *task.optional_prompts}
         assert set(r.sampling) == set(SCHEMA["sampling"])
         assert 1 <= r.sampling["n"] <= 1000
         assert r.generation["do_sample"] is False

@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from videovlm import tasks
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write
 
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
     from videovlm.model import Model
     from videovlm.pipelines import Recipe
     from videovlm.result import Result
-
-PROTOCOLS = {"videomme": "eval_videomme", "cinepile": "eval_cinepile", "plain": "mcq"}
-"""Each protocol's recipe: its prompts live in ``pipelines/``, not here."""
 
 PREDICTIONS_NAME = "predictions.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -222,7 +220,7 @@ def evaluate(
     out_dir: str | os.PathLike[str],
     model: Model,
     *,
-    protocol: str = "videomme",
+    protocol: str = tasks.DEFAULT_PROTOCOL,
     n: int | None = None,
     backend: str | None = None,
     workers: int = 2,
@@ -241,9 +239,7 @@ def evaluate(
     from videovlm.api import load_video
     from videovlm.pipelines import load_recipe
 
-    if protocol not in PROTOCOLS:
-        raise VideoVLMError(f"unknown protocol {protocol!r}: use {', '.join(PROTOCOLS)}")
-    recipe = load_recipe(PROTOCOLS[protocol])
+    recipe = load_recipe(tasks.protocol(protocol).recipe)
     root, out = Path(videos).absolute(), Path(out_dir)
     by_video: dict[str, list[EvalItem]] = {}
     for item in items:
@@ -256,8 +252,7 @@ def evaluate(
     }
 
     def cpu(job: b.Job) -> VideoInputs:
-        return load_video(job.path, recipe, n=n, image_size=model.image_size, backend=backend,
-                          mode="ask")
+        return load_video(job.path, recipe, n=n, image_size=model.image_size, backend=backend)
 
     def generate(job: b.Job, inputs: VideoInputs) -> Result:
         return answer_video(model, inputs, recipe, by_video[job.input])
@@ -309,7 +304,7 @@ def write_scores(items: Sequence[EvalItem], records: dict[str, dict[str, Any]],
     atomic_write(out / PREDICTIONS_NAME, "".join(lines))
     total = len(lines)
     summary = {
-        "protocol": protocol, "recipe": PROTOCOLS[protocol], "model": model_id, "frames": n,
+        "protocol": protocol, "recipe": tasks.protocol(protocol).recipe, "model": model_id, "frames": n,
         "questions": len(items), "videos": len(counts), "n": total, "correct": correct,
         "total": total, "accuracy": round(correct / total, 6) if total else None,
         "unanswered": unanswered, "failures": failures,

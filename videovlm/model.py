@@ -1,33 +1,44 @@
-"""Loading a SmolVLM-family checkpoint once, and generating with it.
+"""Loading a SmolVLM-family checkpoint once, turning text and images into its inputs, and
+generating with it.
 
 One :class:`Model` holds the network, its processor and the facts the other stages need
-(``image_size`` for prepare, ``tokens_per_image`` and ``context`` for pack). The processor is built
+(``image_size`` for prepare, ``tokens_per_image`` and ``context`` for pack). Everything that
+touches the tokenizer or the processor is here (:meth:`Model.render`, :meth:`Model.count_tokens`,
+:meth:`Model.encode`); :mod:`videovlm.pack` owns the prompt's layout and budget and calls these,
+never the other way round. The processor is built
 by hand, the same way for both families: an ``Idefics3Processor`` from the checkpoint's image
 processor (PIL backend), tokenizer, ``image_seq_len`` and chat template. ``AutoProcessor`` would
 need torchvision (SmolVLM2's video processor) and num2words, multi-GB and unneeded: we write the
 per-frame text ourselves, and the token layout of an image is the same in both families.
 
-Several questions on one clip (:meth:`Model.answer`) encode the video once and reuse its KV
-cache, cropped back to the video after each answer, instead of re-encoding thousands of image
-tokens per question. Multiple choice (:meth:`Model.choose`) reads each answer's best option
-letter from that same generation, so a rambling answer costs no second pass over the frames.
+Several questions on one clip encode the video once (:meth:`Model.encode_prefix`, the only
+call that runs the vision tower) and continue from its KV cache (:meth:`Model.answer`,
+:meth:`Model.choose`), cropped back to the video after each answer, instead of re-encoding
+thousands of image tokens per question. Multiple choice reads each answer's best option letter
+from that same generation, so a rambling answer costs no second pass over the frames.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from videovlm.errors import ModelError
 
-if TYPE_CHECKING:
-    from videovlm.pack import Prompt
-
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-Instruct"
-FAMILIES = {"idefics3": "idefics3", "smolvlm": "smolvlm"}  # config.model_type -> family
+FAMILIES: tuple[str, ...] = ("idefics3", "smolvlm")
+"""The checkpoints' ``config.model_type``: SmolVLM v1 (idefics3) and SmolVLM2 (smolvlm)."""
+DEFAULT_MAX_NEW_TOKENS = 512
+"""Most tokens one generation may write when neither the recipe nor the caller says."""
+IMAGE_TOKEN = "<image>"
+"""One image's placeholder in a chat text, before :meth:`Model.expand_images`."""
 _DTYPES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16",
     "fp16": "float16", "float16": "float16", "half": "float16",
@@ -45,7 +56,7 @@ def default_model_id() -> str:
     return os.environ.get("VIDEOVLM_MODEL") or DEFAULT_MODEL
 
 
-def _resolve(model_id: str) -> tuple[Path, str | None]:
+def resolve(model_id: str) -> tuple[Path, str | None]:
     """A local folder for ``model_id`` and its revision; fail fast (one line) when there is none.
 
     A hub id is looked up in the local cache first; only when it is missing do we ask the hub,
@@ -172,10 +183,10 @@ class Model:
              dtype: str | None = None) -> Model:
         """Load a hub id or a local folder (``ModelError``, one line, when it cannot be had)."""
         model_id = model or default_model_id()
-        folder, revision = _resolve(model_id)
+        folder, revision = resolve(model_id)
         config = _read_json(folder / "config.json")
-        family = FAMILIES.get(config.get("model_type", ""))
-        if family is None:
+        family = config.get("model_type", "")
+        if family not in FAMILIES:
             raise ModelError(
                 f"{model_id} is a {config.get('model_type')!r} model; videovlm runs SmolVLM "
                 "checkpoints (model_type idefics3 or smolvlm)"
@@ -237,9 +248,73 @@ class Model:
             "context": self.context,
         }
 
+    # -- text and images into model inputs -----------------------------------------------------
+
+    def render(self, content: list[dict[str, Any]]) -> str:
+        """One user turn through the checkpoint's chat template, ready for the assistant."""
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], chat_template=self.chat_template,
+            tokenize=False, add_generation_prompt=True,
+        )
+
+    def expand_images(self, text: str) -> str:
+        """``text`` with each ``<image>`` expanded the way the processor expands a whole image:
+        ``<fake_token_around_image><global-img>`` + ``tokens_per_image`` ``<image>`` tokens +
+        ``<fake_token_around_image>`` (no tiling: frames arrive at the single-image size)."""
+        proc = self.processor
+        image = (proc.fake_image_token + proc.global_image_tag
+                 + proc.image_token * self.tokens_per_image + proc.fake_image_token)
+        return text.replace(IMAGE_TOKEN, image)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a chat text whose images are still ``<image>`` placeholders: exactly the
+        length of the ``input_ids`` :meth:`encode` makes, without needing the pixels."""
+        return len(self.tokenizer(self.expand_images(text), verbose=False)["input_ids"])
+
+    def encode(self, text: str, images: Sequence[np.ndarray]) -> dict[str, Any]:
+        """The model inputs for prepared images: what the processor gives, without its overhead.
+
+        With ``do_resize=False, do_image_splitting=False`` the processor only expands each
+        ``<image>``, tokenizes, rescales, normalises and pads equal-sized images, one image at a
+        time in float64 numpy (0.75 s for 50 frames here). We do the same in one vectorised pass
+        with the checkpoint's own settings; tests check it equals :meth:`encode_with_processor`.
+        """
+        import torch
+
+        size = self.image_size
+        for image in images:
+            if image.shape != (size, size, 3) or image.dtype != np.uint8:
+                raise ValueError(
+                    f"images must be prepared to {size}x{size}x3 uint8 (videovlm.prepare), "
+                    f"got {image.shape} {image.dtype}"
+                )
+        if text.count(IMAGE_TOKEN) != len(images):
+            raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but {len(images)} "
+                             "images")
+        encoded = self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
+        out = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        ip = self.processor.image_processor
+        # rescale then normalise, (x * r - mean) / std, folded into one multiply-add per channel
+        scale = float(ip.rescale_factor) if ip.do_rescale else 1.0
+        mean = np.asarray(ip.image_mean if ip.do_normalize else [0.0] * 3, dtype=np.float64)
+        std = np.asarray(ip.image_std if ip.do_normalize else [1.0] * 3, dtype=np.float64)
+        pixels = torch.from_numpy(np.stack(images)).to(torch.float32)  # N, H, W, 3
+        pixels.mul_(torch.from_numpy(scale / std).float())
+        pixels.add_(torch.from_numpy(-mean / std).float())
+        out["pixel_values"] = pixels.permute(0, 3, 1, 2).unsqueeze(0).contiguous()
+        return out
+
+    def encode_with_processor(self, text: str, images: Sequence[np.ndarray]) -> Any:
+        """The stock processor's inputs for prepared images (the reference :meth:`encode`
+        matches)."""
+        return self.processor(
+            text=[text], images=[list(images)], return_tensors="pt",
+            do_resize=False, do_image_splitting=False,
+        )
+
     # -- generation ----------------------------------------------------------------------------
 
-    def _to_device(self, inputs: Any) -> dict[str, Any]:
+    def _to_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         import torch
 
         out = {}
@@ -252,8 +327,8 @@ class Model:
             out[key] = value
         return out
 
-    def _generation_kwargs(self, generation: dict[str, Any], default_max: int) -> dict[str, Any]:
-        kwargs = {"max_new_tokens": default_max, "do_sample": False, **generation}
+    def _generation_kwargs(self, generation: Mapping[str, Any]) -> dict[str, Any]:
+        kwargs = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False, **generation}
         if not kwargs.get("do_sample"):
             for key in ("temperature", "top_p", "top_k"):
                 kwargs.pop(key, None)
@@ -263,68 +338,72 @@ class Model:
     def _decode(self, ids: Any) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-    def generate(self, prompt: Prompt, **generation: Any) -> str:
-        """Answer one prompt (greedy unless the generation settings say otherwise)."""
-        import torch
-
-        from videovlm.pack import encode
-
-        inputs = self._to_device(prompt.inputs if prompt.inputs is not None
-                                 else encode(self, prompt.text, prompt.images))
-        n = inputs["input_ids"].shape[1]
-        with torch.inference_mode():
-            out = self.network.generate(
-                **inputs, **self._generation_kwargs(generation, prompt.max_new_tokens)
+    def _check_room(self, tokens: int, max_new_tokens: int, what: str) -> None:
+        if tokens + max_new_tokens > self.context:
+            raise ModelError(
+                f"{what} needs {tokens + max_new_tokens} tokens with its answer "
+                f"({max_new_tokens} new), more than the model's {self.context}: use fewer "
+                "frames (-n) or fewer new tokens"
             )
-        return self._decode(out[0, n:])
 
-    def generate_text(self, text: str, **generation: Any) -> str:
-        """Answer a text-only prompt (scene summaries), templated like every other turn."""
+    def generate(self, inputs: Mapping[str, Any], **generation: Any) -> str:
+        """Answer one encoded prompt (:meth:`encode`'s output; greedy unless ``generation``
+        says otherwise)."""
         import torch
 
-        chat = self.render([{"type": "text", "text": text}])
-        inputs = self._to_device(self.tokenizer(chat, return_tensors="pt",
-                                                add_special_tokens=False))
+        inputs = self._to_device(inputs)
         n = inputs["input_ids"].shape[1]
-        kwargs = self._generation_kwargs(generation, 512)
-        if n + kwargs["max_new_tokens"] > self.context:
-            raise ModelError(f"text prompt of {n} tokens plus {kwargs['max_new_tokens']} new "
-                             f"ones exceeds the model's {self.context}")
+        kwargs = self._generation_kwargs(generation)
+        self._check_room(n, kwargs["max_new_tokens"], "the prompt")
         with torch.inference_mode():
             out = self.network.generate(**inputs, **kwargs)
         return self._decode(out[0, n:])
 
-    def answer(self, prefix: Prompt, questions: Sequence[str], *, batch_size: int = 8,
-               **generation: Any) -> list[str]:
-        """Answer several questions about one clip, encoding the clip only once.
+    def generate_text(self, text: str, **generation: Any) -> str:
+        """Answer a text-only prompt (summaries), templated like every other turn."""
+        chat = self.render([{"type": "text", "text": text}])
+        return self.generate(self.tokenizer(chat, return_tensors="pt", add_special_tokens=False),
+                             **generation)
 
-        ``prefix`` is a prompt built for these frames (its task text is not used): everything up
-        to its last image is encoded once into a KV cache. The questions then continue from it
-        ``batch_size`` at a time: each batch gets the cache repeated per question (and per beam
-        with ``num_beams``), the questions padded between the video and their text (masked, and
-        skipped by the position ids), and one batched generation, so decoding N answers costs
-        little more than decoding one.
-        The answers are those of a full re-encode of ``prefix`` with the question as its task
-        (tested for greedy decoding). ``batch_size=1`` reuses one cache, cropped back after
-        each answer, for the least memory.
+    def encode_prefix(self, text: str, images: Sequence[np.ndarray]) -> Prefix:
+        """Run the network once over a prompt's head (everything up to its last image): the
+        vision tower encodes the frames and their tokens fill a KV cache that :meth:`answer`
+        and :meth:`choose` continue from, as often as asked."""
+        import torch
+
+        head = self._to_device(self.encode(text, images))
+        with torch.inference_mode():
+            cache = self.network(**head, use_cache=True).cache
+        return Prefix(input_ids=head["input_ids"][0].cpu(), cache=cache)
+
+    def answer(self, prefix: Prefix, tails: Sequence[str], *, batch_size: int = 8,
+               **generation: Any) -> list[str]:
+        """Answer several prompts that share ``prefix``, without encoding the frames again.
+
+        Each of ``tails`` is the chat text after the prefix (the question and the turn's end).
+        They continue from the prefix ``batch_size`` at a time: each batch gets the cache
+        repeated per question (and per beam with ``num_beams``), the questions padded between
+        the video and their text (masked, and skipped by the position ids), and one batched
+        generation, so decoding N answers costs little more than decoding one. The answers are
+        those of a full encode of prefix + tail (tested for greedy decoding). ``batch_size=1``
+        reuses one cache, cropped back after each answer, for the least memory.
         """
-        texts, _ = self._answer(prefix, questions, None, batch_size, generation)
+        texts, _ = self._answer(prefix, tails, None, batch_size, generation)
         return texts
 
-    def choose(self, prefix: Prompt, questions: Sequence[str], letters: Sequence[str], *,
+    def choose(self, prefix: Prefix, tails: Sequence[str], letters: Sequence[str], *,
                batch_size: int = 8, **generation: Any) -> list[tuple[str, str | None]]:
-        """Answer multiple-choice questions: each answer's text and the option letter the model
-        scores highest right after the question, from one encoding of the clip.
+        """Answer multiple-choice prompts: each answer's text and the option letter the model
+        scores highest right after the question, from the same pass as :meth:`answer`.
 
         Small models often answer without naming a letter; the letter with the highest logit at
         the answer's first token is then the model's choice (what multiple-choice benchmarks
-        score, and what a one-token greedy decode restricted to the letters would write). Both
-        come from the same generation over :meth:`answer`'s cached prefix, so asking for the
-        letter costs no second pass over the frames. The letter is read from the raw logits, so
-        sampling or a repetition penalty in ``generation`` change the text, not the letter.
-        It is ``None`` only when the tokenizer has no single token for any letter.
+        score, and what a one-token greedy decode restricted to the letters would write). The
+        letter is read from the raw logits, so sampling or a repetition penalty in
+        ``generation`` change the text, not the letter. It is ``None`` only when the tokenizer
+        has no single token for any letter.
         """
-        texts, picks = self._answer(prefix, questions, self._letter_ids(letters), batch_size,
+        texts, picks = self._answer(prefix, tails, self._letter_ids(letters), batch_size,
                                     generation)
         return list(zip(texts, picks, strict=True))
 
@@ -338,48 +417,38 @@ class Model:
                     ids.setdefault(tok[0], letter)
         return ids
 
-    def _answer(self, prefix: Prompt, questions: Sequence[str], letter_ids: dict[int, str] | None,
-                batch_size: int, generation: dict[str, Any]
+    def _answer(self, prefix: Prefix, tails: Sequence[str], letter_ids: dict[int, str] | None,
+                batch_size: int, generation: Mapping[str, Any]
                 ) -> tuple[list[str], list[str | None]]:
         """:meth:`answer`'s work; with ``letter_ids``, also each question's best letter."""
-        import copy
-
         import torch
 
-        from videovlm.pack import encode
-
-        if not questions:
+        if not tails:
             return [], []
-        head = self._to_device(encode(self, prefix.head, prefix.images))
-        n_head = head["input_ids"].shape[1]
-        kwargs = self._generation_kwargs(generation, prefix.max_new_tokens)
-        tails = [self.tokenizer(prefix.tail_for(q), add_special_tokens=False)["input_ids"]
-                 for q in questions]
-        longest = n_head + max(len(t) for t in tails) + kwargs["max_new_tokens"]
-        if longest > self.context:
-            raise ModelError(
-                f"a question prompt needs {longest} tokens with its answer, more than the "
-                f"model's {self.context}: use fewer frames (-n) or fewer new tokens"
-            )
+        n_head = prefix.tokens
+        kwargs = self._generation_kwargs(generation)
+        ids_of = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in tails]
+        self._check_room(n_head + max(len(t) for t in ids_of), kwargs["max_new_tokens"],
+                         "a question prompt")
         pad = self.tokenizer.pad_token_id
         pad = self.tokenizer.eos_token_id if pad is None else pad
         step = max(1, batch_size)
         beams = int(kwargs.get("num_beams") or 1)
+        cache = prefix.cache
         answers: list[str] = []
         picks: list[str | None] = []
         with torch.inference_mode():
-            cache = self.network(**head, use_cache=True).cache
-            for start in range(0, len(tails), step):
-                chunk = tails[start:start + step]
+            for start in range(0, len(ids_of), step):
+                chunk = ids_of[start:start + step]
                 width = max(len(t) for t in chunk)
                 ids = torch.full((len(chunk), n_head + width), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)
                 for row, tail in enumerate(chunk):
-                    ids[row, :n_head] = head["input_ids"][0].cpu()
+                    ids[row, :n_head] = prefix.input_ids
                     ids[row, n_head + width - len(tail):] = torch.tensor(tail)
                     mask[row, :n_head] = 1
                     mask[row, n_head + width - len(tail):] = 1
-                if (len(tails) == 1 or step == 1) and beams == 1:
+                if len(chunk) == 1 and beams == 1:
                     batch_cache = cache
                 else:  # one copy of the video per question and beam (rows are expanded so)
                     batch_cache = copy.deepcopy(cache)
@@ -396,12 +465,18 @@ class Model:
                     picks.extend(_best_letter(first.logits, len(chunk), letter_ids))
         return answers, picks if letter_ids is not None else [None] * len(answers)
 
-    def render(self, content: list[dict[str, Any]]) -> str:
-        """One user turn through the checkpoint's chat template, ready for the assistant."""
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], chat_template=self.chat_template,
-            tokenize=False, add_generation_prompt=True,
-        )
+
+@dataclass
+class Prefix:
+    """A prompt's head run through the network once: its token ids and the KV cache after
+    them. Reusable: :meth:`Model.answer` leaves the cache as it found it."""
+
+    input_ids: Any  # 1-D tensor on the CPU
+    cache: Any
+
+    @property
+    def tokens(self) -> int:
+        return int(self.input_ids.shape[0])
 
 
 class _FirstLogits:

@@ -21,8 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videovlm import tasks
 from videovlm.decode import BACKEND_NAMES
 from videovlm.errors import RecipeError
+from videovlm.model import DEFAULT_MAX_NEW_TOKENS, FAMILIES
 from videovlm.plan import SEEK_MODES
 from videovlm.prepare import FITS
 from videovlm.scenes import DETECTORS, SceneSettings
@@ -36,7 +38,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-TASKS: tuple[str, ...] = ("describe", "timeline", "qa", "mcq")
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   max=4096),
     },
     "generation": {
-        "max_new_tokens": Option(int, 512, "most tokens generated per call", min=1, max=8192),
+        "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call", min=1, max=8192),
         "do_sample": Option(bool, False, "sample instead of greedy decoding"),
         "repetition_penalty": Option(float, 1.0, "penalty on repeated tokens (1.0: none)",
                                      min=0.5, max=3.0),
@@ -104,31 +105,19 @@ assert len(KEY_SECTION) == sum(len(keys) for keys in SCHEMA.values()), "schema k
 TOP_KEYS: dict[str, Option] = {
     "name": Option(str, None, "the recipe's name (default: the file's name)"),
     "description": Option(str, "", "one line shown by `videovlm pipelines`"),
-    "task": Option(str, None, "what the recipe does", choices=TASKS),
+    "task": Option(str, None, "what the recipe does", choices=tuple(tasks.TASKS)),
     "extends": Option(str, None, "a built-in recipe name or a path this file builds on"),
 }
 
-# Placeholders each prompt may use; every prompt may use {n_frames} and {duration}.
-_COMMON = ("n_frames", "duration")
+# Placeholders each prompt may use; every prompt may use the frame count and the duration, also
+# as SmolVLM2's video intro writes them ({frames_in_words}: "fifty", {duration_hms}: "0:01:05").
+_COMMON = ("n_frames", "duration", "frames_in_words", "duration_hms")
 PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "intro": _COMMON,
     "task": _COMMON,
     "scene": (*_COMMON, "start", "end"),
     "summary": (*_COMMON, "descriptions"),
     "question": (*_COMMON, "question", "options"),
-}
-# Prompts each task needs, and the placeholders each of those must contain.
-TASK_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "describe": {"intro": (), "scene": (), "summary": ("descriptions",)},
-    "timeline": {"intro": (), "task": ()},
-    "qa": {"intro": (), "question": ("question",)},
-    "mcq": {"intro": (), "question": ("question", "options")},
-}
-# Prompts a task uses when the recipe has them, and the placeholders each must then contain: a
-# timeline recipe without `summary` still runs (its result's summary is null), so recipes written
-# before timelines had summaries keep working.
-TASK_OPTIONAL_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "timeline": {"summary": ("descriptions",)},
 }
 SECTIONS: tuple[str, ...] = (*SCHEMA, "prompts")
 
@@ -147,12 +136,24 @@ class Recipe:
     generation: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     extends: str | None = None
+    # per model family (``[prompts.smolvlm]``): prompts that replace ``prompts`` for that family
+    family_prompts: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def prompt(self, key: str, **values: Any) -> str:
-        """The prompt ``key`` with its placeholders filled in (validated on load)."""
+    @property
+    def mode(self) -> str:
+        """How the task picks and groups frames (the task table's ``mode``)."""
+        return tasks.get(self.task).mode
+
+    def has_prompt(self, key: str) -> bool:
+        return key in self.prompts
+
+    def prompt(self, key: str, family: str | None = None, **values: Any) -> str:
+        """The prompt ``key`` (``family``'s own text when the recipe has one) with its
+        placeholders filled in (validated on load)."""
         if key not in self.prompts:
             raise RecipeError(f"recipe {self.name!r} has no prompts.{key}")
-        return self.prompts[key].format_map({**dict.fromkeys(PROMPT_KEYS[key], ""), **values})
+        text = self.family_prompts.get(family or "", {}).get(key, self.prompts[key])
+        return text.format_map({**dict.fromkeys(PROMPT_KEYS[key], ""), **values})
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with some keys replaced, by flat name (``n=8``, ``formats=["srt"]``...).
@@ -174,7 +175,7 @@ class Recipe:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             where = f"option {key}"
             sections[section][key] = _check_value(where, SCHEMA[section][key], value)
-        if self.task == "describe":
+        if _uses_scenes(self.task):
             _check_scenes(f"recipe {self.name!r}", sections["scenes"])
         return dataclasses.replace(
             self, sampling=sections["sampling"], scenes=sections["scenes"],
@@ -290,14 +291,20 @@ def _merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any
     for key, value in child.items():
         if key == "extends":
             continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if key == "prompts" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            merged = {**out[key], **value}  # a family's table merges key by key, too
+            for fam in FAMILIES:
+                if isinstance(out[key].get(fam), dict) and isinstance(value.get(fam), dict):
+                    merged[fam] = {**out[key][fam], **value[fam]}
+            out[key] = merged
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
         else:
             out[key] = value
     if "name" not in child:
         out.pop("name", None)  # a derived recipe is named after its own file
-    if out.get("task") != "describe" and "scenes" not in child:
-        out.pop("scenes", None)  # a describe recipe turned into another task: scenes unused
+    if not _uses_scenes(out.get("task")) and "scenes" not in child:
+        out.pop("scenes", None)  # a scene-mode recipe turned into another task: scenes unused
     return out
 
 
@@ -321,12 +328,14 @@ def _check_layout(label: str, raw: Mapping[str, Any]) -> None:
 def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
     task = raw.get("task")
     if task is None:
-        raise RecipeError(f"recipe {label}: missing `task = \"...\"` (one of {', '.join(TASKS)})")
+        raise RecipeError(f"recipe {label}: missing `task = \"...\"` (one of "
+                          f"{', '.join(tasks.TASKS)})")
     sections: dict[str, dict[str, Any]] = {}
     for section, options in SCHEMA.items():
         given = raw.get(section, {})
-        if section == "scenes" and given and task != "describe":
-            raise RecipeError(f"recipe {label}: [scenes] only applies to task \"describe\", "
+        if section == "scenes" and given and not _uses_scenes(task):
+            scene_tasks = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses_scenes(t))
+            raise RecipeError(f"recipe {label}: [scenes] only applies to task {scene_tasks}, "
                               f"not {task!r}; remove the table")
         values: dict[str, Any] = {}
         for key, value in given.items():
@@ -340,11 +349,11 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
             if key not in values and option.default is not None:
                 values[key] = list(option.default) if option.type is list else option.default
         sections[section] = values
-    if task == "describe":
+    if _uses_scenes(task):
         _check_scenes(f"recipe {label}", sections["scenes"])
     else:
         sections["scenes"] = {}
-    prompts = _check_prompts(label, task, raw.get("prompts", {}))
+    prompts, family_prompts = _check_prompts(label, task, raw.get("prompts", {}))
     return Recipe(
         name=raw.get("name") or Path(path).stem,
         description=raw.get("description", ""),
@@ -356,7 +365,12 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         generation=sections["generation"],
         outputs=sections["outputs"]["formats"],
         extends=raw.get("extends"),
+        family_prompts=family_prompts,
     )
+
+
+def _uses_scenes(task: str | None) -> bool:
+    return task in tasks.TASKS and tasks.TASKS[task].mode == "scenes"
 
 
 def _check_scenes(where: str, scenes: dict[str, Any]) -> None:
@@ -366,46 +380,82 @@ def _check_scenes(where: str, scenes: dict[str, Any]) -> None:
         raise RecipeError(f"{where}: [scenes] {exc}") from exc
 
 
-def _check_prompts(label: str, task: str, prompts: dict[str, Any]) -> dict[str, str]:
-    needed = TASK_PROMPTS[task]
-    optional = TASK_OPTIONAL_PROMPTS.get(task, {})
+def _check_prompts(label: str, task: str, prompts: dict[str, Any]
+                   ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The task's prompts and the per-family ones (``[prompts.smolvlm]``), each checked: known
+    keys, strings, known placeholders, and the placeholders the task needs."""
+    spec = tasks.get(task)
+    needed, optional = spec.prompts, spec.optional_prompts
+    uses = f"task {task!r} uses: {', '.join([*needed, *optional])}"
+    plain = {k: v for k, v in prompts.items() if k not in FAMILIES}
+    families = {k: v for k, v in prompts.items() if k in FAMILIES}
+    _check_prompt_texts(label, "prompts", plain, uses)
+    for fam, table in families.items():
+        if not isinstance(table, dict):
+            raise RecipeError(f"recipe {label}: prompts.{fam} must be a table of {fam} "
+                              f"prompts ([prompts.{fam}]), got {_kind(table)}")
+        _check_prompt_texts(label, f"prompts.{fam}", table, uses)
+        extra = [k for k in table if k not in needed and k not in optional]
+        if extra:
+            raise RecipeError(f"recipe {label}: prompts.{fam}.{extra[0]} is not a prompt of "
+                              f"this task ({uses})")
+    for key, required in [*needed.items(), *optional.items()]:
+        if key in plain or key in needed:
+            _check_needed(label, task, f"prompts.{key}", plain.get(key), required,
+                          removable=key in optional)
+        for fam, table in families.items():
+            if key in table:
+                _check_needed(label, task, f"prompts.{fam}.{key}", table[key], required,
+                              removable=True)
+    keep = {k: v for k, v in plain.items() if k in needed or k in optional}
+    for fam, table in families.items():
+        if any(k not in keep for k in table):
+            missing_base = next(k for k in table if k not in keep)
+            raise RecipeError(f"recipe {label}: prompts.{fam}.{missing_base} has no "
+                              f"prompts.{missing_base} to stand in for; add it for every family")
+    return keep, {fam: dict(table) for fam, table in families.items()}
+
+
+def _check_needed(label: str, task: str, where: str, text: str | None,
+                  required: tuple[str, ...], *, removable: bool) -> None:
+    """A prompt the task uses: present, not blank, and holding the placeholders it must."""
+    if not text or not text.strip():
+        must = f" (with {', '.join('{' + r + '}' for r in required)})" if required else ""
+        if removable:
+            raise RecipeError(f"recipe {label}: {where} is empty: write one{must} or remove "
+                              "the key")
+        raise RecipeError(f"recipe {label}: task {task!r} needs {where}{must}")
+    fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+    missing = [r for r in required if r not in fields]
+    if missing:
+        raise RecipeError(f"recipe {label}: {where} must contain "
+                          f"{', '.join('{' + m + '}' for m in missing)}")
+
+
+def _check_prompt_texts(label: str, where: str, prompts: dict[str, Any], uses: str) -> None:
+    """Known prompt keys, strings only, and only the placeholders each key allows."""
     for key, value in prompts.items():
         if key not in PROMPT_KEYS:
             raise RecipeError(
-                f"recipe {label}: unknown key prompts.{key}{_did_you_mean(key, PROMPT_KEYS)} "
-                f"(task {task!r} uses: {', '.join([*needed, *optional])})"
+                f"recipe {label}: unknown key {where}.{key}{_did_you_mean(key, PROMPT_KEYS)} "
+                f"({uses})"
             )
         if not isinstance(value, str):
-            raise RecipeError(f"recipe {label}: prompts.{key} must be a string, got {_kind(value)}")
+            raise RecipeError(f"recipe {label}: {where}.{key} must be a string, "
+                              f"got {_kind(value)}")
         allowed = PROMPT_KEYS[key]
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
         except ValueError as exc:
-            raise RecipeError(f"recipe {label}: prompts.{key}: {exc} (write a literal brace as "
+            raise RecipeError(f"recipe {label}: {where}.{key}: {exc} (write a literal brace as "
                               "{{ or }})") from exc
         for name in fields:
             base = name.split(".")[0].split("[")[0]
             if base not in allowed:
                 hint = _did_you_mean(base, allowed, braces=True)
                 shown = ", ".join("{" + a + "}" for a in allowed)
-                raise RecipeError(f"recipe {label}: prompts.{key} uses unknown placeholder "
+                raise RecipeError(f"recipe {label}: {where}.{key} uses unknown placeholder "
                                   f"{{{name}}}{hint} (allowed: {shown})")
-    for key, required in [*needed.items(), *optional.items()]:
-        text = prompts.get(key)
-        if key in optional and text is None:
-            continue
-        if not text or not text.strip():
-            must = f" (with {', '.join('{' + r + '}' for r in required)})" if required else ""
-            if key in optional:
-                raise RecipeError(f"recipe {label}: prompts.{key} is empty: write one{must} "
-                                  "or remove the key")
-            raise RecipeError(f"recipe {label}: task {task!r} needs prompts.{key}{must}")
-        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
-        missing = [r for r in required if r not in fields]
-        if missing:
-            raise RecipeError(f"recipe {label}: prompts.{key} must contain "
-                              f"{', '.join('{' + m + '}' for m in missing)}")
-    return {k: v for k, v in prompts.items() if k in needed or k in optional}
 
 
 def _check_value(where: str, option: Option, value: Any) -> Any:

@@ -26,12 +26,29 @@ class Segment:
 
 @dataclass
 class Answer:
-    """An answer to one question; ``choice`` is the chosen letter for multiple choice."""
+    """An answer to one question; ``choice`` is the chosen letter for multiple choice.
+
+    ``choice_source`` says where the letter came from: ``text`` (the answer names it) or
+    ``logits`` (the option letter scored highest at the answer's first token). ``recipe`` and
+    ``generation`` are set when one run answered questions under several recipes.
+    """
 
     question: str
     answer: str
     choices: list[str] | None = None
     choice: str | None = None
+    choice_source: str | None = None
+    recipe: str | None = None
+    generation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"question": self.question, "choices": self.choices,
+                               "answer": self.answer, "choice": self.choice}
+        if self.choices is not None:
+            out["choice_source"] = self.choice_source
+        if self.recipe is not None:
+            out.update(recipe=self.recipe, generation=self.generation)
+        return out
 
 
 @dataclass
@@ -76,11 +93,7 @@ class Result:
             ],
             "segments_parsed": self.segments_parsed,
             "summary": self.summary,
-            "answers": [
-                {"question": a.question, "choices": a.choices, "answer": a.answer,
-                 "choice": a.choice}
-                for a in self.answers
-            ],
+            "answers": [a.to_dict() for a in self.answers],
             "timing_s": self.timing_s,
             "warnings": self.warnings,
             "error": self.error,

@@ -13,6 +13,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from videovlm.errors import VideoVLMError
 from videovlm.result import Segment
 
 # A time as models write it: ``1:02:03``, ``00:12``, ``0:12.5``, or seconds ``12s`` / ``12.5 sec``.
@@ -150,6 +151,22 @@ def choice_letters(choices: Sequence[str]) -> list[str]:
     if len(choices) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} choices are supported, got {len(choices)}")
     return list(LETTERS[: len(choices)])
+
+
+def option_texts(choices: Sequence[str]) -> list[str]:
+    """Option texts without labels: ``["A. red", "B) blue"]`` and ``["red", "blue"]`` agree.
+
+    Users paste options with or without their letters; the letters are ours to assign (A, B,
+    ...), so labels that match their position are removed rather than shown twice.
+    """
+    if len(choices) > len(LETTERS):
+        raise VideoVLMError(f"{len(choices)} choices given; at most {len(LETTERS)} (A-Z) are "
+                            "supported")
+    letters = choice_letters(choices)
+    pats = [re.compile(rf"^\s*(?:\({ltr}\)|{ltr}[.):])\s+") for ltr in letters]
+    if choices and all(p.match(c) for p, c in zip(pats, choices, strict=True)):
+        return [p.sub("", c, count=1).strip() for p, c in zip(pats, choices, strict=True)]
+    return [c.strip() for c in choices]
 
 
 def _norm(s: str) -> str:

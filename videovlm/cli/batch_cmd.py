@@ -28,7 +28,9 @@ from videovlm.cli.common import (
     quiet_option,
     setup_logging,
 )
+from videovlm import tasks
 from videovlm.errors import VideoVLMError
+from videovlm.pipelines import load_recipe
 
 if TYPE_CHECKING:
     from videovlm.batch import BatchReport, Question
@@ -38,8 +40,11 @@ if TYPE_CHECKING:
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @output_option("Output folder: results.jsonl, batch.json and per-video files.", required=True)
-@click.option("--pipeline", default=None, metavar="NAME|FILE",
-              help="Recipe to run [default: describe; qa with --questions].")
+@click.option("--recipe", "--pipeline", "recipe_name", default=None, metavar="NAME|FILE.toml",
+              help=f"Recipe to run [default: {tasks.get(tasks.DEFAULT_TASK).recipe}; "
+                   f"{tasks.for_questions(False).recipe} with --questions, "
+                   f"{tasks.for_questions(True).recipe} for its questions with choices]. "
+                   "--pipeline is an alias.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Walk subfolders.")
 @click.option("--include", multiple=True, metavar="GLOB",
@@ -62,7 +67,7 @@ if TYPE_CHECKING:
 @backend_option
 @quiet_option
 @model_options
-def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
+def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
           questions_file: Path | None, formats: str | None, engine: str, backend: str | None,
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
@@ -72,14 +77,18 @@ def batch(folder: Path, out_dir: Path, pipeline: str | None, recursive: bool,
     Videos are found by content. Killed or interrupted, the same command resumes where it
     stopped. Exit code 0: all done; 1: some videos failed (each has an error record).
     """
-    from videovlm.pipelines import load_recipe
-
     setup_logging(quiet)
-    recipe = load_recipe(pipeline or ("qa" if questions_file else "describe"))
-    choice_recipe = recipe if pipeline else (load_recipe("mcq") if questions_file else None)
-    if questions_file and not recipe.prompts.get("question"):
-        raise VideoVLMError(f"recipe {recipe.name!r} does not ask questions (no "
-                            "prompts.question): use --pipeline qa or mcq with --questions")
+    if recipe_name is not None:
+        recipe = choice_recipe = load_recipe(recipe_name)
+    elif questions_file is not None:
+        recipe = load_recipe(tasks.for_questions(False).recipe)
+        choice_recipe = load_recipe(tasks.for_questions(True).recipe)
+    else:
+        recipe = choice_recipe = load_recipe(tasks.get(tasks.DEFAULT_TASK).recipe)
+    if questions_file and not tasks.get(recipe.task).questions:
+        raise VideoVLMError(f"recipe {recipe.name!r} does not ask questions (task "
+                            f"{recipe.task!r}): use --recipe {tasks.for_questions(False).recipe}"
+                            f" or {tasks.for_questions(True).recipe} with --questions")
     sys.exit(run_batch(folder, out_dir, recipe, choice_recipe=choice_recipe,
                        questions_file=questions_file, recursive=recursive, include=include,
                        exclude=exclude, resume=resume, workers=workers, formats=formats,

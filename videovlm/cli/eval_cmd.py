@@ -22,6 +22,8 @@ from videovlm.cli.common import (
     quiet_option,
     setup_logging,
 )
+from videovlm.evaluate import QuestionsFileError, evaluate, load_eval_questions
+from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
 
 _SHOWN_PROBLEMS = 20  # a wholly wrong file says enough to be fixed without flooding the terminal
 
@@ -34,10 +36,10 @@ _SHOWN_PROBLEMS = 20  # a wholly wrong file says enough to be fixed without floo
               help="Folder the questions' video paths are relative to.")
 @output_option("Output folder: predictions.jsonl, summary.json (and results.jsonl, "
                "batch.json for resuming).", required=True)
-@click.option("--protocol", type=click.Choice(["videomme", "cinepile", "plain"]),
-              default="videomme", show_default=True,
-              help="Prompt protocol: the benchmark's own instruction (recipes eval_videomme, "
-                   "eval_cinepile) or plain (the mcq recipe).")
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=DEFAULT_PROTOCOL,
+              show_default=True,
+              help="Prompt protocol: " + "; ".join(f"{p.name}: {p.help} (recipe {p.recipe})"
+                                                   for p in PROTOCOLS.values()) + ".")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only the first N questions of the file.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
@@ -57,8 +59,6 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     OUTDIR/predictions.jsonl (one line per question) and OUTDIR/summary.json, and prints the
     accuracy. Exit code 0: all answered; 1: some videos failed (recorded in the summary).
     """
-    from videovlm.evaluate import QuestionsFileError, evaluate, load_eval_questions
-
     setup_logging(quiet)
     try:
         items = load_eval_questions(questions_file, videos, limit=limit)

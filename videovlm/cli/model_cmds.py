@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from videovlm.api import ask as ask_api
+from videovlm.api import ask_recipe, describe_recipe, run_recipe
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
@@ -26,7 +28,11 @@ from videovlm.cli.common import (
     run_videos,
     setup_logging,
 )
-from videovlm.errors import VideoVLMError
+from videovlm.errors import InputError, VideoVLMError
+from videovlm.probe import probe
+from videovlm.sheet import sheet_format
+from videovlm.tasks import DEFAULT_TASK, DESCRIBE_MODES, TASKS, for_questions
+from videovlm.text import LETTERS
 
 if TYPE_CHECKING:
     from videovlm.result import Result
@@ -38,9 +44,6 @@ def _check_inputs(videos: list[str]) -> None:
     One video is probed (a demux pass, milliseconds); several are only checked to exist, so a
     long list does not wait for every probe before the first result.
     """
-    from videovlm.errors import InputError
-    from videovlm.probe import probe
-
     if len(videos) == 1:
         probe(videos[0])
         return
@@ -53,13 +56,13 @@ def _check_inputs(videos: list[str]) -> None:
 @click.argument("videos", nargs=-1, required=True)
 @output_option("Write DIR/<video name>.<format> files instead of printing JSON.")
 @formats_option
-@click.option("--mode", type=click.Choice(["scenes", "timeline"]), default=None,
-              help="scenes (default): find the cuts, describe each scene with its frames; "
-                   "timeline: one prompt with all frames.")
+@click.option("--mode", type=click.Choice(DESCRIBE_MODES), default=None,
+              help="; ".join(f"{t.mode}{' (default)' if t.name == DEFAULT_TASK else ''}: "
+                             f"{t.help}" for t in TASKS.values() if t.describes) + ".")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a contact sheet of the frames the model saw (.jpg or .png).")
 @backend_option
-@recipe_option("describe for scenes, timeline for timeline mode")
+@recipe_option(", ".join(f"{t.recipe} for {t.mode}" for t in TASKS.values() if t.describes))
 @quiet_option
 @model_options
 def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str | None,
@@ -69,24 +72,15 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
 
     Without -o the result JSON goes to stdout (one line per video when there are several).
     """
-    from videovlm.api import _MODE_RECIPE, run_recipe
-    from videovlm.pipelines import load_recipe
-    from videovlm.sheet import sheet_format
-
     setup_logging(quiet)
-    rec = load_recipe(recipe or _MODE_RECIPE[mode or "scenes"])
-    if rec.task not in ("describe", "timeline"):
-        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
-                            "`videovlm ask` or `videovlm run`")
-    run_mode = mode or ("timeline" if rec.task == "timeline" else "scenes")
+    rec = describe_recipe(mode, recipe)
     names = output_formats(formats, out_dir, rec.outputs)
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
     _check_inputs(list(videos))
     model = load_model(model_id, device, dtype, quiet)
     code = run_videos(
-        videos, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend,
-                                         mode=run_mode),
+        videos, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend),
         desc="describe", quiet=quiet, out_dir=out_dir, formats=names, sheet=sheet)
     if code:
         sys.exit(code)
@@ -100,7 +94,7 @@ def _print_answers(result: Result) -> None:
         click.echo(f"Q: {a.question}")
         click.echo(f"A: {a.answer}")
         if a.choice:
-            option = a.choices["ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(a.choice)] if a.choices else ""
+            option = a.choices[LETTERS.index(a.choice)] if a.choices else ""
             click.echo(f"Choice: {a.choice}. {option}".rstrip())
 
 
@@ -112,18 +106,16 @@ def _print_answers(result: Result) -> None:
               help="An option for multiple choice; repeat for each (lettered A, B, C...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of text.")
 @backend_option
-@recipe_option("mcq with --choices, else qa")
+@recipe_option(f"{for_questions(True).recipe} with --choices, else "
+               f"{for_questions(False).recipe}")
 @quiet_option
 @model_options
 def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_json: bool,
         backend: str | None, recipe: str | None, quiet: bool, model_id: str | None,
         device: str | None, dtype: str | None, n: int | None) -> None:
     """Answer questions about VIDEO (multiple choice with --choices)."""
-    from videovlm.api import ask as ask_api
-    from videovlm.pipelines import load_recipe
-
     setup_logging(quiet)
-    rec = load_recipe(recipe or ("mcq" if choices else "qa"))
+    rec = ask_recipe(choices, recipe)
     if choices and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
     if any(not q.strip() for q in questions):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
 import click
 
 from videovlm.cli import cli
@@ -28,7 +26,11 @@ from videovlm.cli.common import (
     schema_options,
     setup_logging,
 )
+from videovlm import tasks
+from videovlm.api import run_recipe
+from videovlm.batch import Question
 from videovlm.errors import InputError, VideoVLMError
+from videovlm.pipelines import Recipe, list_recipes, load_recipe
 
 
 @cli.command("run")
@@ -56,10 +58,6 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
     several). A folder: every video in it, one record each in OUTDIR/results.jsonl, exactly
     as `videovlm batch FOLDER -o OUTDIR --pipeline RECIPE` would.
     """
-    from videovlm.api import run_recipe
-    from videovlm.batch import Question
-    from videovlm.pipelines import load_recipe
-
     setup_logging(quiet)
     rec = load_recipe(recipe).with_overrides(seek=seek, fit=fit, max_new_tokens=max_new_tokens)
     rec.with_overrides(n=n)  # applied per video, as batch does; a bad -n fails here, first
@@ -89,22 +87,23 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
         sys.exit(code)
 
 
-def _check_questions(rec: Any, questions: tuple[str, ...], choices: tuple[str, ...]) -> None:
+def _check_questions(rec: Recipe, questions: tuple[str, ...], choices: tuple[str, ...]) -> None:
     """Mismatches between a recipe's task and the questions given, before any model loads."""
-    asks = rec.task in ("qa", "mcq")
-    if asks and not questions:
+    task = tasks.get(rec.task)
+    if task.questions and not questions:
         raise VideoVLMError(f"recipe {rec.name!r} ({rec.task}) answers questions: add -q QUESTION")
-    if questions and not asks:
+    if questions and not task.questions:
         raise VideoVLMError(f"recipe {rec.name!r} ({rec.task}) takes no questions: drop -q, or "
-                            "run the qa or mcq recipe")
+                            f"run the {tasks.for_questions(False).recipe} or "
+                            f"{tasks.for_questions(True).recipe} recipe")
     if any(not q.strip() for q in questions):
         raise VideoVLMError("a question (-q) is empty: give the question's text")
-    if rec.task == "mcq" and len(choices) < 2:
+    if task.choices and len(choices) < 2:
         raise VideoVLMError(f"recipe {rec.name!r} is multiple choice: give at least two "
                             "--choices")
-    if choices and rec.task != "mcq":
+    if choices and not task.choices:
         raise VideoVLMError(f"--choices needs a multiple-choice recipe; {rec.name!r} is "
-                            f"{rec.task!r}: run mcq")
+                            f"{rec.task!r}: run {tasks.for_questions(True).recipe}")
 
 
 @cli.command("pipelines")
@@ -113,8 +112,6 @@ def _check_questions(rec: Any, questions: tuple[str, ...], choices: tuple[str, .
 @click.option("--json", "as_json", is_flag=True, help="List the recipes as JSON.")
 def pipelines(show: str | None, as_json: bool) -> None:
     """List the built-in recipes, one line each (run one with `videovlm run NAME VIDEO`)."""
-    from videovlm.pipelines import list_recipes, load_recipe
-
     if show is not None:
         rec = load_recipe(show)
         click.echo(Path(rec.path).read_text(encoding="utf-8"), nl=False)

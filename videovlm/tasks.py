@@ -1,0 +1,228 @@
+"""The task table: every task videovlm runs, what it needs, and the runner that does it.
+
+A task is what a recipe's ``task = "..."`` names. Its entry says which built-in recipe runs it
+by default, its mode (how the CPU stage picks and groups frames: ``scenes``, ``timeline`` or
+``ask``), whether it takes questions and whether they are multiple choice, which prompts a
+recipe for it must hold, and its runner: a function from a :class:`~videovlm.run.ModelRun` to a
+:class:`~videovlm.result.Result`. The API, the CLI, batch, eval and the recipe checks look a task
+up here; no other module names one, so adding a task is an entry in :data:`TASKS` and its
+runner. Evaluation protocols (:data:`PROTOCOLS`) are kept beside them: each is a recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from videovlm.errors import VideoVLMError
+from videovlm.model import Model
+from videovlm.pack import timestamp_text
+from videovlm.result import Answer, Result, Segment
+from videovlm.run import ModelRun, generation_settings
+from videovlm.text import choice_letters, extract_choice, parse_segments
+
+Runner = Callable[[ModelRun], Result]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of the task table."""
+
+    name: str
+    recipe: str  # the built-in recipe that runs it when none is named
+    mode: str  # how frames are picked and grouped: "scenes" | "timeline" | "ask"
+    questions: bool  # takes questions (-q, a questions file)
+    choices: bool  # its questions are multiple choice (options lettered A, B, ...)
+    runner: Runner
+    help: str
+    # prompts a recipe for this task must hold, each with the placeholders it must contain
+    prompts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # prompts used when the recipe has them (same rule for their placeholders)
+    optional_prompts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def describes(self) -> bool:
+        """Whether the task describes the video (``videovlm describe``) rather than answers."""
+        return not self.questions
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation protocol: the recipe whose prompt the benchmark's questions are put in."""
+
+    name: str
+    recipe: str
+    help: str
+
+
+# -- the runners --------------------------------------------------------------------------------
+
+
+def _summary(run: ModelRun, segments: Sequence[Segment]) -> str | None:
+    """The recipe's summary from the segments' text: a text-only call, no second pass over the
+    frames. None when the recipe has no summary prompt."""
+    if not run.recipe.has_prompt("summary"):
+        return None
+    lines = "\n".join(f"{timestamp_text(s.start_s)}-{timestamp_text(s.end_s)}: {s.text}"
+                      for s in segments)
+    return run.generate_text(run.fill("summary", run.frames_used, descriptions=lines))
+
+
+def describe_scenes(run: ModelRun) -> Result:
+    """One prompt per scene with that scene's frames, then the summary of the scenes."""
+    segments = []
+    for group in run.inputs.groups:
+        task = run.fill("scene", len(group.frames), start=timestamp_text(group.start_s),
+                        end=timestamp_text(group.end_s))
+        prompt, frames = run.prompt(group, task)
+        text = run.generate(prompt).strip()
+        segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames]))
+    return run.result(segments=segments, summary=_summary(run, segments))
+
+
+def describe_timeline(run: ModelRun) -> Result:
+    """One prompt with every frame; the model writes the timeline, read back into segments."""
+    group = run.inputs.whole()
+    prompt, frames = run.prompt(group, run.fill("task", len(group.frames)))
+    segments, parsed = parse_segments(run.generate(prompt), run.inputs.info.duration_s)
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        seg.frames = [f.index for f in frames
+                      if seg.start_s <= f.time_s < seg.end_s or (last and f.time_s == seg.end_s)]
+    summary = _summary(run, segments)
+    if not parsed:
+        run.warn("the model's timeline had no usable times: one segment holds its whole text")
+    return run.result(segments=segments, segments_parsed=parsed, summary=summary)
+
+
+def check_user_text(model: Model, texts: Sequence[str]) -> None:
+    """Refuse questions or options that hold the model's control tokens (``<image>``,
+    ``<end_of_utterance>``...): they would be read as markup, not as words."""
+    special = [t for t in model.tokenizer.all_special_tokens if len(t) > 2]
+    for text in texts:
+        hit = next((t for t in special if t in text), None)
+        if hit:
+            raise VideoVLMError(f"{text!r} contains {hit}, one of the model's control tokens: "
+                                "reword it without that text")
+
+
+def answer_questions(run: ModelRun) -> Result:
+    """Every question continues from one encoding of the frames (the intro and the frames of
+    the run's recipe), each with its own options and its own recipe's question prompt and
+    generation settings. Questions are answered together per recipe and option count (a
+    multiple-choice fallback letter must be one of theirs).
+
+    A multiple-choice answer's ``choice`` is the letter its text commits to, else the letter
+    the model scores highest at the answer's first token, from the same pass (small models
+    ramble); ``choice_source`` says which. When the questions ran under more than one recipe,
+    each answer also records its recipe and generation settings.
+    """
+    asked = run.questions
+    if not asked:
+        raise VideoVLMError(f"recipe {run.recipe.name!r} asks questions: give at least one "
+                            "with -q")
+    check_user_text(run.model, [*(a.question for a in asked),
+                                *(o for a in asked for o in a.options or [])])
+    group = run.inputs.whole()
+
+    def task(i: int) -> str:
+        opts = asked[i].options or []
+        shown = "\n".join(f"{ltr}. {opt}" for ltr, opt
+                          in zip(choice_letters(opts), opts, strict=True))
+        return run.fill("question", len(group.frames), recipe=asked[i].recipe,
+                        question=asked[i].question, options=shown)
+
+    tasks = [task(i) for i in range(len(asked))]
+    recipes = []  # distinct recipes, in order of first use
+    for a in asked:
+        if a.recipe not in recipes:
+            recipes.append(a.recipe)
+    settings = [generation_settings(r) for r in recipes]
+    which = [recipes.index(a.recipe) for a in asked]
+    # one prefix for every question: room for the longest question and the longest answer
+    tokenizer = run.model.tokenizer
+    longest = max(tasks, key=lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]))
+    prompt, _ = run.prompt(group, longest, max_new_tokens=max(
+        int(s["max_new_tokens"]) for s in settings))
+    prefix = run.encode(prompt)
+
+    batches: dict[tuple[int, int], list[int]] = {}  # (recipe, option count) -> positions
+    for i, a in enumerate(asked):
+        batches.setdefault((which[i], len(a.options or [])), []).append(i)
+    texts: list[str] = [""] * len(asked)
+    picks: list[str | None] = [None] * len(asked)
+    sources: list[str | None] = [None] * len(asked)
+    for (r, count), positions in batches.items():
+        letters = choice_letters(asked[positions[0]].options or []) if count else None
+        out = run.answer(prefix, prompt, [tasks[i] for i in positions], settings[r], letters)
+        for i, (text, best) in zip(positions, out, strict=True):
+            texts[i] = text
+            if count:
+                said = extract_choice(text, asked[i].options or [])
+                picks[i] = said or best
+                sources[i] = "text" if said else ("logits" if best else None)
+    mixed = len(recipes) > 1
+    answers = [Answer(question=a.question, answer=texts[i], choices=a.options, choice=picks[i],
+                      choice_source=sources[i],
+                      recipe=a.recipe.name if mixed else None,
+                      generation=dict(settings[which[i]]) if mixed else None)
+               for i, a in enumerate(asked)]
+    return run.result(answers=answers)
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("describe", recipe="describe", mode="scenes", questions=False, choices=False,
+         runner=describe_scenes,
+         help="find the cuts, describe each scene from its frames, then summarise",
+         prompts={"intro": (), "scene": (), "summary": ("descriptions",)}),
+    Task("timeline", recipe="timeline", mode="timeline", questions=False, choices=False,
+         runner=describe_timeline,
+         help="one prompt with every frame; the model writes the timeline",
+         prompts={"intro": (), "task": ()}, optional_prompts={"summary": ("descriptions",)}),
+    Task("qa", recipe="qa", mode="ask", questions=True, choices=False,
+         runner=answer_questions, help="free-form questions about the video",
+         prompts={"intro": (), "question": ("question",)}),
+    Task("mcq", recipe="mcq", mode="ask", questions=True, choices=True,
+         runner=answer_questions, help="multiple-choice questions, answered with a letter",
+         prompts={"intro": (), "question": ("question", "options")}),
+)}
+DEFAULT_TASK = "describe"
+"""What ``videovlm describe`` and ``videovlm batch`` run when no recipe is named."""
+
+DESCRIBE_MODES: tuple[str, ...] = tuple(t.mode for t in TASKS.values() if t.describes)
+"""``videovlm describe --mode``'s choices: each picks the describing task with that mode."""
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("videomme", "eval_videomme", "Video-MME's own instruction"),
+    Protocol("cinepile", "eval_cinepile", "CinePile's prompt (frames only)"),
+    Protocol("plain", "mcq", "the mcq recipe"),
+)}
+DEFAULT_PROTOCOL = "videomme"
+
+
+def get(name: str) -> Task:
+    """The task ``name`` (a recipe's ``task``, checked when the recipe loaded)."""
+    if name not in TASKS:
+        raise VideoVLMError(f"unknown task {name!r}: use {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def for_mode(mode: str) -> Task:
+    """The describing task whose mode is ``mode`` (``describe --mode``)."""
+    for t in TASKS.values():
+        if t.describes and t.mode == mode:
+            return t
+    raise VideoVLMError(f"unknown mode {mode!r}: use {' or '.join(DESCRIBE_MODES)}")
+
+
+def for_questions(choices: bool) -> Task:
+    """The task that answers questions with options (``choices``) or without."""
+    return next(t for t in TASKS.values() if t.questions and t.choices == choices)
+
+
+def protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise VideoVLMError(f"unknown protocol {name!r}: use {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]

@@ -1,0 +1,128 @@
+"""The CPU stage: one video made ready for the model (probe, scenes, plan, decode, prepare).
+
+:func:`load_video` returns a picklable :class:`VideoInputs` that a worker process or a Ray task
+can hand over to the model stage (:mod:`videovlm.run`), which needs nothing else from the file.
+How the frames are picked and grouped is the recipe's task's mode (:mod:`videovlm.tasks`):
+``scenes`` finds the cuts and shares the frame budget across scenes; every other mode plans the
+whole video at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from videovlm.decode import Frame, decode_with_backend
+from videovlm.plan import FrameRef, plan
+from videovlm.prepare import prepare
+from videovlm.probe import VideoInfo, probe
+from videovlm.scenes import allocate_frames, detect_scenes
+
+if TYPE_CHECKING:
+    from videovlm.pipelines import Recipe
+
+
+@dataclass
+class Group:
+    """Frames described together: the whole video (timeline, questions) or one scene."""
+
+    start_s: float
+    end_s: float
+    frames: list[int]  # positions in VideoInputs.frames / .images
+
+
+@dataclass
+class VideoInputs:
+    """The CPU stage's output for one video: everything the model stage needs, nothing heavy.
+
+    Picklable (numpy arrays and plain data, no model or file handles) so decoding can run in
+    another process or on another machine than the model.
+    """
+
+    path: str
+    info: VideoInfo
+    mode: str  # the task's mode: "scenes" | "timeline" | "ask"
+    frames: list[Frame]  # decoded, upright, at decoded resolution (reports, re-planning)
+    images: list[np.ndarray]  # prepared for the model, same order as frames
+    groups: list[Group]
+    sampling: dict[str, Any]
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    def whole(self) -> Group:
+        """Every frame as one group: a timeline or questions over the whole video (also when
+        the frames were chosen per scene)."""
+        return Group(0.0, self.info.duration_s, list(range(len(self.frames))))
+
+
+def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any]
+              ) -> tuple[list[FrameRef], list[tuple[float, float, list[int]]]]:
+    """The planned frames and, per group, its time span and frame indices."""
+    if mode != "scenes":
+        refs = plan(info, n, seek=seek)
+        return refs, [(0.0, info.duration_s, [r.index for r in refs])]
+    scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
+    counts = allocate_frames(scenes, n)
+    by_index: dict[int, FrameRef] = {}
+    spans = []
+    for (start, end), k in zip(scenes, counts, strict=True):
+        refs = plan(info, k, seek=seek, start_s=start, end_s=end)
+        by_index.update((r.index, r) for r in refs)
+        spans.append((start, end, [r.index for r in refs]))
+    return sorted(by_index.values(), key=lambda r: r.index), spans
+
+
+def load_video(
+    path: str | os.PathLike[str],
+    recipe: Recipe,
+    *,
+    n: int | None = None,
+    image_size: int = 384,
+    backend: str | None = None,
+    fit: str | None = None,
+    seek: str | None = None,
+) -> VideoInputs:
+    """Probe, find scenes (scene mode), plan, decode and prepare one video for ``recipe``.
+
+    ``n``, ``backend``, ``fit`` and ``seek`` override the recipe's ``[sampling]``;
+    ``image_size`` is the model's (``Model.image_size``).
+    """
+    rec = recipe.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
+    n, backend = rec.sampling["n"], rec.sampling["backend"]
+    fit, seek = rec.sampling["fit"], rec.sampling["seek"]
+    mode = rec.mode
+
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    info = probe(path)
+    timing["probe"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes))
+    if mode == "scenes":
+        timing["scenes"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    frames, used_backend = decode_with_backend(info, refs, backend)
+    timing["decode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    images = prepare(frames, image_size, fit)  # type: ignore[arg-type]
+    timing["prepare"] = time.perf_counter() - t0
+
+    pos = {f.index: i for i, f in enumerate(frames)}
+    groups = [Group(s, e, [pos[i] for i in idx]) for s, e, idx in spans]
+    return VideoInputs(
+        path=str(path),
+        info=info,
+        mode=mode,
+        frames=frames,
+        images=images,
+        groups=groups,
+        sampling={"backend": used_backend, "requested": n, "seek": seek,
+                  "image_size": image_size, "fit": fit},
+        timing_s=timing,
+    )
