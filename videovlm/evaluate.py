@@ -304,7 +304,8 @@ def write_scores(items: Sequence[EvalItem], records: dict[str, dict[str, Any]],
     atomic_write(out / PREDICTIONS_NAME, "".join(lines))
     total = len(lines)
     summary = {
-        "protocol": protocol, "recipe": tasks.protocol(protocol).recipe, "model": model_id, "frames": n,
+        "protocol": protocol, "recipe": tasks.protocol(protocol).recipe, "model": model_id,
+        "frames": n,
         "questions": len(items), "videos": len(counts), "n": total, "correct": correct,
         "total": total, "accuracy": round(correct / total, 6) if total else None,
         "unanswered": unanswered, "failures": failures,

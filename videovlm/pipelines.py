@@ -81,7 +81,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   max=4096),
     },
     "generation": {
-        "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call", min=1, max=8192),
+        "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call",
+                                 min=1, max=8192),
         "do_sample": Option(bool, False, "sample instead of greedy decoding"),
         "repetition_penalty": Option(float, 1.0, "penalty on repeated tokens (1.0: none)",
                                      min=0.5, max=3.0),

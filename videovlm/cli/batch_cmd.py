@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from videovlm import tasks
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
@@ -28,7 +29,6 @@ from videovlm.cli.common import (
     quiet_option,
     setup_logging,
 )
-from videovlm import tasks
 from videovlm.errors import VideoVLMError
 from videovlm.pipelines import load_recipe
 

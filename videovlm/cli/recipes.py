@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
 import click
 
+from videovlm import tasks
+from videovlm.api import run_recipe
+from videovlm.batch import Question
 from videovlm.cli import cli
 from videovlm.cli.batch_cmd import run_batch
 from videovlm.cli.common import (
@@ -26,9 +30,6 @@ from videovlm.cli.common import (
     schema_options,
     setup_logging,
 )
-from videovlm import tasks
-from videovlm.api import run_recipe
-from videovlm.batch import Question
 from videovlm.errors import InputError, VideoVLMError
 from videovlm.pipelines import Recipe, list_recipes, load_recipe
 
