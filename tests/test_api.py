@@ -250,7 +250,8 @@ def test_multiple_choice_encodes_the_video_once(family, recipes, request) -> Non
 
     Random weights ramble without a letter, so every choice here is the letter-logits one
     (``choice_source == "logits"``); before, that fallback ran the questions again and encoded
-    the frames a second time. All three questions fit one batch of the cached prefix: one vision pass.
+    the frames a second time. All three questions fit one batch of the cached prefix: one vision
+    pass.
     """
     model = request.getfixturevalue(family)
     qs = ["What is shown?", "What moves?", "Where is this?"]
