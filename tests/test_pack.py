@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from videovlm.model import Model
 from videovlm.pack import OverBudget, build_prompt, frames_that_fit, timestamp_text
 from videovlm.prepare import prepare
 from videovlm.testing import make_checkpoint
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 INTRO = "You are provided the following series of frames from a 0:01:00 [H:MM:SS] video.\n"
 
@@ -107,3 +111,76 @@ def test_frames_that_fit_is_the_largest_that_fits(small):
                      max_new_tokens=128)
     assert frames_that_fit(small, 3, task="Describe.", intro=INTRO, max_new_tokens=128) == 3
     assert frames_that_fit(small, 50, task="x", intro=None, max_new_tokens=1024) == 0
+
+
+# -- SmolVLM2's own video layout ----------------------------------------------------------------
+# The stock SmolVLM processor's video path needs torchvision (no CPU build fits this project), so
+# its prompt is assembled from transformers' own constants and helper, imported, not copied, the
+# way its ``replace_video_token`` does, and our input_ids must equal its tokenization.
+
+
+def _stock_video_prompt(model: Model, times: list[float], duration_s: float, user: str) -> str:
+    from datetime import timedelta
+
+    from num2words import num2words
+    from transformers.models.smolvlm import processing_smolvlm as stock
+
+    proc = model.processor
+    video = stock.DEFAULT_VIDEO_INTRO.format(
+        frame_count=num2words(len(times)), video_duration=str(timedelta(seconds=int(duration_s))))
+    for t in times:
+        minutes, seconds = int(t // 60), int(t % 60)
+        video += stock.FRAME_TIMESTAMP_MESSAGE.format(timestamp=f"{minutes:02d}:{seconds:02d}")
+        video += stock._prompt_single_image(
+            model.tokens_per_image, fake_token_around_image=proc.fake_image_token,
+            image_token=proc.image_token, global_image_token=proc.global_image_tag)
+    video += stock.DEFAULT_MEDIA_OUTTRO
+    chat = model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": user}]}],
+        chat_template=model.chat_template, tokenize=False, add_generation_prompt=True)
+    return chat.replace("<video>", video)
+
+
+@pytest.mark.parametrize("recipe", ["qa", "mcq", "timeline", "describe"])
+def test_smolvlm2_gets_the_layout_its_processor_writes(tiny_smolvlm, recipe):
+    """Every built-in recipe gives SmolVLM2 exactly its processor's video prompt: the intro with
+    the frame count in words and the H:MM:SS duration, ``\\nFrame from MM:SS:`` per frame, a
+    blank line, then the user's text (through the real CPU and model stages)."""
+    from videovlm.api import load_video
+    from videovlm.pipelines import load_recipe
+    from videovlm.run import Asked, ModelRun
+
+    model = Model.load(str(tiny_smolvlm))
+    rec = load_recipe(recipe)
+    inputs = load_video(SAMPLES / "bikes.mp4", rec, n=6, image_size=model.image_size)
+    run = ModelRun(model, inputs, rec, [Asked("What moves?", None, rec)])
+    group = inputs.groups[0]
+    user = "What happens here?"
+    prompt, frames = run.prompt(group, user)
+    expected = _stock_video_prompt(model, [f.time_s for f in frames], inputs.info.duration_s,
+                                   user)
+    assert model.expand_images(prompt.text) == expected
+    ids = model.tokenizer(expected, return_tensors="pt")["input_ids"]
+    assert torch.equal(prompt.inputs["input_ids"], ids)
+    assert prompt.tokens == ids.shape[1]
+
+
+def test_smolvlm2_frame_labels_do_not_wrap_minutes_into_hours(tiny_smolvlm, tiny_idefics3):
+    """Past an hour SmolVLM2's processor writes ``62:05`` (minutes never wrapped); SmolVLM v1
+    keeps ``1:02:05``."""
+    from datetime import timedelta
+
+    from transformers.models.smolvlm import processing_smolvlm as stock
+
+    times, duration = [0.0, 3725.0], 3726.0
+    intro = stock.DEFAULT_VIDEO_INTRO.format(frame_count="two",
+                                             video_duration=str(timedelta(seconds=3726)))
+    frames = [Frame(i, t, np.zeros((8, 8, 3), np.uint8)) for i, t in enumerate(times)]
+    v2 = Model.load(str(tiny_smolvlm))
+    p2 = build_prompt(v2, frames, prepare(frames, v2.image_size), "x", intro=intro,
+                      max_new_tokens=8)
+    assert v2.expand_images(p2.text) == _stock_video_prompt(v2, times, duration, "x")
+    assert "Frame from 62:05:<image>" in p2.text
+    v1 = Model.load(str(tiny_idefics3))
+    p1 = build_prompt(v1, frames, prepare(frames, v1.image_size), "x", max_new_tokens=8)
+    assert "Frame from 1:02:05:<image>" in p1.text
