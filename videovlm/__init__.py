@@ -7,8 +7,7 @@ light.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from videovlm._version import __version__
 from videovlm.decode import Frame, decode, sample_frames
 from videovlm.plan import FrameRef, plan
 from videovlm.probe import VideoInfo, probe

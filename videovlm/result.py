@@ -11,6 +11,8 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from videovlm._version import __version__
+
 SCHEMA_VERSION = 1
 
 
@@ -75,8 +77,6 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the output contract (frames' pixels are left out)."""
-        from videovlm import __version__
-
         return {
             "schema_version": SCHEMA_VERSION,
             "videovlm_version": __version__,

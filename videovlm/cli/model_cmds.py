@@ -81,7 +81,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     model = load_model(model_id, device, dtype, quiet)
     code = run_videos(
         videos, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend),
-        desc="describe", quiet=quiet, out_dir=out_dir, formats=names, sheet=sheet)
+        desc=rec.name, quiet=quiet, out_dir=out_dir, formats=names, sheet=sheet)
     if code:
         sys.exit(code)
 
