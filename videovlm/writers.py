@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import srt
+import webvtt
+from PIL import Image
+from webvtt.models import Timestamp
+
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write, format_time
 from videovlm.result import Result
+from videovlm.sheet import render_sheet
+from videovlm.text import choice_letters
 
 THUMB_SIZE = 320  # longest side of an HTML thumbnail, px: sharp on a phone, light in the page
 THUMB_QUALITY = 80
@@ -50,8 +57,6 @@ def _jsonl(result: Result, stem: str) -> dict[str, bytes]:
 
 
 def _srt(result: Result, stem: str) -> dict[str, bytes]:
-    import srt
-
     subs = [
         srt.Subtitle(
             index=i,
@@ -65,9 +70,6 @@ def _srt(result: Result, stem: str) -> dict[str, bytes]:
 
 
 def _vtt(result: Result, stem: str) -> dict[str, bytes]:
-    import webvtt
-    from webvtt.models import Timestamp
-
     captions = [
         webvtt.Caption(
             start=str(Timestamp.from_seconds(seg.start_s)),
@@ -124,8 +126,6 @@ def _jpeg(image: Any, quality: int = 85) -> bytes:
 
 def _sheet_jpeg(frames: Sequence[Any]) -> bytes:
     """The contact sheet (videovlm.sheet) as JPEG bytes: md renders before anything is written."""
-    from videovlm.sheet import render_sheet
-
     return render_sheet(frames, "JPEG")
 
 
@@ -162,8 +162,6 @@ def _md(result: Result, stem: str) -> dict[str, bytes]:
 
 
 def _letters(choices: Sequence[str] | None) -> list[str]:
-    from videovlm.text import choice_letters
-
     return choice_letters(choices or [])
 
 
@@ -206,8 +204,6 @@ figcaption { font-size: .8rem; color: var(--muted); text-align: center;
 
 
 def _thumbnail_uri(frame: Any) -> str:
-    from PIL import Image
-
     img = Image.fromarray(frame.image)
     img.thumbnail((THUMB_SIZE, THUMB_SIZE))
     return "data:image/jpeg;base64," + base64.b64encode(_jpeg(img, THUMB_QUALITY)).decode()

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import click
+from PIL import Image
+from tqdm import tqdm
 
 from videovlm.cli import cli
 from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend
@@ -18,6 +20,7 @@ from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write
 from videovlm.plan import SEEK_MODES, plan
 from videovlm.probe import probe
+from videovlm.sheet import contact_sheet, sheet_format
 
 
 @cli.command()
@@ -50,8 +53,6 @@ def frames(
     if n < 1:
         raise VideoVLMError(f"-n must be at least 1, got {n}")
     if sheet_path:
-        from videovlm.sheet import sheet_format
-
         sheet_format(sheet_path)  # refuse a bad name before any work
     info = probe(video)
     refs = plan(info, n, seek=seek)  # type: ignore[arg-type]
@@ -60,8 +61,6 @@ def frames(
     if save_dir:
         _save_pngs(got, Path(save_dir))
     if sheet_path:
-        from videovlm.sheet import contact_sheet
-
         contact_sheet(got, sheet_path)
     sampling = {
         "backend": used,
@@ -92,16 +91,12 @@ def frames(
 
 def _progress(total: int, quiet: bool):
     """A progress bar on stderr when a person is watching it, else a silent counter."""
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="frame", desc="decoding", file=sys.stderr, leave=False,
                 disable=quiet or not sys.stderr.isatty())
 
 
 def _save_pngs(frames: list[Frame], folder: Path) -> None:
     """Each frame as ``frame_{index:06d}.png``, each file written whole or not at all."""
-    from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
     for f in frames:
         buf = io.BytesIO()

@@ -8,6 +8,8 @@ that cannot guarantee that for a file refuses with a BackendError instead of gue
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,8 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from videovlm.errors import BackendError
-from videovlm.plan import FrameRef, SeekMode
-from videovlm.probe import VideoInfo
+from videovlm.plan import FrameRef, SeekMode, plan
+from videovlm.probe import VideoInfo, probe
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +74,6 @@ def available_backends() -> list[str]:
     Decided from the import system's metadata alone, so asking is cheap and imports nothing
     heavy; a library that is present but broken shows up when :func:`get_backend` makes it.
     """
-    import importlib.util
-
     names = []
     for name, module in _REGISTRY.items():
         try:
@@ -127,7 +127,7 @@ def decode_with_backend(
     on_frame: Callable[[Frame], None] | None = None,
 ) -> tuple[list[Frame], str]:
     """:func:`decode`, also saying which backend did it (what ``auto`` chose), for the record."""
-    info = info_or_path if isinstance(info_or_path, VideoInfo) else _probe(info_or_path)
+    info = info_or_path if isinstance(info_or_path, VideoInfo) else probe(info_or_path)
     if backend == "auto":
         names = available_backends()
         if not names:
@@ -156,22 +156,12 @@ def sample_frames(
     seek: SeekMode = "exact",
 ) -> list[Frame]:
     """Probe, plan and decode in one call: up to ``n`` frames by the selection rule."""
-    from videovlm.plan import plan
-
-    info = _probe(path)
+    info = probe(path)
     return decode(info, plan(info, n, seek=seek), backend)
-
-
-def _probe(path: str | os.PathLike[str]) -> VideoInfo:
-    from videovlm.probe import probe
-
-    return probe(path)
 
 
 def _call(impl: Backend, info: VideoInfo, refs: Sequence[FrameRef], on_frame) -> list[Frame]:
     """Call a backend, passing ``on_frame`` only to those that take it."""
-    import inspect
-
     if on_frame is not None and "on_frame" in inspect.signature(impl.decode).parameters:
         return impl.decode(info, refs, on_frame=on_frame)
     frames = impl.decode(info, refs)

@@ -24,11 +24,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from videovlm.decode import Frame, turn
+import videovlm
+from videovlm.decode import Frame, get_backend, turn
 from videovlm.errors import BackendError
 from videovlm.plan import FrameRef
 from videovlm.probe import VideoInfo
@@ -138,8 +139,6 @@ def _spot_check(info: VideoInfo, refs: Sequence[FrameRef], images: np.ndarray) -
     for MP4/MOV, not for Matroska (measured). A picture that looks the same both ways is right
     either way.
     """
-    from videovlm.decode import get_backend
-
     picks = sorted({0, len(refs) - 1})
     truth = get_backend("av").decode(info, [refs[k] for k in picks])
     flip = False
@@ -159,8 +158,6 @@ def _spot_check(info: VideoInfo, refs: Sequence[FrameRef], images: np.ndarray) -
 
 def _child_env() -> dict[str, str]:
     """This process's environment, with videovlm importable however this process found it."""
-    import videovlm
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(videovlm.__file__)))
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
@@ -225,8 +222,6 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     """Open the parent's shared memory without letting this process's tracker unlink it."""
     if sys.version_info >= (3, 13):
         return shared_memory.SharedMemory(name=name, track=False)
-    from multiprocessing import resource_tracker
-
     shm = shared_memory.SharedMemory(name=name)
     resource_tracker.unregister(shm._name, "shared_memory")  # the parent owns and unlinks it
     return shm
