@@ -17,6 +17,10 @@ from videovlm.probe import VideoInfo
 
 SeekMode = Literal["exact", "keyframe"]
 SEEK_MODES: tuple[str, ...] = ("exact", "keyframe")
+TIME_TOLERANCE_S = 1e-6
+"""How far a decoded frame's reported time may be from its planned ``time_s`` and still be the
+same frame: float rounding only (the contract's 1 µs). Backends that report times as floats
+check every frame against it."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from videovlm.errors import BackendError
-from videovlm.plan import FrameRef, SeekMode, plan
+from videovlm.plan import TIME_TOLERANCE_S, FrameRef, SeekMode, plan
 from videovlm.probe import VideoInfo, probe
 
 
@@ -184,7 +184,7 @@ def _check(info: VideoInfo, refs: Sequence[FrameRef], frames: list[Frame], name:
         img = f.image
         if (
             not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3
-            or img.shape[2] != 3 or abs(f.time_s - r.time_s) > 1e-6
+            or img.shape[2] != 3 or abs(f.time_s - r.time_s) > TIME_TOLERANCE_S
         ):
             raise BackendError(
                 f"backend {name!r} returned a malformed frame {f.index} "

@@ -31,7 +31,7 @@ import numpy as np
 import videovlm
 from videovlm.decode import Frame, get_backend, turn
 from videovlm.errors import BackendError
-from videovlm.plan import FrameRef
+from videovlm.plan import TIME_TOLERANCE_S, FrameRef
 from videovlm.probe import VideoInfo
 
 # Bound on a decode: a fixed start-up allowance plus a per-frame allowance for every frame of the
@@ -244,7 +244,8 @@ def _check_table(reader, info: VideoInfo) -> str | None:
     got = got - got[0]
     gaps = np.diff(want)
     tol = min(_MAX_TIME_TOLERANCE_S, float(gaps.min()) / 4) if len(gaps) else _MAX_TIME_TOLERANCE_S
-    tol = max(tol, 1e-6 * (1 + float(np.abs(want).max())))  # float32 resolution at this length
+    # never finer than the contract's tolerance, scaled: float32 resolution at this length
+    tol = max(tol, TIME_TOLERANCE_S * (1 + float(np.abs(want).max())))
     bad = np.flatnonzero(np.abs(got - want) > tol)
     if len(bad):
         i = int(bad[0])

@@ -18,14 +18,14 @@ import numpy as np
 
 from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError
-from videovlm.plan import FrameRef
+from videovlm.plan import TIME_TOLERANCE_S, FrameRef
 from videovlm.probe import VideoInfo
 
 # OpenCV's seek asks FFmpeg for a point this many frames before the target (cap_ffmpeg_impl.hpp)
 _CV_SEEK_BACKOFF = 16
 _MAX_SEEK_TRIES = 4
-# OpenCV reports times in milliseconds as doubles; a frame matches within a microsecond
-_TIME_TOLERANCE_MS = 1e-3
+# OpenCV reports times in milliseconds as doubles
+_TIME_TOLERANCE_MS = TIME_TOLERANCE_S * 1000
 
 
 class OpenCVBackend:

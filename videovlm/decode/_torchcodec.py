@@ -15,11 +15,8 @@ import numpy as np
 
 from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError
-from videovlm.plan import FrameRef
+from videovlm.plan import TIME_TOLERANCE_S, FrameRef
 from videovlm.probe import VideoInfo
-
-# a decoded frame's time may differ from the probed one by float rounding only
-_TIME_TOLERANCE_S = 1e-6
 
 
 class TorchcodecBackend:
@@ -55,7 +52,7 @@ class TorchcodecBackend:
         got = batch.pts_seconds.tolist()
         for ref, t in zip(refs, got, strict=True):
             want = float(ref.pts * tb)
-            if abs(t - want) > _TIME_TOLERANCE_S:
+            if abs(t - want) > TIME_TOLERANCE_S:
                 raise BackendError(
                     f"torchcodec returned the frame at {t:.6f} s for frame {ref.index} "
                     f"(at {want:.6f} s) of {info.path}; use --backend av"
