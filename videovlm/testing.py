@@ -50,9 +50,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from videovlm.model import FAMILIES
+
 Family = Literal["idefics3", "smolvlm"]
 Shape = Literal["tiny", "256m", "2b"]
-FAMILIES: tuple[str, ...] = ("idefics3", "smolvlm")
 SHAPES: tuple[str, ...] = ("tiny", "256m", "2b")
 
 # The hub repositories' chat templates (see the module docstring for where they come from).
