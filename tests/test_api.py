@@ -266,6 +266,39 @@ def test_multiple_choice_encodes_the_video_once(family, recipes, request) -> Non
     assert all(a.choice in ("A", "B", "C") for a in r.answers)
 
 
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_mixed_questions_share_one_encoding_and_record_each_answers_settings(
+        family, recipes, request, tmp_path) -> None:
+    """Open and multiple-choice questions on one video, each kind under its own recipe (qa
+    and mcq, as a questions file mixes them): the vision tower runs once, every answer is in
+    one record, and each answer says which recipe and generation settings made it."""
+    model = request.getfixturevalue(family)
+    qa = load_recipe(str(recipes["qa"]))
+    mcq = load_recipe(str(fast_recipe(tmp_path, "mcq", max_new_tokens=3)))
+    inputs = load_video(BIKES, qa, n=6, image_size=model.image_size)
+    with VisionRuns(model) as vision, PrefillLengths(model) as seen:
+        r = run_model(model, inputs, qa, choice_recipe=mcq,
+                      questions=["What moves?", "Where is this?", "Who rides?"],
+                      question_choices=[None, ["a street", "a beach"], ["A. kids", "B. nobody",
+                                                                         "C. a dog"]])
+    assert vision.count == 1 and len(seen.lengths) == 1
+    d = r.to_dict()
+    assert [a["question"] for a in d["answers"]] == ["What moves?", "Where is this?",
+                                                      "Who rides?"]
+    open_, two, three = d["answers"]
+    assert open_["choice"] is None and "choice_source" not in open_
+    assert open_["recipe"] == qa.name and open_["generation"]["max_new_tokens"] == 6
+    assert two["recipe"] == three["recipe"] == mcq.name
+    assert two["generation"]["max_new_tokens"] == 3 and two["choice"] in ("A", "B")
+    assert three["choices"] == ["kids", "nobody", "a dog"] and three["choice"] in "ABC"
+    assert {two["choice_source"], three["choice_source"]} <= {"text", "logits"}
+    # the prefix has room for the longest answer of either recipe
+    assert d["prompt"]["budget"] == model.context - 6
+    # one recipe for all questions: no per-answer settings, as before
+    same = run_model(model, inputs, mcq, questions=["Where?"], choices=["a", "b"])
+    assert "recipe" not in same.to_dict()["answers"][0]
+
+
 def test_option_labels_are_ours() -> None:
     assert option_texts(["A. red", "B) blue", "(C) green"]) == ["red", "blue", "green"]
     assert option_texts(["red", "blue"]) == ["red", "blue"]
