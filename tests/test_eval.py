@@ -195,6 +195,13 @@ def test_limit_keeps_the_first_questions(videos, tmp_path):
         load_eval_questions(path, videos)
 
 
+def test_questions_file_as_a_json_list(videos, tmp_path):
+    listed = tmp_path / "q.json"
+    listed.write_text(json.dumps(QUESTIONS, indent=2))
+    lined = write_questions(tmp_path / "q.jsonl", QUESTIONS)
+    assert load_eval_questions(listed, videos) == load_eval_questions(lined, videos)
+
+
 def run_cli(args: list[str]) -> int:
     from videovlm.cli import main
 

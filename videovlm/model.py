@@ -45,7 +45,7 @@ def default_model_id() -> str:
     return os.environ.get("VIDEOVLM_MODEL") or DEFAULT_MODEL
 
 
-def _resolve(model_id: str) -> tuple[Path, str | None]:
+def resolve(model_id: str) -> tuple[Path, str | None]:
     """A local folder for ``model_id`` and its revision; fail fast (one line) when there is none.
 
     A hub id is looked up in the local cache first; only when it is missing do we ask the hub,
@@ -172,7 +172,7 @@ class Model:
              dtype: str | None = None) -> Model:
         """Load a hub id or a local folder (``ModelError``, one line, when it cannot be had)."""
         model_id = model or default_model_id()
-        folder, revision = _resolve(model_id)
+        folder, revision = resolve(model_id)
         config = _read_json(folder / "config.json")
         family = FAMILIES.get(config.get("model_type", ""))
         if family is None:
