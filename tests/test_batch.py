@@ -550,6 +550,47 @@ def test_cli_batch_user_mistakes_are_one_line_and_write_nothing(case, small_tree
     assert not out.exists()
 
 
+BAD_QUESTIONS = [
+    {"video": "a/x.mp4", "question": "Fine?"},
+    '{"video": "a/x.mp4", "question": "Q"',  # cut short: not JSON
+    {"video": "a/x.mp4", "question": "Q", "colour": 1},
+    {"video": "a/x.mp4", "question": "Q", "choices": ["one"]},
+    {"video": "nope.mp4", "question": "Q"},
+    {"video": "x.mp4", "question": "Q"},  # a/x.mp4 or b/x.mp4?
+    {"video": "b/x.mp4", "questoin": "Q"},
+]
+
+
+def test_cli_batch_questions_file_mistakes_are_all_said_at_once(small_tree, tmp_path, capsys):
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n"
+                             for x in BAD_QUESTIONS))
+    out = tmp_path / "out"
+    # a model that does not exist: the file's problems are found before any model loads
+    rc = run_cli(["batch", str(small_tree), "-o", str(out), "--questions", str(qfile),
+                  "--model", str(tmp_path / "no-model"), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith(f"videovlm: error: {qfile}:") for line in err), err
+    assert [line.split(": ")[2].rsplit(":", 1)[-1] for line in err] == ["2", "3", "4", "5", "6",
+                                                                        "7"]
+    assert "not a JSON object" in err[0] and "unknown key(s) colour" in err[1]
+    assert "2 to 26 strings" in err[2] and "'nope.mp4' not found" in err[3]
+    assert "matches 2 videos" in err[4] and "missing question" in err[5]
+    assert not out.exists()
+
+
+def test_cli_batch_says_the_first_twenty_problems_and_how_many_more(small_tree, tmp_path,
+                                                                    capsys):
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join(f'{{"video": "v{i}.mp4", "question": "Q"}}\n' for i in range(25)))
+    assert run_cli(["batch", str(small_tree), "-o", str(tmp_path / "out"), "--questions",
+                    str(qfile), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 21 and "'v19.mp4' not found" in err[19]
+    assert err[20] == "videovlm: error: ... and 5 more problems"
+
+
 @pytest.mark.slow
 def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, tiny_idefics3):
     videos = tmp_path / "videos"

@@ -125,8 +125,7 @@ def test_shared_prefix_gives_the_answers_of_asking_each_question_alone(videos, m
     from videovlm.pipelines import load_recipe
 
     recipe = load_recipe("eval_cinepile")
-    inputs = load_video(videos / "a" / "x.mp4", recipe, n=3, image_size=model.image_size,
-                        mode="ask")
+    inputs = load_video(videos / "a" / "x.mp4", recipe, n=3, image_size=model.image_size)
     items = [EvalItem("1", "a/x.mp4", "What colour?", tuple(OPTIONS), "A"),
              EvalItem("2", "a/x.mp4", "Which shape?", ("circle", "square", "line", "dot"), "B"),
              EvalItem("3", "a/x.mp4", "How many?", ("1", "2", "3", "4", "5"), "E")]
@@ -193,6 +192,13 @@ def test_limit_keeps_the_first_questions(videos, tmp_path):
     assert [i.id for i in load_eval_questions(path, videos, limit=2)] == ["q1", "q2"]
     with pytest.raises(QuestionsFileError, match=r"not-there\.mp4"):  # only without the limit
         load_eval_questions(path, videos)
+
+
+def test_questions_file_as_a_json_list(videos, tmp_path):
+    listed = tmp_path / "q.json"
+    listed.write_text(json.dumps(QUESTIONS, indent=2))
+    lined = write_questions(tmp_path / "q.jsonl", QUESTIONS)
+    assert load_eval_questions(listed, videos) == load_eval_questions(lined, videos)
 
 
 def run_cli(args: list[str]) -> int:

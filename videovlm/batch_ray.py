@@ -34,16 +34,17 @@ from typing import Any
 
 from videovlm.batch import (
     BatchReport,
+    Interrupts,
     Job,
     Questions,
     Recorder,
     VideoStages,
-    _Interrupts,
-    _progress,
     error_result,
     prepare_run,
+    progress_bar,
 )
 from videovlm.errors import ModelError, VideoVLMError
+from videovlm.model import Model, default_model_id, resolve
 
 _DECODE_MEMORY = 512 * 2**20  # bytes a decode task may hold: 50 frames at 1080p and their copies
 
@@ -63,10 +64,8 @@ def _quiet_ray_data() -> None:
 def model_image_size(model_id: str | None) -> int:
     """The model's single-image size, read from its processor config without loading weights,
     so the driver (often a machine without a GPU) can set up the CPU stage."""
-    from videovlm.model import _resolve, default_model_id
-
     model_id = model_id or default_model_id()
-    folder, _ = _resolve(model_id)
+    folder, _ = resolve(model_id)
     try:
         config = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
         return int(config["max_image_size"]["longest_edge"])
@@ -91,8 +90,6 @@ class _Generate:
 
     def __init__(self, stages: VideoStages, model_id: str | None, device: str | None,
                  dtype: str | None) -> None:
-        from videovlm.model import Model
-
         self.stages = stages
         self.model = Model.load(model_id, device=device, dtype=dtype)
 
@@ -169,13 +166,13 @@ def run_ray(
     prep = prepare_run(jobs, out_dir, resume=resume, settings=settings)
     report = BatchReport(total=prep.total, skipped=prep.skipped,
                          failed_before=prep.failed_before, results=prep.log.path)
-    bar = _progress(prep.total, prep.skipped, progress)
+    bar = progress_bar(prep.total, prep.skipped, progress)
     say = say or (lambda text: bar.write(f"videovlm: {text}", file=sys.stderr))
     recorder = Recorder(prep.out_dir, prep.log, formats)
     start = time.perf_counter()
     started = False
     try:
-        with _Interrupts(say) as interrupts:
+        with Interrupts(say) as interrupts:
             if prep.todo:
                 started = _start_ray(num_cpus)
                 _quiet_ray_data()

@@ -20,32 +20,21 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from videovlm import batch as b
 from videovlm import tasks
+from videovlm.api import VideoInputs, load_video, option_texts, run_model
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write
-
-if TYPE_CHECKING:
-    from videovlm.api import VideoInputs
-    from videovlm.batch import BatchReport
-    from videovlm.model import Model
-    from videovlm.pipelines import Recipe
-    from videovlm.result import Result
+from videovlm.model import Model
+from videovlm.pipelines import Recipe, load_recipe
+from videovlm.questions import QuestionsFileError, read_questions
+from videovlm.result import Result
+from videovlm.text import LETTERS, choice_letters
 
 PREDICTIONS_NAME = "predictions.jsonl"
 SUMMARY_NAME = "summary.json"
-_KEYS = ("video", "question", "choices", "answer")
-
-
-class QuestionsFileError(VideoVLMError):
-    """A questions file with mistakes: every problem found, one line each (``problems``), so a
-    user fixes them all in one go instead of one per run."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        super().__init__(f"{problems[0]}{more}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +56,6 @@ def gold_letter(answer: str, choices: Sequence[str]) -> str | None:
     and scoring compares letters, so text is mapped to its option's letter. Case and spacing
     are ignored in text, not in letters: a lone ``a`` is an option text, never option A.
     """
-    from videovlm.text import choice_letters
-
     letters = choice_letters(choices)
     text = answer.strip()
     m = re.fullmatch(r"\(?([A-Z])\)?[.):]?", text)
@@ -87,39 +74,6 @@ def gold_letter(answer: str, choices: Sequence[str]) -> str | None:
     return None
 
 
-def _item(obj: Any, where: str, line_no: int) -> EvalItem:
-    """One line checked; raises ``ValueError`` with what is wrong (the caller adds where)."""
-    from videovlm.api import option_texts
-
-    if not isinstance(obj, dict):
-        raise ValueError("expected a JSON object {\"video\", \"question\", \"choices\", "
-                         "\"answer\", \"id\"?}")
-    missing = [k for k in _KEYS if k not in obj]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    video, question, choices, answer = (obj[k] for k in _KEYS)
-    if not isinstance(video, str) or not video.strip():
-        raise ValueError("video must be a path relative to --videos")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("question must be a non-empty string")
-    if (not isinstance(choices, list) or not 2 <= len(choices) <= 26
-            or not all(isinstance(c, str) and c.strip() for c in choices)):
-        raise ValueError("choices must be a list of 2 to 26 non-empty strings")
-    if not isinstance(answer, str) or not answer.strip():
-        raise ValueError("answer must be an option's letter or its text")
-    options = option_texts(choices)
-    gold = gold_letter(answer, options)
-    if gold is None:
-        letters = f"A-{chr(ord('A') + len(options) - 1)}"
-        raise ValueError(f"answer {answer!r} is neither an option letter ({letters}) nor one "
-                         "of the choices")
-    ident = obj.get("id", str(line_no))
-    if isinstance(ident, bool) or not isinstance(ident, str | int):
-        raise ValueError("id must be a string or an integer")
-    rel = PurePosixPath(video.strip().replace("\\", "/")).as_posix()
-    return EvalItem(str(ident), rel, question.strip(), tuple(options), gold)
-
-
 def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[str],
                         *, limit: int | None = None) -> list[EvalItem]:
     """Read and check a questions file against the videos folder; the first ``limit``
@@ -127,42 +81,34 @@ def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[
 
     Everything is checked before a model is loaded, and every problem is collected (bad JSON,
     missing or mistyped keys, a gold answer that names no option, a duplicate id, a video that
-    is not under ``videos``) into one :class:`QuestionsFileError`, one line per problem.
+    is not under ``videos``) into one :class:`~videovlm.questions.QuestionsFileError`, one line
+    per problem. The file (JSON Lines, or a JSON list) and its keys are read and checked by
+    :func:`videovlm.questions.read_questions`; keys a benchmark adds of its own are ignored.
     Videos are checked for existence only for the questions kept by ``limit``, so a quick run
     on the first few questions does not need the whole benchmark on disk.
     """
-    path, root = Path(path), Path(videos)
+    root = Path(videos)
     if not root.is_dir():
         raise VideoVLMError(f"{root} is not a folder; give the folder that holds the videos "
                             "with --videos")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VideoVLMError(f"cannot read questions file {path}: {exc}") from None
     problems: list[str] = []
     items: list[EvalItem] = []
     seen: dict[str, str] = {}
-    for no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for entry in read_questions(path, problems, required=("video", "choices", "answer"),
+                                bare=False, strict=False):
+        options = option_texts(entry.choices)
+        gold = gold_letter(entry.answer, options)
+        if gold is None:
+            problems.append(f"{entry.where}: answer {entry.answer!r} is neither an option "
+                            f"letter (A-{LETTERS[len(options) - 1]}) nor one of the choices")
             continue
-        where = f"{path}:{no}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            problems.append(f"{where}: not a JSON object ({exc})")
+        ident = str(entry.number) if entry.id is None else entry.id
+        if ident in seen:
+            problems.append(f"{entry.where}: id {ident!r} repeats {seen[ident]}")
             continue
-        try:
-            item = _item(obj, where, no)
-        except ValueError as exc:
-            problems.append(f"{where}: {exc}")
-            continue
-        if item.id in seen:
-            problems.append(f"{where}: id {item.id!r} repeats {seen[item.id]}")
-            continue
-        seen[item.id] = where
-        items.append(item)
-    if not items and not problems:
-        problems.append(f"{path} holds no questions")
+        seen[ident] = entry.where
+        rel = PurePosixPath(entry.video.strip().replace("\\", "/")).as_posix()
+        items.append(EvalItem(ident, rel, entry.question, tuple(options), gold))
     if limit is not None:
         items = items[:limit]
     missing: dict[str, int] = {}
@@ -182,8 +128,6 @@ def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
                  items: Sequence[EvalItem]) -> Result:
     """Answer every question about one video from one encoding of its frames, each question
     with its own options (:func:`videovlm.api.run_model` with ``question_choices``)."""
-    from videovlm.api import run_model
-
     return run_model(model, inputs, recipe, questions=[item.question for item in items],
                      question_choices=[list(item.choices) for item in items])
 
@@ -192,7 +136,7 @@ def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
 class EvalReport:
     """How an evaluation went: the batch run's report and the scores written from its log."""
 
-    batch: BatchReport
+    batch: b.BatchReport
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -235,10 +179,6 @@ def evaluate(
     resumable (a rerun skips answered videos; other settings are refused); afterwards
     ``predictions.jsonl`` and ``summary.json`` are rewritten from the whole log.
     """
-    from videovlm import batch as b
-    from videovlm.api import load_video
-    from videovlm.pipelines import load_recipe
-
     recipe = load_recipe(tasks.protocol(protocol).recipe)
     root, out = Path(videos).absolute(), Path(out_dir)
     by_video: dict[str, list[EvalItem]] = {}

@@ -191,8 +191,10 @@ def _check_file(path: str) -> None:
         raise InputError(f"{path}: the file is empty (0 bytes)")
 
 
-# The first box of an ISO-BMFF / QuickTime file (bytes 4-8), and FFmpeg's name for the demuxer
-_MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+# The first box of an ISO-BMFF / QuickTime file (bytes 4-8: ``ftyp``, or an atom a QuickTime
+# file may start with instead; public, a batch sniffs for them too), and FFmpeg's name for the
+# demuxer
+MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _MOV_FORMAT = "mov,mp4,m4a,3gp,3g2,mj2"
 
 
@@ -210,7 +212,7 @@ def _open(path: str):
 
     with open(path, "rb") as f:
         head = f.read(8)
-    if head[4:8] in _MOV_BOXES:
+    if head[4:8] in MOV_BOXES:
         container = av.open(path, metadata_errors="ignore", options={"fflags": "+noparse"})
         if container.format.name == _MOV_FORMAT:
             return container

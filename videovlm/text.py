@@ -144,12 +144,15 @@ def parse_segments(text: str, duration_s: float) -> tuple[list[Segment], bool]:
 
 
 LETTERS = string.ascii_uppercase
+MAX_CHOICES = len(LETTERS)
+"""The most options a question may have: one letter each."""
 
 
 def choice_letters(choices: Sequence[str]) -> list[str]:
-    """The letters that label ``choices`` (A, B, C, ...); more than 26 options is a user error."""
-    if len(choices) > len(LETTERS):
-        raise ValueError(f"at most {len(LETTERS)} choices are supported, got {len(choices)}")
+    """The letters that label ``choices`` (A, B, C, ...); more than MAX_CHOICES options is a user
+    error."""
+    if len(choices) > MAX_CHOICES:
+        raise ValueError(f"at most {MAX_CHOICES} choices are supported, got {len(choices)}")
     return list(LETTERS[: len(choices)])
 
 

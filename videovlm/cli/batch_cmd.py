@@ -3,7 +3,8 @@
 Only options in and a report out: finding inputs, the crash-safe log and the engines live in
 :mod:`videovlm.batch` and :mod:`videovlm.batch_ray`. Everything a user can get wrong (a folder
 with no videos, a questions file naming unknown videos, a model that is not there, an output
-folder made with other settings) is refused in one line before anything is written.
+folder made with other settings) is refused in one line before anything is written; a questions
+file with mistakes gets one line per mistake, all of them at once.
 :func:`run_batch` is also what ``videovlm run RECIPE DIR`` calls, so the two cannot drift apart.
 """
 
@@ -27,10 +28,12 @@ from videovlm.cli.common import (
     model_options,
     output_option,
     quiet_option,
+    say_problems,
     setup_logging,
 )
 from videovlm.errors import VideoVLMError
 from videovlm.pipelines import load_recipe
+from videovlm.questions import QuestionsFileError
 
 if TYPE_CHECKING:
     from videovlm.batch import BatchReport, Question
@@ -119,7 +122,7 @@ def run_batch(
     quiet: bool = False,
 ) -> int:
     """Run ``recipe`` on every video in ``folder`` into ``out_dir``; the exit code (0 all done,
-    1 some failed, 130 interrupted).
+    1 some failed, 2 a questions file with mistakes, 130 interrupted).
 
     Questions come from a file (``questions_file``, per video or for all) or are ``asked`` of
     every video; ``choice_recipe`` answers those with choices. ``n`` and ``backend`` are kept
@@ -146,7 +149,11 @@ def run_batch(
     jobs = found.jobs
     questions = b.Questions(common=list(asked)) if asked else None
     if questions_file is not None:
-        questions = b.load_questions(questions_file, folder, [j.input for j in jobs])
+        try:
+            questions = b.load_questions(questions_file, folder, [j.input for j in jobs])
+        except QuestionsFileError as exc:  # every problem on its own line, nothing written
+            say_problems(exc)
+            return exc.exit_code
         if questions.named and not questions.common:  # the file names its videos: only those
             jobs = [j for j in jobs if j.input in questions.named]
     if not jobs:

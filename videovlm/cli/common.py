@@ -1,5 +1,6 @@
-"""What the commands that run the model share: their options, logging, model loading, and the
-loop that runs videos one by one and puts each result where the user asked.
+"""What the commands that run the model share: their options, logging, model loading, how a
+questions file's problems are said, and the loop that runs videos one by one and puts each result
+where the user asked.
 
 Declared once here so that ``describe``, ``ask``, ``run`` and ``batch`` cannot drift apart: the
 same option reads the same in every ``--help``, and a failure is reported the same way whichever
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from videovlm.errors import VideoVLMError
+from videovlm.questions import QuestionsFileError
 
 if TYPE_CHECKING:
     from videovlm.model import Model
@@ -135,6 +137,19 @@ def setup_logging(quiet: bool) -> None:
         logger.addHandler(_StderrHandler())
         logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+_SHOWN_PROBLEMS = 20  # a wholly wrong file says enough to be fixed without flooding the terminal
+
+
+def say_problems(exc: QuestionsFileError) -> None:
+    """Each problem of a questions file on its own error line (the first twenty, then how many
+    more), for a command that checks the whole file before it loads a model."""
+    for problem in exc.problems[:_SHOWN_PROBLEMS]:
+        click.echo(f"videovlm: error: {problem}", err=True)
+    if len(exc.problems) > _SHOWN_PROBLEMS:
+        click.echo(f"videovlm: error: ... and {len(exc.problems) - _SHOWN_PROBLEMS} more "
+                   "problems", err=True)
 
 
 def load_model(model_id: str | None, device: str | None, dtype: str | None,

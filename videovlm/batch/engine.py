@@ -1,0 +1,279 @@
+"""The local engine: runs a batch's inputs through two stages, overlapping the decoding of the
+next videos with the generation of the current one, and commits each result (files, then its
+record) as it comes.
+
+The engine is generic over two stages so it can be tested, benchmarked and reused by the Ray engine
+without a model: ``cpu_stage(job) -> payload`` (probe, scenes, decode, prepare: runs in background
+workers) and ``model_stage(job, payload) -> Result`` (runs in the calling thread, where the one
+loaded model lives). What both engines share lives here too: the commit step
+(:class:`Recorder`), the report, Ctrl-C handling and the progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videovlm import writers
+from videovlm.batch.inputs import Job, ensure_inside, output_location
+from videovlm.batch.log import ResultsLog, prepare_run
+from videovlm.result import Result
+
+
+def error_result(job: Job, exc: BaseException, *, seconds: float | None = None) -> Result:
+    """The record of an input that failed: the error's type and its message on one line."""
+    message = " ".join(str(exc).split()) or repr(exc)
+    result = Result(video={"path": str(job.path)},
+                    error={"type": type(exc).__name__, "message": message})
+    if seconds is not None:
+        result.timing_s = {"total": round(seconds, 6)}
+    return result
+
+
+WriteFiles = Callable[[Result, Path, Sequence[str], str], list[Path]]
+"""What writes one input's files: ``(result, folder, formats, stem) -> paths``, as
+:func:`videovlm.writers.write` does."""
+
+
+@dataclass
+class Recorder:
+    """Turns one finished input into its files and its record: the commit step both engines
+    share. Files first (atomic, by ``write``), the record last, so a record always means that
+    its files are complete."""
+
+    out_dir: Path
+    log: ResultsLog
+    formats: Sequence[str] = ()
+    write: WriteFiles | None = None
+
+    def commit(self, job: Job, result: Result) -> dict[str, Any]:
+        outputs: list[str] = []
+        if result.error is None and self.formats:
+            try:
+                folder, stem = output_location(self.out_dir, job.input)
+                ensure_inside(self.out_dir, folder)
+                write = self.write or writers.write
+                paths = write(result, folder, self.formats, stem)
+                outputs = [Path(p).relative_to(self.out_dir).as_posix() for p in paths]
+            except Exception as exc:  # a failed write is this input's failure, not the batch's
+                result = error_result(job, exc)
+        record = {"input": job.input, **result.to_dict(), "outputs": outputs}
+        self.log.append(record)
+        return record
+
+
+@dataclass
+class BatchReport:
+    """How a batch went; ``cpu_s``/``model_s`` are the summed stage times of this run (for the
+    overlap benchmark: wall time against the larger of the two)."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failed_before: int = 0  # skipped inputs whose earlier record is an error
+    interrupted: bool = False
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    model_s: float = 0.0
+    results: Path | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, "Type: message")
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done; 1 some input's record is an error (this run's or a resumed one's);
+        130 interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failed or self.failed_before else 0
+
+    def count(self, record: dict[str, Any], say: Callable[[str], None]) -> None:
+        """Tally one committed record; a failure is also said (one line) and kept for the end."""
+        if record["error"] is None:
+            self.done += 1
+            return
+        self.failed += 1
+        failure = f"{record['error']['type']}: {record['error']['message']}"
+        self.failures.append((record["input"], failure))
+        say(f"failed: {record['input']}: {failure}")
+
+    def summary(self) -> str:
+        left = self.total - self.done - self.failed - self.skipped
+        before = f" ({self.failed_before} failed before)" if self.failed_before else ""
+        text = (f"{self.done} done, {self.failed} failed, {self.skipped} skipped{before}"
+                f"{f', {left} left' if left else ''} in {self.wall_s:.1f} s")
+        return text + (f" -> {self.results}" if self.results else "")
+
+
+class Interrupts:
+    """First Ctrl-C: finish the current video, then stop. Second: abandon it now. A Ctrl-C that
+    arrives while a record is being committed only asks to stop, so no record is half-made."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.stop = False
+        self.committing = False
+        self._say = say
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.committing or not self.stop:
+            if not self.stop:
+                self._say("interrupt: finishing the current video, then stopping "
+                          "(Ctrl-C again to abandon it)")
+            self.stop = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        self.committing = True
+        try:
+            yield
+        finally:
+            self.committing = False
+
+
+def _ignore_sigint() -> None:
+    """Decode processes leave Ctrl-C to the main process, which decides what to finish."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _executor(workers: int, processes: bool) -> Executor | None:
+    if workers <= 0:
+        return None
+    if processes:
+        # spawn, not fork: the parent may hold torch's threads and a loaded model
+        return ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint,
+                                   mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="videovlm-decode")
+
+
+def _timed(stage: Callable[[Job], Any], job: Job) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return stage(job), time.perf_counter() - start
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    """The batch's bar on stderr, ``initial`` of ``total`` inputs already done (resumed); shown
+    only on a terminal when ``enabled``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="batch", unit="video", file=sys.stderr,
+                dynamic_ncols=True, disable=None if enabled else True, smoothing=0.1)
+
+
+def run_local(
+    jobs: Sequence[Job],
+    cpu_stage: Callable[[Job], Any],
+    model_stage: Callable[[Job, Any], Result],
+    out_dir: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = (),
+    write: WriteFiles | None = None,
+    workers: int = 2,
+    prefetch: int | None = None,
+    processes: bool = False,
+    resume: bool = True,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> BatchReport:
+    """Run every input not yet recorded: ``cpu_stage`` in ``workers`` background threads,
+    ``model_stage`` here, one record per input.
+
+    At most ``workers + prefetch`` inputs are decoded ahead of the one being generated (default
+    prefetch: ``workers``), so memory stays flat however many videos there are. ``workers=0``
+    runs both stages one after the other in this thread (the sequential baseline). Threads by
+    default: the decoders and resizers release the GIL and payloads need no copying;
+    ``processes=True`` runs ``cpu_stage`` (then picklable) in spawned processes instead, for
+    CPU stages whose Python parts (scene detection) would contend with generation for the GIL.
+    Inputs are taken in order; an exception in either stage becomes that input's error record
+    and the batch goes on.
+    """
+    prep = prepare_run(jobs, out_dir, resume=resume, settings=settings)
+    report = BatchReport(total=prep.total, skipped=prep.skipped,
+                         failed_before=prep.failed_before, results=prep.log.path)
+    bar = progress_bar(prep.total, prep.skipped, progress)
+    say = say or (lambda text: bar.write(f"videovlm: {text}", file=sys.stderr))
+    recorder = Recorder(prep.out_dir, prep.log, formats, write)
+    start = time.perf_counter()
+    window = max(0, workers) + (workers if prefetch is None else max(0, prefetch))
+    pool = _executor(workers, processes)
+    todo = iter(prep.todo)
+    ahead: deque[tuple[Job, Future[tuple[Any, float]]]] = deque()
+
+    def fill() -> None:
+        while pool is not None and len(ahead) < max(window, 1):
+            job = next(todo, None)
+            if job is None:
+                return
+            ahead.append((job, pool.submit(_timed, cpu_stage, job)))
+
+    interrupts = Interrupts(say)
+    try:
+        with interrupts:
+            fill()
+            while True:
+                if interrupts.stop:
+                    break
+                if pool is not None:
+                    if not ahead:
+                        break
+                    job, future = ahead.popleft()
+                    fill()
+                else:
+                    job = next(todo, None)
+                    if job is None:
+                        break
+                bar.set_postfix_str(f"failed={report.failed} {job.input}", refresh=True)
+                t0 = time.perf_counter()
+                try:
+                    if pool is not None:
+                        payload, cpu_s = future.result()
+                    else:
+                        payload, cpu_s = _timed(cpu_stage, job)
+                    report.cpu_s += cpu_s
+                    t1 = time.perf_counter()
+                    try:
+                        result = model_stage(job, payload)
+                    finally:
+                        report.model_s += time.perf_counter() - t1
+                    del payload
+                except Exception as exc:
+                    result = error_result(job, exc, seconds=time.perf_counter() - t0)
+                with interrupts.commit():
+                    record = recorder.commit(job, result)
+                report.count(record, say)
+                bar.update(1)
+        report.interrupted = interrupts.stop and report.done + report.failed < len(prep.todo)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+        prep.close()
+        report.wall_s = time.perf_counter() - start
+    return report
