@@ -18,12 +18,12 @@ import srt
 import webvtt
 from PIL import Image
 
+from tests.conftest import SAMPLES
 from videovlm.cli import main
 from videovlm.probe import probe
 
-ROOT = Path(__file__).resolve().parent.parent
-BIKES = str(ROOT / "samples" / "bikes.mp4")
-WORLD = str(ROOT / "samples" / "world.mp4")
+BIKES = str(SAMPLES / "bikes.mp4")
+WORLD = str(SAMPLES / "world.mp4")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
