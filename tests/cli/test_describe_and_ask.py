@@ -106,6 +106,20 @@ def test_describe_several_videos_one_line_each_and_one_model(capsys, tiny_smolvl
     assert "loaded" not in err  # --quiet
 
 
+@pytest.mark.allow_error_logs  # among several videos, one that fails is logged as an ERROR
+def test_describe_several_videos_logs_a_failure_and_runs_the_others(capsys, tiny_smolvlm,
+                                                                     recipes, bad_inputs):
+    bad = str(bad_inputs["text"])  # a file named .mp4: it exists, so it fails only when read
+    code, stdout, err = run(capsys, "describe", BIKES, bad, WORLD, "--model", str(tiny_smolvlm),
+                            "--recipe", recipes["timeline"], "-n", "4", "--quiet")
+    assert code == 1
+    assert [json.loads(line)["video"]["path"] for line in stdout.splitlines()] == [BIKES, WORLD]
+    errors = [ln for ln in err.splitlines() if ln.startswith("videovlm: ERROR: ")]
+    assert len(errors) == 2 and bad in errors[0]
+    assert errors[1] == "videovlm: ERROR: 1 of 3 videos failed"
+    assert "Traceback" not in err
+
+
 def test_describe_sheet(capsys, tmp_path, tiny_idefics3, recipes):
     sheet = tmp_path / "s.png"
     code, stdout, err = run(capsys, "describe", BIKES, "--model", str(tiny_idefics3),
