@@ -7,6 +7,8 @@ session, on first use, in a temporary folder.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -166,6 +168,48 @@ def truncated_playable(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tu
         "ts_83": (media.truncate(ts, d / "cut off 83.ts", 0.83), 90),
         "mkv_61": (media.truncate(mkv, d / "cut off 61.mkv", 0.61), 90),
     }
+
+
+# --- No unexpected error logs ----------------------------------------------------------------
+
+
+class _ErrorRecords(logging.Handler):
+    """Keeps every ERROR-or-worse record it sees, once (it listens on two loggers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not any(r is record for r in self.records):
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_logs_gte_error(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that logs an ERROR (or worse) unless it is marked
+    ``@pytest.mark.allow_error_logs``, as PySceneDetect's tests do: an error log is what a user
+    sees when something went wrong, so one that no test expects is a bug even when the test's
+    assertions pass.
+
+    The handler listens on the root logger and on ``videovlm``'s: the CLI's ``setup_logging``
+    stops that one propagating to the root, in the middle of a test, where ``caplog`` (which
+    looks for non-propagating loggers only when a test starts) would miss its records.
+    """
+    handler = _ErrorRecords()
+    loggers = [logging.getLogger(), logging.getLogger("videovlm")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("allow_error_logs") is None:
+        lines = "\n".join(f"  {r.name}: {r.levelname}: {r.getMessage()}" for r in handler.records)
+        pytest.fail(f"the test logged {len(handler.records)} unexpected ERROR record(s) (mark "
+                    f"it @pytest.mark.allow_error_logs if they are expected):\n{lines}",
+                    pytrace=False)
 
 
 # --- Model-stage fixtures (H3): random-weight checkpoints of the real architectures -------------

@@ -215,6 +215,40 @@ def make_video(
     return path
 
 
+SHOT_SIZE = (160, 120)
+SHOT_INSET = (48, 36)
+SHOT_COLOURS = [(200, 40, 40), (30, 160, 60), (40, 60, 200), (220, 200, 40), (120, 30, 140)]
+
+
+def make_shots(
+    path: Path, cuts: list[int], n_frames: int, fps: int = 25, start_pts_s: float = 0.0,
+    slow_after: int | None = None,
+) -> Path:
+    """A clip of shots starting at ``cuts``: each a coloured, slowly moving gradient with the
+    frame's index drawn in a corner (:func:`draw_frame`), so a decoded frame names itself.
+    ``slow_after=i``: frames after ``i`` stay three ticks each (variable frame rate)."""
+    tick = Fraction(1, fps)
+    x = np.arange(SHOT_SIZE[0])[None, :, None]
+    y = np.arange(SHOT_SIZE[1])[:, None, None]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = *SHOT_SIZE, "yuv420p"
+        stream.codec_context.time_base = tick
+        for i in range(n_frames):
+            shot = sum(1 for c in cuts if c <= i) - 1
+            colour = np.array(SHOT_COLOURS[shot % len(SHOT_COLOURS)], dtype=np.float32)
+            shade = 0.6 + 0.4 * (((x + y + i) % 80) / 80.0)  # gentle motion inside a shot
+            img = (colour * shade).clip(0, 255).astype(np.uint8)
+            img[: SHOT_INSET[1], : SHOT_INSET[0]] = draw_frame(i, SHOT_INSET)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            ticks = i if slow_after is None or i <= slow_after else i + 2 * (i - slow_after)
+            frame.pts = ticks + round(start_pts_s * fps)
+            frame.time_base = tick
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 def _add_audio(out: av.container.OutputContainer, suffix: str):
     codec = _AUDIO.get(suffix, "aac")
     rate = 48000

@@ -2,8 +2,8 @@
 overlap of decoding with generation, and survival of SIGKILL at random moments.
 
 The engine is exercised with real files and real stages: the CPU stage decodes every frame with
-PyAV and the "model" stage summarises the pixels, so the tests run in seconds; the CLI tests at the
-end run the real model stage on a tiny checkpoint.
+PyAV and the "model" stage summarises the pixels, so the tests run in seconds; `videovlm batch`,
+with the real model stage on a tiny checkpoint, is tested in tests/cli/test_batch.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests import media
+from tests.helpers import records
 from videovlm.batch import (
     RESULTS_NAME,
     Job,
@@ -57,12 +58,6 @@ def summarise(job: Job, payload: dict) -> Result:
     means = payload["means"]
     return Result(video={"path": str(job.path), "frame_count": len(means)},
                   summary=f"mean brightness {np.mean(means):.2f}")
-
-
-def records(out: Path) -> list[dict]:
-    lines = (out / RESULTS_NAME).read_bytes().split(b"\n")
-    assert lines[-1] == b"", "results.jsonl must end with a complete line"
-    return [json.loads(line) for line in lines[:-1]]
 
 
 @pytest.fixture(scope="module")
@@ -439,202 +434,3 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert not list(out.rglob("*.tmp"))
     again = subprocess.run(cmd, stderr=subprocess.PIPE, timeout=120)  # all done: nothing redone
     assert again.returncode == 1 and records(out) == recs
-
-
-# -- the command, with the real model stage on a tiny checkpoint --------------------------------
-
-FAST_RECIPE = """
-extends = "timeline"
-name = "fast-timeline"
-[sampling]
-n = 3
-[generation]
-max_new_tokens = 3
-"""
-
-
-def make_small_tree(root: Path) -> Path:
-    """Two clips with one name in two folders, a text file named .mp4, a cut-off clip."""
-    for sub in ("a", "b"):
-        (root / sub).mkdir(parents=True)
-        media.make_video(root / sub / "x.mp4", n_frames=10)
-    media.make_text(root / "broken.mp4")  # text with a video's name: ignored, reported
-    media.truncate(root / "a" / "x.mp4", root / "cut.mp4", 0.3)  # a video's header, no frames
-    return root
-
-
-@pytest.fixture(scope="module")
-def small_tree(tmp_path_factory) -> Path:
-    return make_small_tree(tmp_path_factory.mktemp("small"))
-
-
-@pytest.fixture(scope="module")
-def fast_recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "fast.toml"
-    path.write_text(FAST_RECIPE)
-    return path
-
-
-def run_cli(args: list[str]) -> int:
-    from videovlm.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    return exit_info.value.code
-
-
-def test_cli_batch_records_outputs_and_resume(small_tree, fast_recipe, tiny_idefics3, tmp_path,
-                                              capsys):
-    out = tmp_path / "out"
-    args = ["batch", str(small_tree), "-o", str(out), "--pipeline", str(fast_recipe),
-            "--model", str(tiny_idefics3), "-f", "json,srt"]
-    assert run_cli(args) == 1
-    err = capsys.readouterr().err
-    assert "ignored 1 file(s) that are not videos by content: broken.mp4" in err
-    assert "2 done, 1 failed, 0 skipped" in err
-    recs = {r["input"]: r for r in records(out)}
-    assert set(recs) == {"a/x.mp4", "b/x.mp4", "cut.mp4"}
-    assert recs["cut.mp4"]["error"]["type"] == "InputError"
-    for rel in ("a/x.mp4", "b/x.mp4"):
-        r = recs[rel]
-        assert r["error"] is None and r["model"]["id"] == str(tiny_idefics3)
-        assert r["outputs"] == [f"{rel}.json", f"{rel}.srt"]
-        assert json.loads((out / f"{rel}.json").read_text())["video"]["path"].endswith(rel)
-    before = (out / RESULTS_NAME).read_bytes()
-    assert run_cli(args) == 1  # resumed: nothing redone, the earlier failure still counts
-    assert "0 done, 0 failed, 3 skipped (1 failed before)" in capsys.readouterr().err
-    assert (out / RESULTS_NAME).read_bytes() == before
-
-
-def test_cli_batch_questions_file(small_tree, tiny_idefics3, tmp_path):
-    qfile = tmp_path / "q.jsonl"
-    qfile.write_text(
-        '{"video": "a/x.mp4", "question": "What colour is the band?", '
-        '"choices": ["red", "green"]}\n'
-        '{"video": "a/x.mp4", "question": "What is shown?"}\n'
-        '{"video": "b/x.mp4", "question": "How many cells?"}\n')
-    out = tmp_path / "out"
-    rc = run_cli(["batch", str(small_tree), "-o", str(out), "--questions", str(qfile),
-                  "--model", str(tiny_idefics3), "-n", "2", "--quiet"])
-    assert rc == 0  # only the videos the file names are inputs
-    recs = {r["input"]: r for r in records(out)}
-    assert set(recs) == {"a/x.mp4", "b/x.mp4"}
-    a = recs["a/x.mp4"]["answers"]
-    assert [x["question"] for x in a] == ["What colour is the band?", "What is shown?"]
-    assert a[0]["choices"] == ["red", "green"] and a[0]["choice"] in ("A", "B")
-    assert a[1]["choices"] is None
-    assert [x["question"] for x in recs["b/x.mp4"]["answers"]] == ["How many cells?"]
-
-
-@pytest.mark.parametrize("case", ["no_videos", "unknown_question_video", "missing_model",
-                                  "pipeline_without_questions"])
-def test_cli_batch_user_mistakes_are_one_line_and_write_nothing(case, small_tree, tmp_path,
-                                                                capsys):
-    out = tmp_path / "out"
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    qfile = tmp_path / "q.jsonl"
-    qfile.write_text('{"video": "nope.mp4", "question": "?"}\n')
-    args = {
-        "no_videos": ["batch", str(empty), "-o", str(out)],
-        "unknown_question_video": ["batch", str(small_tree), "-o", str(out),
-                                   "--questions", str(qfile)],
-        "missing_model": ["batch", str(small_tree), "-o", str(out), "--model",
-                          str(tmp_path / "no-such-model")],
-        "pipeline_without_questions": ["batch", str(small_tree), "-o", str(out),
-                                       "--pipeline", "timeline", "--questions", str(qfile)],
-    }[case]
-    assert run_cli(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) <= 2 and err[-1].startswith("videovlm: error: "), err
-    assert not out.exists()
-
-
-BAD_QUESTIONS = [
-    {"video": "a/x.mp4", "question": "Fine?"},
-    '{"video": "a/x.mp4", "question": "Q"',  # cut short: not JSON
-    {"video": "a/x.mp4", "question": "Q", "colour": 1},
-    {"video": "a/x.mp4", "question": "Q", "choices": ["one"]},
-    {"video": "nope.mp4", "question": "Q"},
-    {"video": "x.mp4", "question": "Q"},  # a/x.mp4 or b/x.mp4?
-    {"video": "b/x.mp4", "questoin": "Q"},
-]
-
-
-def test_cli_batch_questions_file_mistakes_are_all_said_at_once(small_tree, tmp_path, capsys):
-    qfile = tmp_path / "q.jsonl"
-    qfile.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n"
-                             for x in BAD_QUESTIONS))
-    out = tmp_path / "out"
-    # a model that does not exist: the file's problems are found before any model loads
-    rc = run_cli(["batch", str(small_tree), "-o", str(out), "--questions", str(qfile),
-                  "--model", str(tmp_path / "no-model"), "--quiet"])
-    assert rc == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert all(line.startswith(f"videovlm: error: {qfile}:") for line in err), err
-    assert [line.split(": ")[2].rsplit(":", 1)[-1] for line in err] == ["2", "3", "4", "5", "6",
-                                                                        "7"]
-    assert "not a JSON object" in err[0] and "unknown key(s) colour" in err[1]
-    assert "2 to 26 strings" in err[2] and "'nope.mp4' not found" in err[3]
-    assert "matches 2 videos" in err[4] and "missing question" in err[5]
-    assert not out.exists()
-
-
-def test_cli_batch_says_the_first_twenty_problems_and_how_many_more(small_tree, tmp_path,
-                                                                    capsys):
-    qfile = tmp_path / "q.jsonl"
-    qfile.write_text("".join(f'{{"video": "v{i}.mp4", "question": "Q"}}\n' for i in range(25)))
-    assert run_cli(["batch", str(small_tree), "-o", str(tmp_path / "out"), "--questions",
-                    str(qfile), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 21 and "'v19.mp4' not found" in err[19]
-    assert err[20] == "videovlm: error: ... and 5 more problems"
-
-
-@pytest.mark.slow
-def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, tiny_idefics3):
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for i in range(6):
-        media.make_video(videos / f"v{i}.mp4", n_frames=10)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
-           "--pipeline", str(fast_recipe), "--model", str(tiny_idefics3)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-            (out / RESULTS_NAME).exists() and (out / RESULTS_NAME).read_bytes()):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "run the same command again" in err and "Traceback" not in err
-    done = records(out)
-    assert 1 <= len(done) < 6
-    assert subprocess.run(cmd, timeout=300).returncode == 0
-    inputs = [r["input"] for r in records(out)]
-    assert sorted(inputs) == [f"v{i}.mp4" for i in range(6)]
-
-
-@pytest.mark.slow
-def test_cli_sigkill_at_random_moments_then_resume(tmp_path, fast_recipe, tiny_idefics3):
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for i in range(8):
-        media.make_video(videos / f"v{i}.mp4", n_frames=10)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
-           "--pipeline", str(fast_recipe), "--model", str(tiny_idefics3), "-f", "json,srt"]
-    rng = random.Random(7)
-    for _ in range(4):  # the model loads in ~2-4 s, then a video takes a fraction of a second
-        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.5, 6.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert subprocess.run(cmd, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
-    recs = records(out)
-    assert sorted(r["input"] for r in recs) == [f"v{i}.mp4" for i in range(8)]
-    for r in recs:
-        assert r["outputs"] == [f"{r['input']}.json", f"{r['input']}.srt"]
-        assert json.loads((out / f"{r['input']}.json").read_text())["segments"] == r["segments"]
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

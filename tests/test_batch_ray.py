@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.test_batch import FAST_RECIPE, RESULTS_NAME, make_small_tree, records, run_cli
+from tests.helpers import FAST_RECIPE, make_small_tree, records, run_cli
+from videovlm.batch import RESULTS_NAME
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install videovlm[ray]")
 

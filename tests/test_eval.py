@@ -1,5 +1,6 @@
-"""`videovlm eval`: questions grouped by video and encoded once, predictions and accuracy
-recountable from the files, resume, and a bad questions file refused before any model loads.
+"""Evaluation (`videovlm eval`'s engine; the command is tested in tests/cli/test_eval.py):
+questions grouped by video and encoded once, predictions and accuracy recountable from the files,
+resume, and a bad questions file refused.
 
 Runs the tiny random-weight checkpoint (its letters are chance, so tests check structure and
 consistency: every prediction a valid letter, the accuracy equal to a recount of the lines)
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests import media
+from tests.helpers import (
+    OPTIONS,
+    QUESTIONS,
+    lines,
+    make_eval_videos,
+    write_questions,
+)
 from videovlm.evaluate import (
     PREDICTIONS_NAME,
     SUMMARY_NAME,
@@ -22,17 +29,10 @@ from videovlm.evaluate import (
     load_eval_questions,
 )
 
-OPTIONS = ["red", "green", "blue", "black"]
-
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval_videos")
-    (root / "a").mkdir()
-    media.make_video(root / "a" / "x.mp4", n_frames=8)
-    media.make_video(root / "y.mp4", n_frames=8, size=(48, 64))
-    media.truncate(root / "y.mp4", root / "cut.mp4", 0.3)  # a header and no frames: fails decode
-    return root
+    return make_eval_videos(tmp_path_factory.mktemp("eval_videos"))
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +40,6 @@ def model(tiny_idefics3):
     from videovlm.model import Model
 
     return Model.load(str(tiny_idefics3))
-
-
-def write_questions(path: Path, lines: list[dict | str]) -> Path:
-    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
-    return path
-
-
-QUESTIONS = [
-    {"id": "q1", "video": "a/x.mp4", "question": "What colour is the band?", "choices": OPTIONS,
-     "answer": "B"},
-    {"id": "q2", "video": "y.mp4", "question": "Which colour?",
-     "choices": ["A. red", "B. green", "C. blue", "D. black"], "answer": "blue"},
-    {"id": "q3", "video": "a/x.mp4", "question": "Which shape?",
-     "choices": ["circle", "square", "line", "dot"], "answer": "(D)"},
-    {"id": "q4", "video": "a/x.mp4", "question": "How many cells?", "choices": OPTIONS,
-     "answer": "A. red"},
-]
 
 
 def image_encodings(model) -> list[int]:
@@ -68,10 +51,6 @@ def image_encodings(model) -> list[int]:
             calls[0] += 1
 
     return calls, model.network.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_gold_answers_as_letters_or_text():
@@ -199,56 +178,3 @@ def test_questions_file_as_a_json_list(videos, tmp_path):
     listed.write_text(json.dumps(QUESTIONS, indent=2))
     lined = write_questions(tmp_path / "q.jsonl", QUESTIONS)
     assert load_eval_questions(listed, videos) == load_eval_questions(lined, videos)
-
-
-def run_cli(args: list[str]) -> int:
-    from videovlm.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    return exit_info.value.code
-
-
-def test_cli_eval_writes_predictions_summary_and_one_line(videos, tiny_idefics3, tmp_path,
-                                                          capsys):
-    qfile = write_questions(tmp_path / "q.jsonl", QUESTIONS)
-    out = tmp_path / "out"
-    args = ["eval", str(qfile), "--videos", str(videos), "-o", str(out), "--protocol",
-            "cinepile", "--model", str(tiny_idefics3), "-n", "2", "--limit", "3", "--quiet"]
-    assert run_cli(args) == 0
-    err = capsys.readouterr().err.strip().splitlines()
-    summary = json.loads((out / SUMMARY_NAME).read_text())
-    assert err == [f"videovlm: eval: accuracy {summary['accuracy']:.4f} "
-                   f"({summary['correct']}/3) on cinepile -> {out / SUMMARY_NAME}"]
-    preds = lines(out / PREDICTIONS_NAME)
-    assert [p["id"] for p in preds] == ["q1", "q2", "q3"]
-    assert summary["correct"] == sum(p["correct"] for p in preds)
-
-
-BAD_LINES = [
-    "not json",
-    {"video": "a/x.mp4", "question": "?", "choices": OPTIONS},  # no answer
-    {"video": "a/x.mp4", "question": "?", "choices": ["only one"], "answer": "A"},
-    {"video": "a/x.mp4", "question": "?", "choices": OPTIONS, "answer": "purple"},
-    {"video": "missing.mp4", "question": "?", "choices": OPTIONS, "answer": "A", "id": "m"},
-    {"video": "a/x.mp4", "question": "?", "choices": OPTIONS, "answer": "A", "id": "m"},
-]
-
-
-def test_cli_bad_questions_file_one_line_per_problem_exit_2_nothing_written(videos, tmp_path,
-                                                                            capsys):
-    qfile = write_questions(tmp_path / "q.jsonl", BAD_LINES)
-    out = tmp_path / "out"
-    # a model that does not exist: the file's problems are found before any model loads
-    rc = run_cli(["eval", str(qfile), "--videos", str(videos), "-o", str(out), "--model",
-                  str(tmp_path / "no-model")])
-    assert rc == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert all(line.startswith("videovlm: error: ") for line in err), err
-    assert [line.split(": ")[2].rsplit(":", 1)[-1] for line in err[:5]] == [
-        "1", "2", "3", "4", "6"]
-    assert "not a JSON object" in err[0] and "missing answer" in err[1]
-    assert "2 to 26" in err[2] and "'purple' is neither" in err[3]
-    assert "id 'm' repeats" in err[4]
-    assert "video 'missing.mp4' not found" in err[5] and len(err) == 6
-    assert not out.exists()

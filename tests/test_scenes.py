@@ -6,14 +6,13 @@ import csv
 import itertools
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from tests.media import draw_frame, read_index
+from tests.media import SHOT_INSET, make_shots, read_index
 from videovlm.probe import probe
 from videovlm.scenes import (
     SceneSettings,
@@ -27,38 +26,6 @@ from videovlm.scenes import (
 ROOT = Path(__file__).resolve().parent.parent
 BIKES = ROOT / "samples" / "bikes.mp4"
 WORLD = ROOT / "samples" / "world.mp4"
-SIZE = (160, 120)
-INSET = (48, 36)
-SHOT_COLOURS = [(200, 40, 40), (30, 160, 60), (40, 60, 200), (220, 200, 40), (120, 30, 140)]
-
-
-def make_shots(
-    path: Path, cuts: list[int], n_frames: int, fps: int = 25, start_pts_s: float = 0.0,
-    slow_after: int | None = None,
-) -> Path:
-    """A clip of shots starting at ``cuts``: each a coloured, slowly moving gradient with the
-    frame's index drawn in a corner (tests/media.py), so a decoded frame names itself.
-    ``slow_after=i``: frames after ``i`` stay three ticks each (variable frame rate)."""
-    tick = Fraction(1, fps)
-    x = np.arange(SIZE[0])[None, :, None]
-    y = np.arange(SIZE[1])[:, None, None]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
-        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
-        stream.codec_context.time_base = tick
-        for i in range(n_frames):
-            shot = sum(1 for c in cuts if c <= i) - 1
-            colour = np.array(SHOT_COLOURS[shot % len(SHOT_COLOURS)], dtype=np.float32)
-            shade = 0.6 + 0.4 * (((x + y + i) % 80) / 80.0)  # gentle motion inside a shot
-            img = (colour * shade).clip(0, 255).astype(np.uint8)
-            img[: INSET[1], : INSET[0]] = draw_frame(i, INSET)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-            ticks = i if slow_after is None or i <= slow_after else i + 2 * (i - slow_after)
-            frame.pts = ticks + round(start_pts_s * fps)
-            frame.time_base = tick
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
 
 
 def frame_at(path: Path, index: int) -> np.ndarray:
@@ -95,7 +62,7 @@ def test_cuts_on_generated_shots_are_exact(
         assert abs(index - cut) <= 1
         assert abs(start - times[cut]) <= max(np.diff(times)) + 1e-9
         # ... and the frame shown at that time carries the shot's first index in its pixels
-        assert abs(read_index(frame_at(path, index)[: INSET[1], : INSET[0]]) - cut) <= 1
+        assert abs(read_index(frame_at(path, index)[: SHOT_INSET[1], : SHOT_INSET[0]]) - cut) <= 1
 
 
 def test_scenes_are_contiguous_and_cover_the_video() -> None:

@@ -62,14 +62,6 @@ def _result(**kw) -> Result:
     return Result(**base)
 
 
-def test_format_time_is_one_readable_clock() -> None:
-    assert format_time(0) == "00:00.0"
-    assert format_time(7.25) == "00:07.2" or format_time(7.25) == "00:07.3"
-    assert format_time(61.04) == "01:01.0"
-    assert format_time(3723.5) == "1:02:03.5"
-    assert format_time(59.96) == "01:00.0"
-
-
 def test_parse_formats_all_order_and_errors() -> None:
     assert parse_formats("all") == list(WRITERS)
     assert parse_formats("srt, json,srt") == ["srt", "json"]

@@ -18,12 +18,12 @@ import srt
 import webvtt
 from PIL import Image
 
+from tests.conftest import SAMPLES
 from videovlm.cli import main
 from videovlm.probe import probe
 
-ROOT = Path(__file__).resolve().parent.parent
-BIKES = str(ROOT / "samples" / "bikes.mp4")
-WORLD = str(ROOT / "samples" / "world.mp4")
+BIKES = str(SAMPLES / "bikes.mp4")
+WORLD = str(SAMPLES / "world.mp4")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -104,6 +104,20 @@ def test_describe_several_videos_one_line_each_and_one_model(capsys, tiny_smolvl
     paths = [json.loads(line)["video"]["path"] for line in lines]
     assert paths == [BIKES, WORLD]
     assert "loaded" not in err  # --quiet
+
+
+@pytest.mark.allow_error_logs  # among several videos, one that fails is logged as an ERROR
+def test_describe_several_videos_logs_a_failure_and_runs_the_others(capsys, tiny_smolvlm,
+                                                                     recipes, bad_inputs):
+    bad = str(bad_inputs["text"])  # a file named .mp4: it exists, so it fails only when read
+    code, stdout, err = run(capsys, "describe", BIKES, bad, WORLD, "--model", str(tiny_smolvlm),
+                            "--recipe", recipes["timeline"], "-n", "4", "--quiet")
+    assert code == 1
+    assert [json.loads(line)["video"]["path"] for line in stdout.splitlines()] == [BIKES, WORLD]
+    errors = [ln for ln in err.splitlines() if ln.startswith("videovlm: ERROR: ")]
+    assert len(errors) == 2 and bad in errors[0]
+    assert errors[1] == "videovlm: ERROR: 1 of 3 videos failed"
+    assert "Traceback" not in err
 
 
 def test_describe_sheet(capsys, tmp_path, tiny_idefics3, recipes):

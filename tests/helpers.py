@@ -1,0 +1,96 @@
+"""Helpers that more than one test module uses: the CLI run in-process, the batch log as records,
+the small trees of videos and the recipes and questions files the batch and eval tests share.
+
+Test modules import from here, never from each other, so that moving or changing one test module
+breaks no other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests import media
+from videovlm.batch import RESULTS_NAME
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(args: list[str]) -> int:
+    """The exit code of ``videovlm ARGS``, run in this process through the real entry point."""
+    from videovlm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code
+
+
+# -- recipes ------------------------------------------------------------------------------------
+
+QA_PROMPTS = '[prompts]\nintro = "{n_frames} frames"\nquestion = "{question}"\n'
+
+FAST_RECIPE = """
+extends = "timeline"
+name = "fast-timeline"
+[sampling]
+n = 3
+[generation]
+max_new_tokens = 3
+"""
+
+
+# -- batch --------------------------------------------------------------------------------------
+
+
+def records(out: Path) -> list[dict]:
+    """The records of ``out``'s results.jsonl, which must end with a complete line."""
+    lines = (out / RESULTS_NAME).read_bytes().split(b"\n")
+    assert lines[-1] == b"", "results.jsonl must end with a complete line"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def make_small_tree(root: Path) -> Path:
+    """Two clips with one name in two folders, a text file named .mp4, a cut-off clip."""
+    for sub in ("a", "b"):
+        (root / sub).mkdir(parents=True)
+        media.make_video(root / sub / "x.mp4", n_frames=10)
+    media.make_text(root / "broken.mp4")  # text with a video's name: ignored, reported
+    media.truncate(root / "a" / "x.mp4", root / "cut.mp4", 0.3)  # a video's header, no frames
+    return root
+
+
+# -- eval ---------------------------------------------------------------------------------------
+
+OPTIONS = ["red", "green", "blue", "black"]
+
+QUESTIONS = [
+    {"id": "q1", "video": "a/x.mp4", "question": "What colour is the band?", "choices": OPTIONS,
+     "answer": "B"},
+    {"id": "q2", "video": "y.mp4", "question": "Which colour?",
+     "choices": ["A. red", "B. green", "C. blue", "D. black"], "answer": "blue"},
+    {"id": "q3", "video": "a/x.mp4", "question": "Which shape?",
+     "choices": ["circle", "square", "line", "dot"], "answer": "(D)"},
+    {"id": "q4", "video": "a/x.mp4", "question": "How many cells?", "choices": OPTIONS,
+     "answer": "A. red"},
+]
+
+
+def make_eval_videos(root: Path) -> Path:
+    """The videos ``QUESTIONS`` name, plus a cut-off clip whose decoding fails."""
+    (root / "a").mkdir()
+    media.make_video(root / "a" / "x.mp4", n_frames=8)
+    media.make_video(root / "y.mp4", n_frames=8, size=(48, 64))
+    media.truncate(root / "y.mp4", root / "cut.mp4", 0.3)  # a header and no frames: fails decode
+    return root
+
+
+def write_questions(path: Path, lines: list[dict | str]) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    """A JSON Lines file's objects."""
+    return [json.loads(x) for x in path.read_text().splitlines()]
