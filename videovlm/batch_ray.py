@@ -23,6 +23,7 @@ Without ``RAY_ADDRESS`` a local cluster is started for the run and stopped after
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import sys
@@ -51,8 +52,6 @@ _DECODE_MEMORY = 512 * 2**20  # bytes a decode task may hold: 50 frames at 1080p
 
 def _quiet_ray_data() -> None:
     """Our progress bar and summary are the batch's; Ray Data's own would interleave with them."""
-    import logging
-
     from ray.data import DataContext
 
     ctx = DataContext.get_current()

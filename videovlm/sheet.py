@@ -6,10 +6,13 @@ presentation time and index (not ``index / fps``), and the file appears complete
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
 
 from videovlm.decode import Frame
 from videovlm.errors import VideoVLMError
@@ -65,10 +68,6 @@ def render_sheet(
     Thumbnails keep each frame's aspect ratio inside a cell sized for the largest frame; the
     grid is about as wide as tall unless ``columns`` is given.
     """
-    import io
-
-    from PIL import Image, ImageDraw, ImageFont
-
     if not frames:
         raise VideoVLMError("no frames to put on a contact sheet")
     thumb_width = max(16, int(thumb_width))

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from videovlm import writers
 from videovlm.batch.inputs import Job, ensure_inside, output_location
 from videovlm.batch.log import ResultsLog, prepare_run
@@ -178,8 +180,6 @@ def _timed(stage: Callable[[Job], Any], job: Job) -> tuple[Any, float]:
 def progress_bar(total: int, initial: int, enabled: bool) -> Any:
     """The batch's bar on stderr, ``initial`` of ``total`` inputs already done (resumed); shown
     only on a terminal when ``enabled``."""
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, desc="batch", unit="video", file=sys.stderr,
                 dynamic_ncols=True, disable=None if enabled else True, smoothing=0.1)
 

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from videovlm import batch as b
 from videovlm import tasks
+from videovlm.batch_ray import run_ray
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
@@ -32,8 +34,10 @@ from videovlm.cli.common import (
     setup_logging,
 )
 from videovlm.errors import VideoVLMError
+from videovlm.model import default_model_id
 from videovlm.pipelines import load_recipe
 from videovlm.questions import QuestionsFileError
+from videovlm.writers import parse_formats
 
 if TYPE_CHECKING:
     from videovlm.batch import BatchReport, Question
@@ -131,10 +135,6 @@ def run_batch(
     model loads only once the inputs are known to be good, so a mistake costs seconds and
     writes nothing. The summary line is printed even when quiet: it is the batch's result.
     """
-    from videovlm import batch as b
-    from videovlm.model import default_model_id
-    from videovlm.writers import parse_formats
-
     say = (lambda text: None) if quiet else (lambda text: click.echo(f"videovlm: {text}",
                                                                       err=True))
     names = parse_formats(formats if formats is not None else recipe.outputs or ["json"])
@@ -169,8 +169,6 @@ def run_batch(
     }
     report: BatchReport
     if engine == "ray":
-        from videovlm.batch_ray import run_ray
-
         report = run_ray(jobs, recipe, out_dir, model_id=model_id, device=device, dtype=dtype,
                          n=n, backend=backend, questions=questions, choice_recipe=choice_recipe,
                          formats=names, resume=resume, settings=settings,

@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from tqdm import tqdm
 
 from videovlm.errors import VideoVLMError
+from videovlm.model import Model
+from videovlm.pipelines import KEY_SECTION, SCHEMA
 from videovlm.questions import QuestionsFileError
+from videovlm.sheet import contact_sheet
+from videovlm.writers import parse_formats, write
 
 if TYPE_CHECKING:
-    from videovlm.model import Model
     from videovlm.result import Result
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -63,8 +67,6 @@ def schema_options(*keys: str) -> Decorator:
     recipe file is checked against. Defaults are ``None`` ("the recipe's value"); the schema's
     default is shown in the help.
     """
-    from videovlm.pipelines import KEY_SECTION, SCHEMA
-
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         for key in reversed(keys):
             opt = SCHEMA[KEY_SECTION[key]][key]
@@ -159,8 +161,6 @@ def load_model(model_id: str | None, device: str | None, dtype: str | None,
     Hugging Face's own "Loading weights" bar is switched off when nobody watches a terminal or
     ``--quiet`` was given: in a log it is noise between our lines.
     """
-    from videovlm.model import Model
-
     if quiet or not sys.stderr.isatty():
         from transformers.utils import logging as hf_logging
 
@@ -188,8 +188,6 @@ def stems(videos: Sequence[str]) -> list[str]:
 
 def progress(items: Sequence[Any], quiet: bool, desc: str) -> Any:
     """A per-video bar on stderr, only for several videos and only when a person watches."""
-    from tqdm import tqdm
-
     return tqdm(items, desc=desc, unit="video", file=sys.stderr,
                 disable=quiet or len(items) < 2 or not sys.stderr.isatty())
 
@@ -200,8 +198,6 @@ def progress(items: Sequence[Any], quiet: bool, desc: str) -> Any:
 def output_formats(formats: str | None, out_dir: Path | None, default: Sequence[str]) -> list[str]:
     """The formats to write: ``-f``'s, else ``default`` (the recipe's); ``-f`` without ``-o``
     is refused, since there would be nowhere to write them."""
-    from videovlm.writers import parse_formats
-
     if formats is not None and out_dir is None:
         raise VideoVLMError("-f/--format needs an output folder: add -o DIR")
     return parse_formats(formats if formats is not None else default)
@@ -228,8 +224,6 @@ def run_videos(
     for all of them. ``sheet`` also writes each video's contact sheet (``sheet_<stem>`` when
     there are several).
     """
-    from videovlm.writers import write
-
     log = logging.getLogger("videovlm")
     videos = list(videos)
     failed = 0
@@ -243,8 +237,6 @@ def run_videos(
             log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
             continue
         if sheet is not None:
-            from videovlm.sheet import contact_sheet
-
             target = sheet if len(videos) == 1 else sheet.with_name(
                 f"{sheet.stem}_{stem}{sheet.suffix}")
             contact_sheet(result.frames, target)

@@ -20,12 +20,11 @@ from videovlm.cli.common import (
     model_options,
     output_option,
     quiet_option,
+    say_problems,
     setup_logging,
 )
 from videovlm.evaluate import QuestionsFileError, evaluate, load_eval_questions
 from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
-
-_SHOWN_PROBLEMS = 20  # a wholly wrong file says enough to be fixed without flooding the terminal
 
 
 @cli.command("eval")
@@ -63,11 +62,7 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     try:
         items = load_eval_questions(questions_file, videos, limit=limit)
     except QuestionsFileError as exc:
-        for problem in exc.problems[:_SHOWN_PROBLEMS]:
-            click.echo(f"videovlm: error: {problem}", err=True)
-        if len(exc.problems) > _SHOWN_PROBLEMS:
-            click.echo(f"videovlm: error: ... and {len(exc.problems) - _SHOWN_PROBLEMS} more "
-                       "problems", err=True)
+        say_problems(exc)
         sys.exit(exc.exit_code)
     model = load_model(model_id, device, dtype, quiet)  # before anything is written
     report = evaluate(items, videos, out_dir, model, protocol=protocol, n=n, backend=backend,
