@@ -97,15 +97,22 @@ def test_cli_batch_user_mistakes_are_one_line_and_write_nothing(case, small_tree
     assert not out.exists()
 
 
-@pytest.mark.slow
-def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, tiny_idefics3):
+def batch_in_a_process(tmp_path: Path, n_videos: int, *options: str) -> tuple[Path, list[str]]:
+    """``n_videos`` short clips, and the ``videovlm batch`` command line over them (run in its
+    own process, to be signalled): the output folder and the command."""
     videos = tmp_path / "videos"
     videos.mkdir()
-    for i in range(6):
+    for i in range(n_videos):
         media.make_video(videos / f"v{i}.mp4", n_frames=10)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
-           "--pipeline", str(fast_recipe), "--model", str(tiny_idefics3)]
+    return out, [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
+                 *options]
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, tiny_idefics3):
+    out, cmd = batch_in_a_process(tmp_path, 6, "--pipeline", str(fast_recipe), "--model",
+                                  str(tiny_idefics3))
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
@@ -124,13 +131,8 @@ def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, 
 
 @pytest.mark.slow
 def test_cli_sigkill_at_random_moments_then_resume(tmp_path, fast_recipe, tiny_idefics3):
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for i in range(8):
-        media.make_video(videos / f"v{i}.mp4", n_frames=10)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
-           "--pipeline", str(fast_recipe), "--model", str(tiny_idefics3), "-f", "json,srt"]
+    out, cmd = batch_in_a_process(tmp_path, 8, "--pipeline", str(fast_recipe), "--model",
+                                  str(tiny_idefics3), "-f", "json,srt")
     rng = random.Random(7)
     for _ in range(4):  # the model loads in ~2-4 s, then a video takes a fraction of a second
         proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
