@@ -8,6 +8,7 @@ session, on first use, in a temporary folder.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -231,3 +232,17 @@ def tiny_smolvlm(tmp_path_factory: pytest.TempPathFactory):
     from videovlm.testing import make_checkpoint
 
     return make_checkpoint(tmp_path_factory.mktemp("tiny_smolvlm"), "smolvlm", "tiny")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def frame_cache_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Encoded frames go to a folder of this test session, never to the user's cache (and
+    child processes the tests start inherit it). Tests of the cache itself make their own."""
+    folder = tmp_path_factory.mktemp("frame-cache")
+    before = os.environ.get("VIDEOVLM_CACHE")
+    os.environ["VIDEOVLM_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("VIDEOVLM_CACHE", None)
+    else:
+        os.environ["VIDEOVLM_CACHE"] = before

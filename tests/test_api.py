@@ -45,28 +45,39 @@ def recipes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def idefics3(tiny_idefics3):
     from videovlm.model import Model
 
-    return Model.load(str(tiny_idefics3))
+    return Model.load(str(tiny_idefics3), cache=False)  # each test counts its own encodings
 
 
 @pytest.fixture(scope="module")
 def smolvlm(tiny_smolvlm):
     from videovlm.model import Model
 
-    return Model.load(str(tiny_smolvlm))
+    return Model.load(str(tiny_smolvlm), cache=False)
 
 
 class PrefillLengths:
-    """Records the length of every prompt the network is actually run on (a forward hook)."""
+    """Records the length of every prompt with frames the network is actually run on (a
+    forward hook): the prefill with the frames, plus the prefill of the text after them that
+    continues from its cache (the question, the turn's end)."""
 
     def __init__(self, model) -> None:
         self.lengths: list[int] = []
+        self._continues = False
         self.handle = model.network.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, _module, args, kwargs):
         ids = kwargs.get("input_ids")
+        if ids is None:
+            return
         images = kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs")
-        if ids is not None and images:  # a prefill with the frames (not a decoding step)
+        if images:  # a prefill with the frames
             self.lengths.append(int(ids.shape[1]))
+            self._continues = True
+        elif self._continues and ids.shape[1] > 1:  # the rest of that prompt, from its cache
+            self.lengths[-1] += int(ids.shape[1])
+            self._continues = False
+        else:  # a decoding step
+            self._continues = False
 
     def __enter__(self) -> PrefillLengths:
         return self
@@ -76,14 +87,17 @@ class PrefillLengths:
 
 
 class VisionRuns:
-    """Counts the vision encoder's forward passes (a forward hook on the real vision tower)."""
+    """Counts the frames the vision encoder encodes (a forward hook on the real vision tower,
+    which takes them a few at a time)."""
 
     def __init__(self, model) -> None:
-        self.count = 0
-        self.handle = model.network.model.vision_model.register_forward_hook(self._hook)
+        self.frames = 0
+        self.handle = model.network.model.vision_model.register_forward_hook(
+            self._hook, with_kwargs=True)
 
-    def _hook(self, _module, _args, _output) -> None:
-        self.count += 1
+    def _hook(self, _module, args, kwargs, _output) -> None:
+        pixels = kwargs["pixel_values"] if "pixel_values" in kwargs else args[0]
+        self.frames += int(pixels.shape[0])
 
     def __enter__(self) -> VisionRuns:
         return self
@@ -123,7 +137,7 @@ def test_timeline_describe_fields_and_token_count(family, recipes, request) -> N
     assert d["mode"] == "timeline"
     # the summary is written from the timeline's text: the frames are encoded once, not twice
     assert isinstance(d["summary"], str) and d["summary"] == r.summary
-    assert vision.count == 1
+    assert vision.frames == len(d["sampling"]["frames"])  # each frame encoded once
     # the frames are the selection rule's for the requested count
     assert [f["index"] for f in d["sampling"]["frames"]] == [x.index for x in plan(info, 50)]
     # the count in the JSON is what the network was really given
@@ -258,7 +272,7 @@ def test_multiple_choice_encodes_the_video_once(family, recipes, request) -> Non
     with VisionRuns(model) as vision, PrefillLengths(model) as seen:
         r = ask(BIKES, qs, choices=["a red car", "bicycles", "a cat"], model=model, n=8,
                 recipe=str(recipes["mcq"]))
-    assert vision.count == 1
+    assert vision.frames == len(r.sampling["frames"]) == 8
     assert len(seen.lengths) == 1
     assert any(a.choice_source == "logits" for a in r.answers), \
         "the no-letter path must be the one exercised"
@@ -281,7 +295,7 @@ def test_mixed_questions_share_one_encoding_and_record_each_answers_settings(
                       questions=["What moves?", "Where is this?", "Who rides?"],
                       question_choices=[None, ["a street", "a beach"], ["A. kids", "B. nobody",
                                                                          "C. a dog"]])
-    assert vision.count == 1 and len(seen.lengths) == 1
+    assert vision.frames == len(r.sampling["frames"]) and len(seen.lengths) == 1
     d = r.to_dict()
     assert [a["question"] for a in d["answers"]] == ["What moves?", "Where is this?",
                                                       "Who rides?"]

@@ -43,11 +43,12 @@ def model(tiny_idefics3):
 
 
 def image_encodings(model) -> list[int]:
-    """Counts forward passes that carry pixels: how often a video's frames are encoded."""
+    """Counts forward passes that carry frames (pixels, or their encodings): how often a
+    video's frames are put in a prompt."""
     calls = [0]
 
     def hook(_module, _args, kwargs):
-        if kwargs.get("pixel_values") is not None:
+        if kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs"):
             calls[0] += 1
 
     return calls, model.network.register_forward_pre_hook(hook, with_kwargs=True)

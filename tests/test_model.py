@@ -38,7 +38,7 @@ def fresh_answer(model: Model, frames: list[Frame], task: str, **generation) -> 
 def encoded(model: Model, frames: list[Frame]):
     """The frames' prefix run through the network once, and the tails of QUESTIONS after it."""
     prompt = prompt_for(model, frames, "unused")
-    return (model.encode_prefix(prompt.head, prompt.images),
+    return (model.encode_prefix(prompt.head, model.image_features(prompt.images)),
             [prompt.tail_for(q) for q in QUESTIONS])
 
 

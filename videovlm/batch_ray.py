@@ -88,9 +88,9 @@ class _Generate:
     """The actor: loads the model once, then runs the model stage for each row it is given."""
 
     def __init__(self, stages: VideoStages, model_id: str | None, device: str | None,
-                 dtype: str | None) -> None:
+                 dtype: str | None, cache: bool = True) -> None:
         self.stages = stages
-        self.model = Model.load(model_id, device=device, dtype=dtype)
+        self.model = Model.load(model_id, device=device, dtype=dtype, cache=cache)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         results, model_s = [], []
@@ -147,6 +147,7 @@ def run_ray(
     say: Callable[[str], None] | None = None,
     actors: int | None = None,
     num_cpus: int | None = None,
+    cache: bool = True,
 ) -> BatchReport:
     """Run the batch on Ray: same inputs, records and resume as :func:`videovlm.batch.run_local`.
 
@@ -186,7 +187,8 @@ def run_ray(
                             memory=_DECODE_MEMORY)
                 ds = ds.map_batches(
                     _Generate, fn_constructor_kwargs={"stages": stages, "model_id": model_id,
-                                                      "device": device, "dtype": dtype},
+                                                      "device": device, "dtype": dtype,
+                                                      "cache": cache},
                     batch_size=1, compute=ActorPoolStrategy(size=size),
                     num_gpus=1 if gpus else 0, num_cpus=1)
                 for row in ds.iter_rows():

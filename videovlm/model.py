@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from videovlm.cache import FrameCache, cache_dir, pixels_key
 from videovlm.errors import ModelError
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-Instruct"
@@ -39,6 +40,9 @@ DEFAULT_MAX_NEW_TOKENS = 512
 """Most tokens one generation may write when neither the recipe nor the caller says."""
 IMAGE_TOKEN = "<image>"
 """One image's placeholder in a chat text, before :meth:`Model.expand_images`."""
+ENCODE_CHUNK = 4
+"""Frames the vision tower encodes at once: enough rows for full-speed matrix products (a frame
+is ~1,000 patches), few enough that activations stay small instead of one 50-frame batch."""
 _DTYPES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16",
     "fp16": "float16", "float16": "float16", "half": "float16",
@@ -159,7 +163,8 @@ class Model:
 
     def __init__(self, *, id: str, revision: str | None, path: Path, device: str, dtype: str,
                  family: str, image_size: int, tokens_per_image: int, context: int,
-                 network: Any, processor: Any, chat_template: str) -> None:
+                 network: Any, processor: Any, chat_template: str,
+                 frame_cache: FrameCache | None = None) -> None:
         self.id = id
         self.revision = revision
         self.path = path
@@ -173,6 +178,7 @@ class Model:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.chat_template = chat_template
+        self.frame_cache = frame_cache  # encoded frames on disk (None: --no-cache)
 
     def __repr__(self) -> str:
         return (f"Model(id={self.id!r}, family={self.family}, device={self.device}, "
@@ -180,8 +186,10 @@ class Model:
 
     @classmethod
     def load(cls, model: str | None = None, *, device: str | None = None,
-             dtype: str | None = None) -> Model:
-        """Load a hub id or a local folder (``ModelError``, one line, when it cannot be had)."""
+             dtype: str | None = None, cache: bool = True) -> Model:
+        """Load a hub id or a local folder (``ModelError``, one line, when it cannot be had).
+
+        ``cache=False`` neither reads nor writes encoded frames on disk (``--no-cache``)."""
         model_id = model or default_model_id()
         folder, revision = resolve(model_id)
         config = _read_json(folder / "config.json")
@@ -228,11 +236,14 @@ class Model:
         template = _chat_template(folder, tokenizer)
         processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=seq_len,
                                       chat_template=template)
+        frames = (FrameCache(cache_dir() / "frames", _encoding_key(model_id, revision, folder,
+                                                                    dev, dt))
+                  if cache else None)
         return cls(
             id=model_id, revision=revision, path=folder, device=dev, dtype=dt, family=family,
             image_size=image_size, tokens_per_image=seq_len,
             context=int(network.config.text_config.max_position_embeddings),
-            network=network, processor=processor, chat_template=template,
+            network=network, processor=processor, chat_template=template, frame_cache=frames,
         )
 
     def info(self) -> dict[str, Any]:
@@ -279,7 +290,6 @@ class Model:
         time in float64 numpy (0.75 s for 50 frames here). We do the same in one vectorised pass
         with the checkpoint's own settings; tests check it equals :meth:`encode_with_processor`.
         """
-        import torch
 
         size = self.image_size
         for image in images:
@@ -292,17 +302,22 @@ class Model:
             raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but {len(images)} "
                              "images")
         encoded = self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
-        out = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                "pixel_values": self._pixels(images)}
+
+    def _pixels(self, images: Sequence[np.ndarray]) -> Any:
+        """Prepared images as the vision tower's input, (1, N, 3, H, W) float32: rescaled then
+        normalised, (x * r - mean) / std, folded into one multiply-add per channel."""
+        import torch
+
         ip = self.processor.image_processor
-        # rescale then normalise, (x * r - mean) / std, folded into one multiply-add per channel
         scale = float(ip.rescale_factor) if ip.do_rescale else 1.0
         mean = np.asarray(ip.image_mean if ip.do_normalize else [0.0] * 3, dtype=np.float64)
         std = np.asarray(ip.image_std if ip.do_normalize else [1.0] * 3, dtype=np.float64)
         pixels = torch.from_numpy(np.stack(images)).to(torch.float32)  # N, H, W, 3
         pixels.mul_(torch.from_numpy(scale / std).float())
         pixels.add_(torch.from_numpy(-mean / std).float())
-        out["pixel_values"] = pixels.permute(0, 3, 1, 2).unsqueeze(0).contiguous()
-        return out
+        return pixels.permute(0, 3, 1, 2).unsqueeze(0).contiguous()
 
     def encode_with_processor(self, text: str, images: Sequence[np.ndarray]) -> Any:
         """The stock processor's inputs for prepared images (the reference :meth:`encode`
@@ -365,15 +380,57 @@ class Model:
         return self.generate(self.tokenizer(chat, return_tensors="pt", add_special_tokens=False),
                              **generation)
 
-    def encode_prefix(self, text: str, images: Sequence[np.ndarray]) -> Prefix:
-        """Run the network once over a prompt's head (everything up to its last image): the
-        vision tower encodes the frames and their tokens fill a KV cache that :meth:`answer`
-        and :meth:`choose` continue from, as often as asked."""
+    def image_features(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """Each prepared image's encoding (the connector's output, ``tokens_per_image`` x the
+        language model's width): what the prompt's image tokens become.
+
+        Read from the frame cache where it holds them; the rest go through the vision tower
+        :data:`ENCODE_CHUNK` at a time and are stored. Images with the same pixels are encoded
+        once. The vision tower runs for no other reason.
+        """
         import torch
 
-        head = self._to_device(self.encode(text, images))
+        keys = [pixels_key(image) for image in images]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        shape = (self.tokens_per_image, int(self.network.config.text_config.hidden_size))
+        dtype = getattr(torch, self.dtype)
+        cache, found = self.frame_cache, {}
+        for k in first:
+            payload = cache.get(cache.key(k), shape, str(dtype)) if cache else None
+            if payload is not None:
+                found[k] = torch.frombuffer(bytearray(payload), dtype=dtype).reshape(shape)
+        missing = [k for k in first if k not in found]
+        for start in range(0, len(missing), ENCODE_CHUNK):
+            chunk = missing[start:start + ENCODE_CHUNK]
+            pixels = self._pixels([images[first[k]] for k in chunk])
+            with torch.inference_mode():
+                out = self.network.get_image_features(
+                    pixel_values=pixels.to(self.device, dtype)).pooler_output
+            for k, feature in zip(chunk, torch.cat(out).reshape(len(chunk), *shape), strict=True):
+                found[k] = feature.cpu()
+                if cache:
+                    cache.put(cache.key(k), _tensor_bytes(found[k]), shape, str(dtype))
+        if cache and missing:
+            cache.trim()
+        return [found[k] for k in keys]
+
+    def encode_prefix(self, text: str, features: Sequence[Any]) -> Prefix:
+        """Run the language model once over a prompt's head (everything up to its last image),
+        its image tokens replaced by ``features`` (:meth:`image_features`): a KV cache that
+        :meth:`answer` and :meth:`choose` continue from, as often as asked."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        if text.count(IMAGE_TOKEN) != len(features):
+            raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but "
+                             f"{len(features)} encoded images")
+        encoded = self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
+        head = self._to_device(encoded)
+        image = BaseModelOutputWithPooling(
+            pooler_output=[torch.cat(list(features)).to(self.device, getattr(torch, self.dtype))])
         with torch.inference_mode():
-            cache = self.network(**head, use_cache=True).cache
+            cache = self.network(**head, mm_encoder_outputs={"image": image},
+                                 use_cache=True).cache
         return Prefix(input_ids=head["input_ids"][0].cpu(), cache=cache)
 
     def answer(self, prefix: Prefix, tails: Sequence[str], *, batch_size: int = 8,
@@ -477,6 +534,23 @@ class Prefix:
     @property
     def tokens(self) -> int:
         return int(self.input_ids.shape[0])
+
+
+def _encoding_key(model_id: str, revision: str | None, folder: Path, device: str,
+                  dtype: str) -> str:
+    """Everything about a loaded model that changes how a frame is encoded: the checkpoint
+    (id, revision, and its weight files' names, sizes and times, so a checkpoint rewritten in
+    place is a new one), the dtype and the kind of device."""
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return json.dumps([model_id, revision, weights, dtype, device.split(":")[0]])
+
+
+def _tensor_bytes(tensor: Any) -> bytes:
+    """A CPU tensor's raw bytes (bfloat16 too, which numpy has no type for)."""
+    import torch
+
+    return tensor.contiguous().view(torch.uint8).numpy().tobytes()
 
 
 class _FirstLogits:

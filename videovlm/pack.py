@@ -77,6 +77,11 @@ class Prompt:
     suffix: tuple[str, str] = ("", "")  # the text around the task after ``head``
     inputs: Any = field(default=None, repr=False, compare=False)  # Model.encode's output
 
+    @property
+    def tail(self) -> str:
+        """The text after ``head``: this prompt's task and the turn's end."""
+        return self.text[len(self.head):]
+
     def tail_for(self, task: str) -> str:
         """The text after ``head`` with ``task`` in place of this prompt's task."""
         return self.suffix[0] + task + self.suffix[1]

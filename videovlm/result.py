@@ -66,6 +66,7 @@ class Result:
     summary: str | None = None
     answers: list[Answer] = field(default_factory=list)
     timing_s: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, int] | None = None  # frames found in / encoded for the frame cache
     error: dict[str, str] | None = None
     warnings: list[str] = field(default_factory=list)
     mode: str | None = None  # "timeline" | "scenes" | "ask" ...
@@ -95,6 +96,7 @@ class Result:
             "summary": self.summary,
             "answers": [a.to_dict() for a in self.answers],
             "timing_s": self.timing_s,
+            "cache": self.cache,
             "warnings": self.warnings,
             "error": self.error,
         }

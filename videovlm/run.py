@@ -7,8 +7,10 @@ context (:meth:`ModelRun.prompt`, re-planned with fewer frames when the frames d
 cut), the model's calls, and the finished :class:`~videovlm.result.Result`. Each thing is kept
 where it belongs: generation settings are only what the model was given, warnings are said to
 the log and kept for the result, and every stage's seconds are measured where that stage runs
-(``pack`` for prompts, ``generate`` for the model's calls, ``decode``/``prepare`` added when a
-re-plan decodes again), never found by subtraction.
+(``pack`` for prompts, ``vision`` for encoding frames, ``generate`` for the language model's
+calls, ``decode``/``prepare`` added when a re-plan decodes again), never found by subtraction.
+Every prompt with frames goes through one path (:meth:`ModelRun.encode`), so the frame cache
+serves scenes, timelines and questions alike.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class ModelRun:
         self._timing: dict[str, float] = {"pack": 0.0, "generate": 0.0}
         self._used: dict[int, Frame] = {}
         self._prompts: list[Prompt] = []
+        cache = model.frame_cache
+        self._cache_before = cache.stats.to_dict() if cache else None
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -162,9 +166,11 @@ class ModelRun:
     # -- the model's calls ---------------------------------------------------------------------
 
     def generate(self, prompt: Prompt) -> str:
-        """The model's answer to one prompt, with the recipe's generation settings."""
+        """The model's answer to one prompt, with the recipe's generation settings (its frames
+        from the frame cache where they are there)."""
+        prefix = self.encode(prompt)
         with self.timed("generate"):
-            return self.model.generate(prompt.inputs, **self.generation)
+            return self.model.answer(prefix, [prompt.tail], **self.generation)[0]
 
     def generate_text(self, text: str) -> str:
         """The model's answer to a text-only prompt (a summary), with the recipe's settings."""
@@ -172,9 +178,12 @@ class ModelRun:
             return self.model.generate_text(text, **self.generation)
 
     def encode(self, prompt: Prompt) -> Prefix:
-        """``prompt``'s frames run through the network once, for questions to continue from."""
+        """``prompt``'s frames encoded (``vision``: the vision tower, or the frame cache) and
+        its head run through the language model once, for answers to continue from."""
+        with self.timed("vision"):
+            features = self.model.image_features(prompt.images)
         with self.timed("generate"):
-            return self.model.encode_prefix(prompt.head, prompt.images)
+            return self.model.encode_prefix(prompt.head, features)
 
     def answer(self, prefix: Prefix, prompt: Prompt, tasks: Sequence[str],
                generation: dict[str, Any], letters: Sequence[str] | None = None
@@ -210,6 +219,10 @@ class ModelRun:
             timing[stage] = timing.get(stage, 0.0) + seconds
         timing = {k: round(v, 4) for k, v in timing.items()}
         timing["total"] = round(sum(timing.values()), 4)
+        cache = None
+        if self.model.frame_cache is not None and self._cache_before is not None:
+            now = self.model.frame_cache.stats.to_dict()
+            cache = {k: now[k] - self._cache_before[k] for k in now}
         return Result(
             video=info.to_dict(),
             sampling=sampling,
@@ -219,6 +232,7 @@ class ModelRun:
             warnings=list(self._warnings),
             frames=frames,
             timing_s=timing,
+            cache=cache,
             mode=self.inputs.mode,
             **fields,
         )

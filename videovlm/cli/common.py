@@ -56,8 +56,12 @@ model_options = _stack(
                  help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
     click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
                  help="Frame budget for the whole video [default: the recipe's, 50]."),
+    click.option("--no-cache", "no_cache", is_flag=True,
+                 help="Neither read nor store encoded frames in the frame cache "
+                      "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or ~/.cache/videovlm]."),
 )
-"""The options every command that runs the model shares: --model, --device, --dtype, -n."""
+"""The options every command that runs the model shares: --model, --device, --dtype, -n,
+--no-cache."""
 
 
 def schema_options(*keys: str) -> Decorator:
@@ -155,7 +159,7 @@ def say_problems(exc: QuestionsFileError) -> None:
 
 
 def load_model(model_id: str | None, device: str | None, dtype: str | None,
-               quiet: bool = False) -> Model:
+               quiet: bool = False, no_cache: bool = False) -> Model:
     """Load the model once per command, saying which one and where (unless quiet).
 
     Hugging Face's own "Loading weights" bar is switched off when nobody watches a terminal or
@@ -165,7 +169,7 @@ def load_model(model_id: str | None, device: str | None, dtype: str | None,
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    model = Model.load(model_id, device=device, dtype=dtype)
+    model = Model.load(model_id, device=device, dtype=dtype, cache=not no_cache)
     logging.getLogger("videovlm").info("loaded %s on %s (%s)", model.id, model.device,
                                        model.dtype)
     return model

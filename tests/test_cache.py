@@ -1,0 +1,176 @@
+"""The frame cache: encoded frames on disk, found again by the next command, never trusted when
+damaged or foreign, bounded, and off with --no-cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import run_cli
+from videovlm.api import ask, describe, load_video
+from videovlm.cache import FrameCache, cache_dir, pixels_key
+from videovlm.model import Model
+from videovlm.pipelines import load_recipe
+
+BIKES = Path(__file__).resolve().parent.parent / "samples" / "bikes.mp4"
+
+
+class EncodedFrames:
+    """Counts the frames the real vision tower encodes (a forward hook)."""
+
+    def __init__(self, model: Model) -> None:
+        self.frames = 0
+        self.handle = model.network.model.vision_model.register_forward_hook(
+            self._hook, with_kwargs=True)
+
+    def _hook(self, _module, args, kwargs, _output) -> None:
+        self.frames += int((kwargs["pixel_values"] if "pixel_values" in kwargs else args[0])
+                           .shape[0])
+
+    def __enter__(self) -> EncodedFrames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+@pytest.fixture()
+def cache_folder(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("VIDEOVLM_CACHE", str(folder))
+    return folder
+
+
+def entries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("frames/*/*.frame"))
+
+
+# -- the store on its own ------------------------------------------------------------------------
+
+
+def test_location_follows_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("VIDEOVLM_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("VIDEOVLM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "videovlm"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path("~/.cache/videovlm").expanduser()
+
+
+def test_an_entry_is_read_back_only_when_whole_and_its_own(tmp_path) -> None:
+    store = FrameCache(tmp_path, "model-a")
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    key = store.key(pixels_key(np.zeros((4, 4, 3), np.uint8)))
+    store.put(key, array.tobytes(), (3, 4), "float32")
+    assert store.get(key, (3, 4), "float32") == array.tobytes()
+    assert store.get(key, (4, 3), "float32") is None  # another shape: not trusted, dropped
+    assert not list(tmp_path.glob("*/*.frame"))
+    store.put(key, array.tobytes(), (3, 4), "float32")
+    (path,) = tmp_path.glob("*/*.frame")
+
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in the payload
+    path.write_bytes(bytes(data))
+    assert store.get(key, (3, 4), "float32") is None and not path.exists()  # dropped, redone
+
+    store.put(key, array.tobytes(), (3, 4), "float32")
+    path.write_bytes(path.read_bytes()[:-5])  # cut short
+    assert store.get(key, (3, 4), "float32") is None
+
+    other = store.key(pixels_key(np.ones((4, 4, 3), np.uint8)))
+    store.put(other, array.tobytes(), (3, 4), "float32")
+    os.replace(store._path(other), store._path(key))  # another frame's entry under this name
+    assert store.get(key, (3, 4), "float32") is None
+    assert FrameCache(tmp_path, "model-b").key("x") != store.key("x")  # settings are in the key
+    assert store.stats.rejected == 4 and store.stats.hits == 1
+
+
+def test_the_folder_stays_within_its_bound_least_recently_used_first(tmp_path) -> None:
+    payload = bytes(10_000)
+    store = FrameCache(tmp_path, "m", limit_bytes=35_000)
+    keys = [store.key(str(i)) for i in range(5)]
+    for i, key in enumerate(keys[:3]):
+        store.put(key, payload, (10_000,), "uint8")
+        os.utime(store._path(key), ns=(i * 10**9, i * 10**9))  # oldest first
+    assert store.get(keys[0], (10_000,), "uint8") is not None  # used again: now the newest
+    for key in keys[3:]:
+        store.put(key, payload, (10_000,), "uint8")
+    store.trim()
+    left = {p.stem for p in tmp_path.glob("*/*.frame")}
+    assert sum(p.stat().st_size for p in tmp_path.glob("*/*.frame")) <= 35_000
+    assert keys[0] in left and keys[1] not in left  # the least recently used went first
+
+
+# -- with the real model -------------------------------------------------------------------------
+
+
+def test_a_second_command_skips_the_vision_tower_for_frames_already_encoded(
+        tiny_idefics3, cache_folder) -> None:
+    first = Model.load(str(tiny_idefics3))
+    with EncodedFrames(first) as cold:
+        timeline = describe(BIKES, model=first, mode="timeline", n=6)
+    n = len(timeline.sampling["frames"])
+    assert cold.frames == n and timeline.cache == {"hits": 0, "encoded": n, "rejected": 0}
+    assert len(entries(cache_folder)) == n
+
+    again = Model.load(str(tiny_idefics3))  # the next command: a new process's model
+    with EncodedFrames(again) as warm:
+        answered = ask(BIKES, ["What moves?"], model=again, n=6)
+    assert warm.frames == 0 and answered.cache == {"hits": n, "encoded": 0, "rejected": 0}
+    assert answered.sampling["frames"] == timeline.sampling["frames"]
+
+    uncached = Model.load(str(tiny_idefics3), cache=False)
+    fresh = ask(BIKES, ["What moves?"], model=uncached, n=6)
+    assert [a.answer for a in fresh.answers] == [a.answer for a in answered.answers]
+    assert fresh.cache is None
+
+    # a damaged entry is recomputed, and only that one
+    victim = entries(cache_folder)[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    with EncodedFrames(again) as repaired:
+        r = ask(BIKES, ["Where?"], model=again, n=6)
+    assert repaired.frames == 1
+    assert r.cache == {"hits": n - 1, "encoded": 1, "rejected": 1}
+
+
+def test_cached_features_are_the_vision_towers(tiny_smolvlm, cache_folder) -> None:
+    model = Model.load(str(tiny_smolvlm))
+    inputs = load_video(BIKES, load_recipe("qa"), n=3, image_size=model.image_size)
+    computed = model.image_features(inputs.images)
+    read = Model.load(str(tiny_smolvlm)).image_features(inputs.images)
+    with torch.inference_mode():
+        pixels = model._pixels(inputs.images)
+        whole = torch.cat(model.network.get_image_features(pixel_values=pixels).pooler_output)
+    for a, b, c in zip(computed, read, whole.reshape(len(computed), *computed[0].shape),
+                       strict=True):
+        assert torch.equal(a, b)
+        assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_identical_frames_are_encoded_once(tiny_idefics3, cache_folder) -> None:
+    model = Model.load(str(tiny_idefics3), cache=False)
+    rng = np.random.default_rng(0)
+    still = rng.integers(0, 255, (model.image_size, model.image_size, 3), dtype=np.uint8)
+    other = rng.integers(0, 255, still.shape, dtype=np.uint8)
+    with EncodedFrames(model) as seen:
+        feats = model.image_features([still, still.copy(), other, still])
+    assert seen.frames == 2
+    assert torch.equal(feats[0], feats[1]) and torch.equal(feats[0], feats[3])
+    assert not torch.equal(feats[0], feats[2])
+
+
+def test_no_cache_neither_reads_nor_writes(tiny_idefics3, cache_folder, tmp_path, capsys) -> None:
+    args = ["ask", str(BIKES), "-q", "What moves?", "-n", "3", "--model", str(tiny_idefics3),
+            "--json", "--quiet"]
+    assert run_cli([*args, "--no-cache"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache"] is None
+    assert not entries(cache_folder)
+    assert run_cli(args) == 0
+    assert json.loads(capsys.readouterr().out)["cache"]["encoded"] == 3
+    assert len(entries(cache_folder)) == 3
