@@ -1,8 +1,14 @@
 """videovlm: understand video files with small open vision-language models.
 
-The public API is what this module exports; everything else is private. Heavy libraries (torch,
-transformers) are imported only by the functions that run the model, so sampling frames stays
-light.
+The public API is what this module exports; everything else is private.
+
+Lazy imports, in one place: these libraries are imported only inside the functions that need
+them, so ``import videovlm`` and ``videovlm frames`` never load a deep-learning stack and a
+missing optional one is simply absent: ``torch``, ``transformers`` and ``huggingface_hub`` (the
+model stage), ``av``, ``cv2``, ``decord`` and ``torchcodec`` (each decoding backend, when it
+runs), ``scenedetect`` (scene mode), ``ray`` (the Ray engine). ``Model``, ``describe`` and
+``ask`` below load on first use for the same reason. Every other import, every videovlm module
+included, sits at the top of its file. The map of the modules is ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
