@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     threads = args.torch_threads or max(1, cores - args.workers)
     torch.set_num_threads(threads)
-    model = Model.load(str(checkpoint(args.model, args.shape)), device="cpu", dtype="float32")
+    model = Model.load(str(checkpoint(args.model, args.shape)), device="cpu", dtype="float32",
+                       cache=False)  # each run encodes its frames: a fair stage benchmark
     recipe = load_recipe(args.recipe).with_overrides(n=args.n,
                                                      max_new_tokens=args.max_new_tokens)
     stages = VideoStages(recipe, image_size=model.image_size)
