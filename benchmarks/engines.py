@@ -1,0 +1,211 @@
+"""The model stage against the ways people run SmolVLM: one question about 50 frames.
+
+    python benchmarks/engines.py [--shape 256m|2b] [--frames 50] [--new-tokens 32]
+                                 [--rows videovlm-cold,videovlm-warm,transformers]
+                                 [--out benchmarks/results/engines.md]
+
+The workload (issue "the model stage at the machine's limit"): ``samples/bikes.mp4``, 50 frames
+by the selection rule, prepared by videovlm to the model's single-image size, one question,
+``--new-tokens`` new tokens forced (``min_new_tokens``: the comparison is of work, not of when a
+random model stops), greedy, on a randomly initialised checkpoint of the real architecture
+(``--shape 256m``: SmolVLM2-256M, 512 px; ``2b``: SmolVLM-Instruct's 2.2B, 384 px), fp32 on the
+CPU. Every row runs in a fresh process; columns:
+
+- **vision s**: the vision tower over the frames (or the frame cache, for the warm row);
+- **prefill s**: the language model over the prompt up to the answer's first token;
+- **decode tok/s**: new tokens after the first, per second;
+- **total s**: model load + decode and prepare the frames + vision + prefill + all new tokens;
+- **peak RSS**: the child's ``ru_maxrss`` (the whole process: Python, torch, the model);
+- ratios to the ``videovlm-cold`` row.
+
+Rows:
+
+- ``videovlm-cold``: videovlm's model stage with an empty frame cache (what a first ``ask`` does:
+  frames encoded a few at a time, prefix encoded once, the answer continued from its KV cache).
+- ``videovlm-warm``: the same command again (the frames' encodings read from the frame cache
+  the cold row wrote): the "never twice" target is ``total <= 0.25x`` of the cold row's.
+- ``transformers``: plain transformers the usual way: the stock processor on the same prepared
+  frames (``do_resize=False, do_image_splitting=False``), ``model.generate`` with SDPA attention
+  on the whole prompt (vision and prefill in one forward; its vision share is timed with a hook
+  on the vision tower).
+
+The peers the issue also names (OpenVINO through ``optimum-intel`` and llama.cpp through
+``xllamacpp``, each in a venv of its own) are not rows yet: see the README's benchmark section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VIDEO = REPO / "samples" / "bikes.mp4"
+QUESTION = "What happens in this video, and where?"
+ROWS = ("videovlm-cold", "videovlm-warm", "transformers")
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from batch import checkpoint  # noqa: E402  (the shape-faithful checkpoint, built once)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class FirstToken:
+    """A logits processor that notes when generation's first step is done: time to first
+    token, from one generation (no second run to tell prefill from decoding)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.at is None:
+            self.at = time.perf_counter()
+        return scores
+
+
+def child(row: str, model_path: str, frames: int, new_tokens: int) -> dict[str, float]:
+    """One row, in this (fresh) process; returns its measurements."""
+    t_start = time.perf_counter()
+    import torch
+
+    from videovlm.api import load_video
+    from videovlm.model import Model
+    from videovlm.pipelines import load_recipe
+    from videovlm.run import ModelRun
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    model = Model.load(model_path, device="cpu", dtype="float32",
+                       cache=row != "transformers")
+    recipe = load_recipe("qa")
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
+    run = ModelRun(model, inputs, recipe)
+    prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
+                                                    question=QUESTION),
+                           max_new_tokens=new_tokens)
+    cpu_s = time.perf_counter() - t0
+    from transformers import LogitsProcessorList
+
+    first = FirstToken()
+    gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
+           "logits_processor": LogitsProcessorList([first])}
+    out: dict[str, float] = {"tokens": prompt.tokens, "frames": len(inputs.frames)}
+    if row == "transformers":
+        vision = [0.0]
+
+        def start(_m, _a):
+            vision.append(time.perf_counter())
+
+        def stop(_m, _a, _o):
+            vision[0] += time.perf_counter() - vision.pop()
+
+        tower = model.network.model.vision_model
+        handles = [tower.register_forward_pre_hook(start), tower.register_forward_hook(stop)]
+        inputs_ = model.encode_with_processor(prompt.text, prompt.images)
+        t0 = time.perf_counter()
+        model.generate(inputs_, **gen)
+        end = time.perf_counter()
+        for h in handles:
+            h.remove()
+        assert first.at is not None
+        out.update(vision=vision[0], prefill=first.at - t0 - vision[0],
+                   decode_tps=(new_tokens - 1) / max(1e-9, end - first.at))
+        answer_s = end - t0
+    else:
+        t0 = time.perf_counter()
+        features = model.image_features(prompt.images)
+        vision_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        prefix = model.encode_prefix(prompt.head, features)
+        head_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.answer(prefix, [prompt.tail], **gen)
+        end = time.perf_counter()
+        assert first.at is not None
+        out.update(vision=vision_s, prefill=head_s + first.at - t0,
+                   decode_tps=(new_tokens - 1) / max(1e-9, end - first.at),
+                   hits=model.frame_cache.stats.hits if model.frame_cache else 0)
+        answer_s = vision_s + head_s + end - t0
+    out.update(load=load_s, cpu=cpu_s, total=load_s + cpu_s + answer_s,
+               process=time.perf_counter() - t_start, rss_mb=_peak_rss_mb())
+    return out
+
+
+def run_row(row: str, model_path: Path, frames: int, new_tokens: int, cache: Path
+            ) -> dict[str, float]:
+    env = {**os.environ, "VIDEOVLM_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, __file__, "--child", row, "--model", str(model_path), "--frames",
+           str(frames), "--new-tokens", str(new_tokens)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"row {row} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict[str, dict[str, float]]) -> list[str]:
+    base = results.get("videovlm-cold")
+    lines = ["| way | vision s | prefill s | decode tok/s | total s | peak RSS | total / "
+             "videovlm-cold | RSS / videovlm-cold |", "|---|---|---|---|---|---|---|---|"]
+    for row, r in results.items():
+        ratio = f"{r['total'] / base['total']:.2f}x" if base else "-"
+        rss = f"{r['rss_mb'] / base['rss_mb']:.2f}x" if base else "-"
+        lines.append(f"| {row} | {r['vision']:.1f} | {r['prefill']:.1f} | "
+                     f"{r['decode_tps']:.1f} | {r['total']:.1f} | {r['rss_mb'] / 1024:.2f} GB | "
+                     f"{ratio} | {rss} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", choices=["256m", "2b"], default="256m")
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--model", type=Path, default=None, help="a checkpoint folder")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, str(args.model), args.frames, args.new_tokens)))
+        return
+    model_path = checkpoint(args.model, args.shape)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}: use {', '.join(ROWS)}")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="videovlm-bench-cache-") as cache:
+        for row in rows:  # warm runs after cold: the cache the cold row filled
+            print(f"running {row}...", file=sys.stderr)
+            results[row] = run_row(row, model_path, args.frames, args.new_tokens, Path(cache))
+            print(json.dumps({row: results[row]}), file=sys.stderr)
+    any_row = next(iter(results.values()))
+    shape = f"{args.model}" if args.model else f"{args.shape}-shaped random checkpoint"
+    head = (f"{shape}, {any_row['frames']} frames of {VIDEO.name}, "
+            f"{any_row['tokens']} prompt tokens, {args.new_tokens} new tokens, fp32 CPU, "
+            f"{os.cpu_count()} threads, {platform.processor() or platform.machine()}")
+    lines = [head, "", *table(results)]
+    if "videovlm-cold" in results and "videovlm-warm" in results:
+        ratio = results["videovlm-warm"]["total"] / results["videovlm-cold"]["total"]
+        lines += ["", f"second command over frames already encoded: {ratio:.2f}x of the cold "
+                      "one's total (target <= 0.25x)"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
