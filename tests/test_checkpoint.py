@@ -45,6 +45,11 @@ def test_tiny_checkpoint_is_the_real_architecture(request, fixture, cls, size, p
     assert config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
     assert network.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids(
         "<end_of_utterance>")
+    # what converters of real checkpoints (llama.cpp's) read: the text model's architecture
+    # as the hub configs name it, and a paragraph break that is one token
+    config_json = json.loads((path / "config.json").read_text())
+    assert config_json["text_config"]["architectures"] == ["VLlama3ForCausalLM"]
+    assert len(tokenizer("\n\n", add_special_tokens=False)["input_ids"]) == 1
     assert sum(p.numel() for p in network.parameters()) < 2_000_000  # tiny: fast in tests
 
 

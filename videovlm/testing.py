@@ -105,6 +105,10 @@ In the face of ambiguity, refuse the temptation to guess. There should be one an
 only one obvious way to do it. Now is better than never. 0 1 2 3 4 5 6 7 8 9 10 11 12 30 45 59
 User: Assistant: the a an of in on at to and is are was were with from for by it this that
 """
+# Paragraph breaks on their own, so the trainer learns "\n\n" as one token, as SmolLM2's
+# vocabulary has it (the llama.cpp converter looks for it); the byte-level pre-tokenizer never
+# lets a break inside running text reach the merge.
+_BREAKS = ["\n\n"] * 16
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def _train_tokenizer(family: str):  # -> transformers.PreTrainedTokenizerFast
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tok.train_from_iterator([_CORPUS] * 4 + _BREAKS, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|im_start|>",
@@ -237,6 +241,7 @@ def make_checkpoint(
     n_ctx = context or dims.context
     text_config = {
         "model_type": "llama",
+        "architectures": ["VLlama3ForCausalLM"],  # as the hub checkpoints say (converters read it)
         "hidden_size": dims.t_hidden,
         "intermediate_size": dims.t_intermediate,
         "num_hidden_layers": dims.t_layers,
