@@ -429,8 +429,10 @@ class Model:
         image = BaseModelOutputWithPooling(
             pooler_output=[torch.cat(list(features)).to(self.device, getattr(torch, self.dtype))])
         with torch.inference_mode():
-            cache = self.network(**head, mm_encoder_outputs={"image": image},
-                                 use_cache=True).cache
+            # logits for the last position only: the head's answer is not read, and all of
+            # them (prompt x vocabulary floats) would cost ~0.8 GB and a second of lm_head here
+            cache = self.network(**head, mm_encoder_outputs={"image": image}, use_cache=True,
+                                 logits_to_keep=1).cache
         return Prefix(input_ids=head["input_ids"][0].cpu(), cache=cache)
 
     def answer(self, prefix: Prefix, tails: Sequence[str], *, batch_size: int = 8,
