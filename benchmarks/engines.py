@@ -20,14 +20,20 @@ CPU. Every row runs in a fresh process; columns:
 
 Rows:
 
-- ``videovlm-cold``: videovlm's model stage with an empty frame cache (what a first ``ask`` does:
-  frames encoded a few at a time, prefix encoded once, the answer continued from its KV cache).
+- ``videovlm-cold``: videovlm's model stage with its CPU defaults (``--quantize auto``: int8) and
+  an empty frame cache (what a first ``ask`` does: frames encoded one at a time, the prompt's
+  head encoded once, the answer continued from its KV cache).
 - ``videovlm-warm``: the same command again (the frames' encodings read from the frame cache
   the cold row wrote): the "never twice" target is ``total <= 0.25x`` of the cold row's.
+- ``videovlm-fp32``: the same, ``--quantize none`` (the weights as loaded).
 - ``transformers``: plain transformers the usual way: the stock processor on the same prepared
   frames (``do_resize=False, do_image_splitting=False``), ``model.generate`` with SDPA attention
   on the whole prompt (vision and prefill in one forward; its vision share is timed with a hook
   on the vision tower).
+- ``drift``: int8 against fp32 on the same checkpoint and the first ``--drift-frames`` frames:
+  cosine of each frame's image features (mean and worst), and the KL divergence of the answer's
+  first-token distribution (fp32 || int8). Random weights: a bound on the arithmetic, not a
+  measure of answer quality on the real weights.
 
 The peers the issue also names (OpenVINO through ``optimum-intel`` and llama.cpp through
 ``xllamacpp``, each in a venv of its own) are not rows yet: see the README's benchmark section.
@@ -49,7 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 VIDEO = REPO / "samples" / "bikes.mp4"
 QUESTION = "What happens in this video, and where?"
-ROWS = ("videovlm-cold", "videovlm-warm", "transformers")
+ROWS = ("videovlm-cold", "videovlm-warm", "videovlm-fp32", "transformers", "drift")
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from batch import checkpoint  # noqa: E402  (the shape-faithful checkpoint, built once)
@@ -83,8 +89,11 @@ def child(row: str, model_path: str, frames: int, new_tokens: int) -> dict[str, 
     from videovlm.run import ModelRun
 
     torch.set_num_threads(os.cpu_count() or 1)
+    if row == "drift":
+        return drift(model_path, frames)
     t0 = time.perf_counter()
     model = Model.load(model_path, device="cpu", dtype="float32",
+                       quantize="auto" if row in ("videovlm-cold", "videovlm-warm") else "none",
                        cache=row != "transformers")
     recipe = load_recipe("qa")
     load_s = time.perf_counter() - t0
@@ -142,6 +151,44 @@ def child(row: str, model_path: str, frames: int, new_tokens: int) -> dict[str, 
     return out
 
 
+def drift(model_path: str, frames: int) -> dict[str, float]:
+    """int8 against fp32: image features' cosine, first-token KL."""
+    import torch
+
+    from videovlm.api import load_video
+    from videovlm.model import Model
+    from videovlm.pipelines import load_recipe
+    from videovlm.run import ModelRun
+
+    recipe = load_recipe("qa")
+    out: dict[str, float] = {}
+    feats, logits = {}, {}
+    for quant in ("none", "int8"):
+        model = Model.load(model_path, device="cpu", dtype="float32", quantize=quant,
+                           cache=False)
+        inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
+        run = ModelRun(model, inputs, recipe)
+        prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
+                                                        question=QUESTION))
+        feats[quant] = model.image_features(prompt.images)
+        prefix = model.encode_prefix(prompt.head, feats[quant])
+        tail = model.tokenizer(prompt.tail, add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            step = model.network(input_ids=tail["input_ids"], cache=prefix.cache,
+                                 use_cache=True, logits_to_keep=1)
+        logits[quant] = step.logits[0, -1].float()
+        out["frames"], out["tokens"] = len(inputs.frames), prompt.tokens
+        del model
+    cos = [float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+           for a, b in zip(feats["none"], feats["int8"], strict=True)]
+    p = torch.log_softmax(logits["none"], -1)
+    q = torch.log_softmax(logits["int8"], -1)
+    out.update(cos_mean=sum(cos) / len(cos), cos_min=min(cos),
+               kl=float((p.exp() * (p - q)).sum()),
+               same_first_token=float(int(p.argmax()) == int(q.argmax())))
+    return out
+
+
 def run_row(row: str, model_path: Path, frames: int, new_tokens: int, cache: Path
             ) -> dict[str, float]:
     env = {**os.environ, "VIDEOVLM_CACHE": str(cache), "PYTHONPATH": str(REPO)}
@@ -155,6 +202,7 @@ def run_row(row: str, model_path: Path, frames: int, new_tokens: int, cache: Pat
 
 def table(results: dict[str, dict[str, float]]) -> list[str]:
     base = results.get("videovlm-cold")
+    results = {k: v for k, v in results.items() if k != "drift"}
     lines = ["| way | vision s | prefill s | decode tok/s | total s | peak RSS | total / "
              "videovlm-cold | RSS / videovlm-cold |", "|---|---|---|---|---|---|---|---|"]
     for row, r in results.items():
@@ -173,6 +221,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--model", type=Path, default=None, help="a checkpoint folder")
+    parser.add_argument("--drift-frames", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -188,9 +237,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="videovlm-bench-cache-") as cache:
         for row in rows:  # warm runs after cold: the cache the cold row filled
             print(f"running {row}...", file=sys.stderr)
-            results[row] = run_row(row, model_path, args.frames, args.new_tokens, Path(cache))
+            frames = args.drift_frames if row == "drift" else args.frames
+            results[row] = run_row(row, model_path, frames, args.new_tokens, Path(cache))
             print(json.dumps({row: results[row]}), file=sys.stderr)
-    any_row = next(iter(results.values()))
+    any_row = next(r for k, r in results.items() if k != "drift")
     shape = f"{args.model}" if args.model else f"{args.shape}-shaped random checkpoint"
     head = (f"{shape}, {any_row['frames']} frames of {VIDEO.name}, "
             f"{any_row['tokens']} prompt tokens, {args.new_tokens} new tokens, fp32 CPU, "
@@ -200,6 +250,12 @@ def main() -> None:
         ratio = results["videovlm-warm"]["total"] / results["videovlm-cold"]["total"]
         lines += ["", f"second command over frames already encoded: {ratio:.2f}x of the cold "
                       "one's total (target <= 0.25x)"]
+    if "drift" in results:
+        d = results["drift"]
+        lines += ["", f"int8 against fp32 ({int(d['frames'])} frames): image features' cosine "
+                      f"{d['cos_mean']:.4f} mean, {d['cos_min']:.4f} worst; first-token KL "
+                      f"{d['kl']:.4f} nats; same first token: "
+                      f"{'yes' if d['same_first_token'] else 'no'}"]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -16,7 +16,7 @@ QUESTIONS = ["What is the colour of the car?", "How many people are in the scene
 
 @pytest.fixture(scope="module", params=["tiny_idefics3", "tiny_smolvlm"])
 def model(request) -> Model:
-    return Model.load(str(request.getfixturevalue(request.param)))
+    return Model.load(str(request.getfixturevalue(request.param)), quantize="none")  # exact
 
 
 def clip(n: int = 4) -> list[Frame]:

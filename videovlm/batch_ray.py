@@ -88,9 +88,10 @@ class _Generate:
     """The actor: loads the model once, then runs the model stage for each row it is given."""
 
     def __init__(self, stages: VideoStages, model_id: str | None, device: str | None,
-                 dtype: str | None, cache: bool = True) -> None:
+                 dtype: str | None, cache: bool = True, quantize: str | None = None) -> None:
         self.stages = stages
-        self.model = Model.load(model_id, device=device, dtype=dtype, cache=cache)
+        self.model = Model.load(model_id, device=device, dtype=dtype, quantize=quantize,
+                                cache=cache)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         results, model_s = [], []
@@ -148,6 +149,7 @@ def run_ray(
     actors: int | None = None,
     num_cpus: int | None = None,
     cache: bool = True,
+    quantize: str | None = None,
 ) -> BatchReport:
     """Run the batch on Ray: same inputs, records and resume as :func:`videovlm.batch.run_local`.
 
@@ -188,7 +190,7 @@ def run_ray(
                 ds = ds.map_batches(
                     _Generate, fn_constructor_kwargs={"stages": stages, "model_id": model_id,
                                                       "device": device, "dtype": dtype,
-                                                      "cache": cache},
+                                                      "cache": cache, "quantize": quantize},
                     batch_size=1, compute=ActorPoolStrategy(size=size),
                     num_gpus=1 if gpus else 0, num_cpus=1)
                 for row in ds.iter_rows():

@@ -78,7 +78,7 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
           questions_file: Path | None, formats: str | None, engine: str, backend: str | None,
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
-          n: int | None, no_cache: bool) -> None:
+          n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
 
     Videos are found by content. Killed or interrupted, the same command resumes where it
@@ -100,7 +100,7 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
                        questions_file=questions_file, recursive=recursive, include=include,
                        exclude=exclude, resume=resume, workers=workers, formats=formats,
                        engine=engine, backend=backend, n=n, model_id=model_id, device=device,
-                       dtype=dtype, quiet=quiet, no_cache=no_cache))
+                       dtype=dtype, quiet=quiet, no_cache=no_cache, quantize=quantize))
 
 
 def run_batch(
@@ -125,6 +125,7 @@ def run_batch(
     dtype: str | None = None,
     quiet: bool = False,
     no_cache: bool = False,
+    quantize: str | None = None,
 ) -> int:
     """Run ``recipe`` on every video in ``folder`` into ``out_dir``; the exit code (0 all done,
     1 some failed, 2 a questions file with mistakes, 130 interrupted).
@@ -173,9 +174,11 @@ def run_batch(
         report = run_ray(jobs, recipe, out_dir, model_id=model_id, device=device, dtype=dtype,
                          n=n, backend=backend, questions=questions, choice_recipe=choice_recipe,
                          formats=names, resume=resume, settings=settings,
-                         progress=not quiet, say=say, cache=not no_cache)
+                         progress=not quiet, say=say, cache=not no_cache,
+                         quantize=quantize)
     else:
-        model = load_model(model_id, device, dtype, quiet, no_cache)  # before any file is written
+        # before any file is written
+        model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
         stages = b.VideoStages(recipe, image_size=model.image_size, n=n, backend=backend,
                                questions=questions, choice_recipe=choice_recipe)
         report = b.run_local(jobs, stages.cpu, functools.partial(stages.model, model), out_dir,

@@ -50,7 +50,8 @@ from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
 @model_options
 def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limit: int | None,
           resume: bool, workers: int, backend: str | None, quiet: bool, model_id: str | None,
-          device: str | None, dtype: str | None, n: int | None, no_cache: bool) -> None:
+          device: str | None, dtype: str | None, n: int | None, no_cache: bool,
+          quantize: str | None) -> None:
     """Answer every question of QUESTIONS.jsonl about its video and score the letters.
 
     Lines are {"video": path under DIR, "question", "choices": [...], "answer": letter or
@@ -64,7 +65,8 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     except QuestionsFileError as exc:
         say_problems(exc)
         sys.exit(exc.exit_code)
-    model = load_model(model_id, device, dtype, quiet, no_cache)  # before anything is written
+    # before anything is written
+    model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     report = evaluate(items, videos, out_dir, model, protocol=protocol, n=n, backend=backend,
                       workers=workers, resume=resume, progress=not quiet)
     if report.batch.interrupted:

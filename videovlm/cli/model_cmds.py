@@ -68,7 +68,7 @@ def _check_inputs(videos: list[str]) -> None:
 def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str | None,
              sheet: Path | None, backend: str | None, recipe: str | None, quiet: bool,
              model_id: str | None, device: str | None, dtype: str | None, n: int | None,
-             no_cache: bool) -> None:
+             no_cache: bool, quantize: str | None) -> None:
     """Describe what happens in each VIDEO, with timestamps.
 
     Without -o the result JSON goes to stdout (one line per video when there are several).
@@ -79,7 +79,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
     _check_inputs(list(videos))
-    model = load_model(model_id, device, dtype, quiet, no_cache)
+    model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     code = run_videos(
         videos, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend),
         desc=rec.name, quiet=quiet, out_dir=out_dir, formats=names, sheet=sheet)
@@ -113,7 +113,8 @@ def _print_answers(result: Result) -> None:
 @model_options
 def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_json: bool,
         backend: str | None, recipe: str | None, quiet: bool, model_id: str | None,
-        device: str | None, dtype: str | None, n: int | None, no_cache: bool) -> None:
+        device: str | None, dtype: str | None, n: int | None, no_cache: bool,
+        quantize: str | None) -> None:
     """Answer questions about VIDEO (multiple choice with --choices)."""
     setup_logging(quiet)
     rec = ask_recipe(choices, recipe)
@@ -122,7 +123,7 @@ def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_jso
     if any(not q.strip() for q in questions):
         raise VideoVLMError("a question (-q) is empty: give the question's text")
     _check_inputs([video])
-    model = load_model(model_id, device, dtype, quiet, no_cache)
+    model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     run_videos(
         [video], lambda v: ask_api(v, list(questions), choices=list(choices) or None,
                                    model=model, n=n, backend=backend, recipe=rec),

@@ -52,7 +52,7 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
         questions: tuple[str, ...], choices: tuple[str, ...], backend: str | None,
         seek: str | None, fit: str | None, max_new_tokens: int | None, resume: bool,
         quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
-        n: int | None, no_cache: bool) -> None:
+        n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run RECIPE (a built-in name, see `videovlm pipelines`, or a .toml file) on videos.
 
     Files: without -o the result JSON goes to stdout (one line per video when there are
@@ -78,8 +78,8 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
                            asked=[Question(q, tuple(choices) or None) for q in questions],
                            resume=resume, formats=formats, backend=backend, n=n,
                            model_id=model_id, device=device, dtype=dtype, quiet=quiet,
-                           no_cache=no_cache))
-    model = load_model(model_id, device, dtype, quiet, no_cache)
+                           no_cache=no_cache, quantize=quantize))
+    model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     code = run_videos(
         inputs, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend,
                                          questions=list(questions) or None,
