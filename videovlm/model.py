@@ -155,12 +155,23 @@ def _pick_quantization(quantize: str | None, device: str) -> str:
     return choice
 
 
-def _quantize_int8(network: Any) -> None:
-    """Every Linear layer to PyTorch's dynamic int8 one, in place: on these AVX2 CPUs the vision
-    tower ran 2.3x and decoding 2x faster than fp32 (benchmarks/engines.py), with a quarter of
-    the Linear weights' memory. ``torch.ao.quantization`` rather than the ``torchao`` package:
-    torchao's int8 dynamic config ran the vision tower only 1.2x faster here and prints warnings
-    on import; this one ships with torch (its deprecation notice is silenced here)."""
+def _load_dtype(config: dict[str, Any], dtype: str, quantization: str) -> str:
+    """The dtype to read the weights in. For int8 that is the checkpoint's own (bf16 for the
+    hub's SmolVLMs) rather than fp32: each Linear layer is then widened and quantized one at a
+    time, so the fp32 copy of the whole model never exists (peak memory about halves)."""
+    stored = config.get("torch_dtype") or config.get("dtype")
+    if quantization == "int8" and stored in ("bfloat16", "float16"):
+        return str(stored)
+    return dtype
+
+
+def _quantize_int8(network: Any, dtype: Any) -> None:
+    """Every Linear layer to PyTorch's dynamic int8 one, one layer at a time, in place; the
+    other weights (embeddings, norms) to ``dtype``. On these AVX2 CPUs the vision tower ran 2.3x
+    and decoding 2x faster than fp32 (benchmarks/engines.py), with a quarter of the Linear
+    weights' memory. ``torch.ao.quantization`` rather than the ``torchao`` package: torchao's
+    int8 dynamic config ran the vision tower only 1.2x faster here and prints warnings on
+    import; this one ships with torch (its deprecation notice is silenced here)."""
     import warnings
 
     import torch
@@ -168,7 +179,18 @@ def _quantize_int8(network: Any) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        for module in list(network.modules()):
+            for name, child in list(module.named_children()):
+                if type(child) is torch.nn.Linear:
+                    wide = torch.nn.Sequential(child.to(torch.float32))
+                    quantize_dynamic(wide, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                    setattr(module, name, wide[0])
+                    child.to("meta")  # its fp32 weights go now, not at some later collection
+        for param in network.parameters():
+            param.data = param.data.to(dtype)
+        for buffer in network.buffers():
+            if buffer.is_floating_point():
+                buffer.data = buffer.data.to(dtype)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -252,13 +274,14 @@ class Model:
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             image_processor = ImageProcessor.from_pretrained(folder)
-            network = AutoModelForImageTextToText.from_pretrained(folder, dtype=getattr(torch, dt))
+            network = AutoModelForImageTextToText.from_pretrained(
+                folder, dtype=getattr(torch, _load_dtype(config, dt, quant)))
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {model_id}: {first}") from None
-        network.to(dev).eval()
         if quant == "int8":
-            _quantize_int8(network)
+            _quantize_int8(network, getattr(torch, dt))
+        network.to(dev).eval()
 
         image_size = int(image_processor.max_image_size["longest_edge"])
         vision = network.config.vision_config
