@@ -21,6 +21,7 @@ from that same generation, so a rambling answer costs no second pass over the fr
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -493,6 +494,7 @@ class Model:
             # logits for the last position only: the head's answer is not read, and all of
             # them (prompt x vocabulary floats) would cost ~0.8 GB and a second of lm_head here
             cache = self.network(**head, mm_encoder_outputs={"image": image}, use_cache=True,
+                                 cache=_growing_cache(self.network.config),
                                  logits_to_keep=1).cache
         return Prefix(input_ids=head["input_ids"][0].cpu(), cache=cache)
 
@@ -610,6 +612,92 @@ def _encoding_key(model_id: str, revision: str | None, folder: Path, device: str
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
     return json.dumps([model_id, revision, weights, dtype, quantization, device.split(":")[0]])
+
+
+def _growing_cache(config: Any) -> Any:
+    """A KV cache whose layers grow in place (:func:`_growing_layer_class`), one per layer of
+    the language model."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    layer = _growing_layer_class()
+    cache.layers = [layer() for _ in cache.layers]
+    return cache
+
+
+@functools.cache
+def _growing_layer_class() -> Any:
+    """transformers' ``DynamicLayer`` with room to grow: a new token is written into spare
+    capacity instead of ``torch.cat`` copying the whole cache for every token. At 4.8k tokens of
+    SmolVLM-Instruct that copy is 1.9 GB per generated token (measured: decoding 1.6 tok/s)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self._k: Any = None
+            self._v: Any = None
+            self._length = 0
+
+        def _view(self) -> None:
+            self.keys = self._k[..., :self._length, :]
+            self.values = self._v[..., :self._length, :]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any
+                   ) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self._length + key_states.shape[-2]
+            if self._k is None or end > self._k.shape[-2] \
+                    or self._k.shape[:-2] != key_states.shape[:-2]:
+                room = end + max(256, end // 4)
+                k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
+                v = value_states.new_empty(*value_states.shape[:-2], room,
+                                           value_states.shape[-1])
+                if self._k is not None and self._length:
+                    k[..., :self._length, :] = self._k[..., :self._length, :]
+                    v[..., :self._length, :] = self._v[..., :self._length, :]
+                self._k, self._v = k, v
+            self._k[..., self._length:end, :] = key_states
+            self._v[..., self._length:end, :] = value_states
+            self._length = end
+            self._view()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self._length if self.is_initialized else 0
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative number: the tokens to drop")
+            if tokens_to_remove and self.is_initialized:
+                self._length = max(0, self._length + tokens_to_remove)
+                self._view()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.get_seq_length() > 0:
+                self._k = self._k.repeat_interleave(repeats, dim=0)
+                self._v = self._v.repeat_interleave(repeats, dim=0)
+                self._view()
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.get_seq_length() > 0:
+                self._k, self._v = self._k[indices, ...], self._v[indices, ...]
+                self._view()
+
+        def reorder_cache(self, beam_idx: Any) -> None:
+            if self.get_seq_length() > 0:
+                index = beam_idx.to(self._k.device)
+                self._k = self._k.index_select(0, index)
+                self._v = self._v.index_select(0, index)
+                self._view()
+
+        def reset(self) -> None:
+            self._k = self._v = None
+            self._length = 0
+            super().reset()
+
+    return GrowingLayer
 
 
 def _tensor_bytes(tensor: Any) -> bytes:
