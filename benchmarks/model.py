@@ -71,7 +71,7 @@ def preprocessing(model: Model, clip: list[Frame]) -> dict[str, float]:
     def ours() -> None:
         images = prepare(clip, model.image_size)
         prompt = build_prompt(model, clip, images, "Describe.", intro=INTRO.format(n=len(clip)))
-        assert prompt.inputs["pixel_values"].shape[1] == len(clip)
+        assert model.encode(prompt.text, images)["pixel_values"].shape[1] == len(clip)
 
     text = build_prompt(model, clip, prepare(clip, model.image_size), "Describe.",
                         intro=INTRO.format(n=len(clip))).text
@@ -106,7 +106,7 @@ def questions(model: Model, n_frames: int, n_questions: int, new_tokens: int,
         for q in qs:
             prompt = build_prompt(model, clip, images, q, intro=INTRO.format(n=n_frames),
                                   max_new_tokens=new_tokens)
-            model.generate(prompt.inputs, **gen)
+            model.generate(model.encode(prompt.text, prompt.images), **gen)
 
     def cached(qs: list[str], **generation: int) -> None:
         """The frames encoded once (vision tower and prefill), then every question from it."""

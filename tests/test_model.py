@@ -32,7 +32,8 @@ def prompt_for(model: Model, frames: list[Frame], task: str):
 
 def fresh_answer(model: Model, frames: list[Frame], task: str, **generation) -> str:
     """The answer of a full encode of the prompt with ``task`` (no cached prefix)."""
-    return model.generate(prompt_for(model, frames, task).inputs, **generation)
+    prompt = prompt_for(model, frames, task)
+    return model.generate(model.encode(prompt.text, prompt.images), **generation)
 
 
 def encoded(model: Model, frames: list[Frame]):

@@ -161,7 +161,7 @@ def test_smolvlm2_gets_the_layout_its_processor_writes(tiny_smolvlm, recipe):
                                    user)
     assert model.expand_images(prompt.text) == expected
     ids = model.tokenizer(expected, return_tensors="pt")["input_ids"]
-    assert torch.equal(prompt.inputs["input_ids"], ids)
+    assert torch.equal(model.encode(prompt.text, prompt.images)["input_ids"], ids)
     assert prompt.tokens == ids.shape[1]
 
 

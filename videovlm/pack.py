@@ -18,7 +18,7 @@ answer) raises :class:`OverBudget`; callers re-plan with fewer frames and say so
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,7 +75,6 @@ class Prompt:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # the answer's share of the context
     head: str = ""  # the text up to and including the last image (what answer() caches)
     suffix: tuple[str, str] = ("", "")  # the text around the task after ``head``
-    inputs: Any = field(default=None, repr=False, compare=False)  # Model.encode's output
 
     @property
     def tail(self) -> str:
@@ -115,7 +114,9 @@ def build_prompt(model: Model, frames: Sequence[Frame], images: Sequence[np.ndar
     """The prompt for these frames and task, with its exact token count; OverBudget if too long.
 
     ``images`` are the prepared frames (same order as ``frames``); ``intro`` and ``task`` are
-    final strings. The model inputs are made here, once, and travel in the prompt.
+    final strings. Pixels are not turned into tensors here: the model encodes each frame when
+    (and only if) the frame cache does not already hold it (:meth:`Model.image_features`);
+    :meth:`Model.encode` makes the whole-prompt inputs for callers that want them.
     """
     if len(frames) != len(images):
         raise ValueError(f"{len(frames)} frames but {len(images)} images")
@@ -128,7 +129,6 @@ def build_prompt(model: Model, frames: Sequence[Frame], images: Sequence[np.ndar
     if tokens > budget:
         empty = model.count_tokens(_template(model, [], intro).replace(_SENTINEL, task))
         raise OverBudget(tokens, budget, _per_frame(model, tokens, empty, len(frames)))
-    inputs = model.encode(text, images)
     cut = template.rindex(IMAGE_TOKEN) + len(IMAGE_TOKEN)
     before, after = template[cut:].split(_SENTINEL)
     return Prompt(
@@ -140,7 +140,6 @@ def build_prompt(model: Model, frames: Sequence[Frame], images: Sequence[np.ndar
         max_new_tokens=max_new_tokens,
         head=template[:cut],
         suffix=(before, after),
-        inputs=inputs,
     )
 
 
