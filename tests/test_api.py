@@ -311,6 +311,10 @@ def test_mixed_questions_share_one_encoding_and_record_each_answers_settings(
     # one recipe for all questions: no per-answer settings, as before
     same = run_model(model, inputs, mcq, questions=["Where?"], choices=["a", "b"])
     assert "recipe" not in same.to_dict()["answers"][0]
+    # only multiple-choice questions, asked under the choice recipe: the answers say so
+    only = run_model(model, inputs, qa, choice_recipe=mcq, questions=["Where?"],
+                     choices=["a", "b"]).to_dict()["answers"][0]
+    assert only["recipe"] == mcq.name and only["generation"]["max_new_tokens"] == 3
 
 
 def test_option_labels_are_ours() -> None:

@@ -91,6 +91,26 @@ def test_an_entry_is_read_back_only_when_whole_and_its_own(tmp_path) -> None:
     assert store.stats.rejected == 4 and store.stats.hits == 1
 
 
+def test_the_bound_reads_the_environment_and_trim_clears_what_killed_writers_left(
+        tmp_path, monkeypatch) -> None:
+    from videovlm.cache import cache_limit_bytes
+
+    monkeypatch.setenv("VIDEOVLM_CACHE_MB", "inf")
+    assert cache_limit_bytes() > 2**60  # no bound, not a crash
+    monkeypatch.setenv("VIDEOVLM_CACHE_MB", "1.5")
+    assert cache_limit_bytes() == int(1.5 * 2**20)
+    store = FrameCache(tmp_path, "m")
+    store.put(store.key("a"), bytes(10), (10,), "uint8")
+    (entry,) = tmp_path.glob("*/*.frame")
+    left = entry.parent / f".{entry.name}.0123456789ab.tmp"  # a writer killed mid-write
+    left.write_bytes(b"half")
+    fresh = entry.parent / f".{entry.name}.ba9876543210.tmp"  # a writer at work right now
+    fresh.write_bytes(b"half")
+    os.utime(left, (0, 0))
+    store.trim()
+    assert not left.exists() and fresh.exists() and entry.exists()
+
+
 def test_the_folder_stays_within_its_bound_least_recently_used_first(tmp_path) -> None:
     payload = bytes(10_000)
     store = FrameCache(tmp_path, "m", limit_bytes=35_000)
@@ -116,13 +136,15 @@ def test_a_second_command_skips_the_vision_tower_for_frames_already_encoded(
     with EncodedFrames(first) as cold:
         timeline = describe(BIKES, model=first, mode="timeline", n=6)
     n = len(timeline.sampling["frames"])
-    assert cold.frames == n and timeline.cache == {"hits": 0, "encoded": n, "rejected": 0}
+    assert cold.frames == n
+    assert timeline.cache == {"hits": 0, "encoded": n, "rejected": 0, "unstored": 0}
     assert len(entries(cache_folder)) == n
 
     again = Model.load(str(tiny_idefics3))  # the next command: a new process's model
     with EncodedFrames(again) as warm:
         answered = ask(BIKES, ["What moves?"], model=again, n=6)
-    assert warm.frames == 0 and answered.cache == {"hits": n, "encoded": 0, "rejected": 0}
+    assert warm.frames == 0
+    assert answered.cache == {"hits": n, "encoded": 0, "rejected": 0, "unstored": 0}
     assert answered.sampling["frames"] == timeline.sampling["frames"]
 
     uncached = Model.load(str(tiny_idefics3), cache=False)
@@ -136,7 +158,19 @@ def test_a_second_command_skips_the_vision_tower_for_frames_already_encoded(
     with EncodedFrames(again) as repaired:
         r = ask(BIKES, ["Where?"], model=again, n=6)
     assert repaired.frames == 1
-    assert r.cache == {"hits": n - 1, "encoded": 1, "rejected": 1}
+    assert r.cache == {"hits": n - 1, "encoded": 1, "rejected": 1, "unstored": 0}
+
+    # the checkpoint's image preprocessing is part of the key: changed, nothing is reused
+    config = tiny_idefics3 / "preprocessor_config.json"
+    original = config.read_text()
+    try:
+        settings = json.loads(original)
+        settings["image_mean"] = [0.4, 0.5, 0.6]
+        config.write_text(json.dumps(settings))
+        r = ask(BIKES, ["Where?"], model=Model.load(str(tiny_idefics3)), n=6)
+        assert r.cache["hits"] == 0 and r.cache["encoded"] == n
+    finally:
+        config.write_text(original)
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])

@@ -93,6 +93,28 @@ def test_extends_a_builtin(tmp_path: Path) -> None:
     assert r.scenes == base.scenes and r.generation == base.generation
 
 
+def test_family_prompts_and_what_a_recipe_built_on_one_keeps(tmp_path: Path) -> None:
+    """The built-ins give SmolVLM2 its own intro; a recipe that rewrites the intro gets its own
+    text shown to every family (the parent's family text for that prompt goes), unless it
+    writes a family table itself; prompts it leaves alone keep the parent's family texts."""
+    base = load_recipe("qa")
+    assert "You are provided" in base.prompt("intro", family="smolvlm", n_frames=3,
+                                             frames_in_words="three", duration_hms="0:00:10")
+    assert base.prompt("intro", family="idefics3", n_frames=3).startswith("These 3 frames")
+    mine = load_recipe(write(tmp_path, 'extends = "qa"\n[prompts]\nintro = "My {n_frames}."\n'))
+    assert mine.prompt("intro", family="smolvlm", n_frames=3) == "My 3."
+    assert "smolvlm" not in mine.family_prompts
+    kept = load_recipe(write(tmp_path, 'extends = "qa"\nname = "k"\n[prompts]\n'
+                             'question = "{question}?"\n'))
+    assert kept.family_prompts == base.family_prompts
+    own = load_recipe(write(tmp_path, 'extends = "qa"\nname = "o"\n[prompts]\nintro = "Mine."\n'
+                            '[prompts.smolvlm]\nintro = "Yours, {frames_in_words}."\n'))
+    assert own.prompt("intro", family="smolvlm", frames_in_words="two") == "Yours, two."
+    with pytest.raises(RecipeError, match=r"prompts\.smolvlm\.scene"):
+        load_recipe(write(tmp_path, 'extends = "qa"\nname = "b"\n[prompts.smolvlm]\n'
+                          'scene = "x"\n'))
+
+
 def test_extends_with_another_task(tmp_path: Path) -> None:
     path = write(tmp_path, 'extends = "describe"\ntask = "timeline"\n'
                  '[prompts]\ntask = "List the events as MM:SS - MM:SS: text lines."\n')

@@ -27,6 +27,14 @@ def test_int8_is_the_cpu_default_and_replaces_every_linear_layer(tiny_smolvlm) -
     assert any(isinstance(m, torch.nn.Linear) for m in plain.network.modules())
     with pytest.raises(ModelError, match="unknown quantization"):
         Model.load(str(tiny_smolvlm), quantize="int4")
+    # int8 computes in float32 around its layers: another dtype means no quantization by
+    # default, and a one-line refusal when asked for both
+    half = Model.load(str(tiny_smolvlm), dtype="bf16", cache=False)
+    assert (half.dtype, half.quantization) == ("bfloat16", "none")
+    inputs = load_video(BIKES, "qa", n=1, image_size=half.image_size)
+    assert half.image_features(inputs.images)[0].dtype == torch.bfloat16
+    with pytest.raises(ModelError, match="float32"):
+        Model.load(str(tiny_smolvlm), dtype="bf16", quantize="int8")
 
 
 def test_int8_encodings_stay_close_to_fp32(tiny_smolvlm) -> None:

@@ -27,7 +27,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +59,9 @@ def cache_limit_bytes() -> int:
         mb = float(os.environ.get("VIDEOVLM_CACHE_MB", DEFAULT_CACHE_MB))
     except ValueError:
         mb = DEFAULT_CACHE_MB
-    return int(max(0.0, mb) * 2**20)
+    if not math.isfinite(mb):  # "inf": no bound
+        return sys.maxsize if mb > 0 else 0
+    return int(min(max(0.0, mb) * 2**20, sys.maxsize))
 
 
 def pixels_key(image: np.ndarray) -> str:
@@ -72,11 +77,13 @@ class CacheStats:
     """What a run asked of the cache: frames found, frames encoded (and stored)."""
 
     hits: int = 0
-    encoded: int = 0
+    encoded: int = 0  # by the vision tower
     rejected: int = 0  # entries found but not trusted (corrupt, foreign): recomputed
+    unstored: int = 0  # encodings that could not be written (a full or read-only disk)
 
     def to_dict(self) -> dict[str, int]:
-        return {"hits": self.hits, "encoded": self.encoded, "rejected": self.rejected}
+        return {"hits": self.hits, "encoded": self.encoded, "rejected": self.rejected,
+                "unstored": self.unstored}
 
 
 @dataclass
@@ -124,11 +131,16 @@ class FrameCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, _MAGIC + len(header).to_bytes(4, "little") + header + payload)
         except OSError:
-            return
-        self.stats.encoded += 1
+            self.stats.unstored += 1
 
     def trim(self) -> None:
-        """Remove the least recently used entries until the folder is within its bound."""
+        """Remove the least recently used entries until the folder is within its bound, and
+        temp files that a killed writer left (older than an hour: no writer takes that long)."""
+        stale = time.time() - 3600
+        for path in self.folder.glob("*/.*.tmp") if self.folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < stale:
+                    path.unlink()
         entries = []
         for path in _entries(self.folder):
             with contextlib.suppress(OSError):

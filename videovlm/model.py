@@ -144,15 +144,20 @@ def _pick_dtype(dtype: str | None, device: str) -> str:
     return _DTYPES[dtype.lower()]
 
 
-def _pick_quantization(quantize: str | None, device: str) -> str:
+def _pick_quantization(quantize: str | None, device: str, dtype: str) -> str:
+    """int8 needs the CPU and float32 around it (PyTorch's dynamic int8 layers take and give
+    float32); ``auto`` picks it exactly there."""
     choice = (quantize or "auto").lower()
     if choice not in QUANTIZATIONS:
         raise ModelError(f"unknown quantization {quantize!r}: use {', '.join(QUANTIZATIONS)}")
     if choice == "auto":
-        return "int8" if device == "cpu" else "none"
+        return "int8" if device == "cpu" and dtype == "float32" else "none"
     if choice == "int8" and device != "cpu":
         raise ModelError(f"--quantize int8 runs on the CPU only (PyTorch's dynamic int8 "
                          f"kernels), not on {device}: use --quantize none there")
+    if choice == "int8" and dtype != "float32":
+        raise ModelError(f"--quantize int8 computes in float32 around its int8 layers, not "
+                         f"{dtype}: drop --dtype, or use --quantize none")
     return choice
 
 
@@ -258,7 +263,7 @@ class Model:
             )
         dev = _pick_device(device)
         dt = _pick_dtype(dtype, dev)
-        quant = _pick_quantization(quantize, dev)
+        quant = _pick_quantization(quantize, dev, dt)
 
         import torch
         from transformers import AutoModelForImageTextToText, AutoTokenizer
@@ -471,6 +476,7 @@ class Model:
                 (feature,) = self.network.get_image_features(pixel_values=pixels).pooler_output
             found[k] = feature.reshape(shape).cpu()
             if cache:
+                cache.stats.encoded += 1
                 cache.put(cache.key(k), _tensor_bytes(found[k]), shape, str(dtype))
         if cache and missing:
             cache.trim()
@@ -578,13 +584,15 @@ class Model:
                 else:  # one copy of the video per question and beam (rows are expanded so)
                     batch_cache = copy.deepcopy(cache)
                     batch_cache.batch_repeat_interleave(len(chunk) * beams)
-                with _FirstLogits(self.network, letter_ids is not None) as first:
-                    out = self.network.generate(
-                        input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                        cache=batch_cache, **kwargs,
-                    )
-                if batch_cache is cache:
-                    cache.crop(n_head - cache.get_seq_length())  # negative: tokens to drop
+                try:
+                    with _FirstLogits(self.network, letter_ids is not None) as first:
+                        out = self.network.generate(
+                            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                            cache=batch_cache, **kwargs,
+                        )
+                finally:  # the prefix is left as found, even when generation failed
+                    if batch_cache is cache:
+                        cache.crop(n_head - cache.get_seq_length())  # negative: to drop
                 answers.extend(self._decode(row[n_head + width:]) for row in out)
                 if letter_ids is not None:
                     picks.extend(_best_letter(first.logits, len(chunk), letter_ids))
@@ -607,11 +615,21 @@ class Prefix:
 def _encoding_key(model_id: str, revision: str | None, folder: Path, device: str,
                   dtype: str, quantization: str) -> str:
     """Everything about a loaded model that changes how a frame is encoded: the checkpoint
-    (id, revision, and its weight files' names, sizes and times, so a checkpoint rewritten in
-    place is a new one), the dtype, the quantization and the kind of device."""
+    (id, revision, its weight files' names, sizes and times, so a checkpoint rewritten in
+    place is a new one, and its image-processor settings), the dtype, the quantization, the kind
+    of device, and the versions of the code that encodes (videovlm, torch, transformers)."""
+    import torch
+    import transformers
+
+    from videovlm._version import __version__
+
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return json.dumps([model_id, revision, weights, dtype, quantization, device.split(":")[0]])
+    # the pixels' normalisation and the code that encodes them change an encoding too
+    preprocessing = _read_json(folder / "preprocessor_config.json")
+    return json.dumps([model_id, revision, weights, preprocessing, dtype, quantization,
+                       device.split(":")[0], __version__, torch.__version__,
+                       transformers.__version__], sort_keys=True, default=str)
 
 
 def _growing_cache(config: Any) -> Any:

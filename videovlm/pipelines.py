@@ -295,8 +295,16 @@ def _merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any
         if key == "prompts" and isinstance(value, dict) and isinstance(out.get(key), dict):
             merged = {**out[key], **value}  # a family's table merges key by key, too
             for fam in FAMILIES:
-                if isinstance(out[key].get(fam), dict) and isinstance(value.get(fam), dict):
-                    merged[fam] = {**out[key][fam], **value[fam]}
+                inherited = out[key].get(fam)
+                if not isinstance(inherited, dict):
+                    continue
+                # a prompt the child rewrites replaces the parent's family text for it too,
+                # unless the child gives that family its own: the user's text always shows
+                own = value.get(fam) if isinstance(value.get(fam), dict) else {}
+                kept = {k: v for k, v in inherited.items() if k not in value}
+                merged[fam] = {**kept, **own}
+                if not merged[fam]:
+                    del merged[fam]
             out[key] = merged
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}

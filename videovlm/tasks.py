@@ -114,8 +114,8 @@ def answer_questions(run: ModelRun) -> Result:
 
     A multiple-choice answer's ``choice`` is the letter its text commits to, else the letter
     the model scores highest at the answer's first token, from the same pass (small models
-    ramble); ``choice_source`` says which. When the questions ran under more than one recipe,
-    each answer also records its recipe and generation settings.
+    ramble); ``choice_source`` says which. When a question ran under another recipe than the
+    run's, every answer also records its recipe and generation settings.
     """
     asked = run.questions
     if not asked:
@@ -161,7 +161,9 @@ def answer_questions(run: ModelRun) -> Result:
                 said = extract_choice(text, asked[i].options or [])
                 picks[i] = said or best
                 sources[i] = "text" if said else ("logits" if best else None)
-    mixed = len(recipes) > 1
+    # the answers' own recipe and settings are recorded whenever they are not the run's: two
+    # recipes, or multiple-choice questions only, asked under the choice recipe
+    mixed = any(r != run.recipe for r in recipes)
     answers = [Answer(question=a.question, answer=texts[i], choices=a.options, choice=picks[i],
                       choice_source=sources[i],
                       recipe=a.recipe.name if mixed else None,

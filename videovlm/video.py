@@ -12,18 +12,16 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from videovlm.decode import Frame, decode_with_backend
+from videovlm.pipelines import Recipe, load_recipe
 from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare
 from videovlm.probe import VideoInfo, probe
 from videovlm.scenes import allocate_frames, detect_scenes
-
-if TYPE_CHECKING:
-    from videovlm.pipelines import Recipe
 
 
 @dataclass
@@ -77,7 +75,7 @@ def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dic
 
 def load_video(
     path: str | os.PathLike[str],
-    recipe: Recipe,
+    recipe: Recipe | str,
     *,
     n: int | None = None,
     image_size: int = 384,
@@ -87,10 +85,12 @@ def load_video(
 ) -> VideoInputs:
     """Probe, find scenes (scene mode), plan, decode and prepare one video for ``recipe``.
 
-    ``n``, ``backend``, ``fit`` and ``seek`` override the recipe's ``[sampling]``;
-    ``image_size`` is the model's (``Model.image_size``).
+    ``recipe`` is a :class:`~videovlm.pipelines.Recipe` or a built-in name / TOML path; ``n``,
+    ``backend``, ``fit`` and ``seek`` override its ``[sampling]``; ``image_size`` is the model's
+    (``Model.image_size``). How frames are grouped is the recipe's task's mode.
     """
-    rec = recipe.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
+    rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    rec = rec.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
     n, backend = rec.sampling["n"], rec.sampling["backend"]
     fit, seek = rec.sampling["fit"], rec.sampling["seek"]
     mode = rec.mode
