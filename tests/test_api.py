@@ -57,8 +57,8 @@ def smolvlm(tiny_smolvlm):
 
 class PrefillLengths:
     """Records the length of every prompt with frames the network is actually run on (a
-    forward hook): the prefill with the frames, plus the prefill of the text after them that
-    continues from its cache (the question, the turn's end)."""
+    forward hook): its first prefill pass, plus the passes that continue it from its cache (the
+    rest of a long head, the question and the turn's end), up to the first decoding step."""
 
     def __init__(self, model) -> None:
         self.lengths: list[int] = []
@@ -70,13 +70,14 @@ class PrefillLengths:
         if ids is None:
             return
         images = kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs")
-        if images:  # a prefill with the frames
+        cache = kwargs.get("cache")
+        fresh = cache is None or cache.get_seq_length() == 0
+        if images and fresh:  # a prompt with frames begins
             self.lengths.append(int(ids.shape[1]))
             self._continues = True
-        elif self._continues and ids.shape[1] > 1:  # the rest of that prompt, from its cache
+        elif self._continues and ids.shape[1] > 1:  # more of it (a chunk, the question)
             self.lengths[-1] += int(ids.shape[1])
-            self._continues = False
-        else:  # a decoding step
+        else:  # a decoding step: the prompt is complete
             self._continues = False
 
     def __enter__(self) -> PrefillLengths:

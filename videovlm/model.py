@@ -41,6 +41,9 @@ DEFAULT_MAX_NEW_TOKENS = 512
 """Most tokens one generation may write when neither the recipe nor the caller says."""
 IMAGE_TOKEN = "<image>"
 """One image's placeholder in a chat text, before :meth:`Model.expand_images`."""
+PREFILL_CHUNK = 1024
+"""Tokens of a prompt's head the language model reads per forward pass (a 50-frame prompt is
+~4k): memory stays a chunk's size, and shorter heads (tests, few frames) are one pass."""
 QUANTIZATIONS: tuple[str, ...] = ("auto", "none", "int8")
 """``--quantize``: ``int8`` replaces every Linear layer (vision tower, connector, language model)
 with PyTorch's dynamic int8 one (int8 weights, activations quantized per call: fbgemm kernels);
@@ -493,16 +496,27 @@ class Model:
             raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but "
                              f"{len(features)} encoded images")
         encoded = self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
-        head = self._to_device(encoded)
-        image = BaseModelOutputWithPooling(
-            pooler_output=[torch.cat(list(features)).to(self.device, getattr(torch, self.dtype))])
+        ids = encoded["input_ids"].to(self.device)
+        rows = torch.cat(list(features)).to(self.device, getattr(torch, self.dtype))
+        image_id = self.processor.image_token_id
+        cache = _growing_cache(self.network.config)
+        used = 0
         with torch.inference_mode():
-            # logits for the last position only: the head's answer is not read, and all of
-            # them (prompt x vocabulary floats) would cost ~0.8 GB and a second of lm_head here
-            cache = self.network(**head, mm_encoder_outputs={"image": image}, use_cache=True,
-                                 cache=_growing_cache(self.network.config),
-                                 logits_to_keep=1).cache
-        return Prefix(input_ids=head["input_ids"][0].cpu(), cache=cache)
+            # PREFILL_CHUNK tokens at a time: attention and activations stay a chunk's size
+            # (one pass over 4k tokens held ~0.5 GB more here); each chunk's image tokens take
+            # the next rows of the features. Logits for the last position only: the head's
+            # answer is not read, and all of them (tokens x vocabulary) would be ~0.8 GB more.
+            for start in range(0, ids.shape[1], PREFILL_CHUNK):
+                chunk = ids[:, start:start + PREFILL_CHUNK]
+                n_image = int((chunk == image_id).sum())
+                extra: dict[str, Any] = {}
+                if n_image:
+                    extra["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
+                        pooler_output=[rows[used:used + n_image]])}
+                    used += n_image
+                self.network(input_ids=chunk, use_cache=True, cache=cache, logits_to_keep=1,
+                             **extra)
+        return Prefix(input_ids=ids[0].cpu(), cache=cache)
 
     def answer(self, prefix: Prefix, tails: Sequence[str], *, batch_size: int = 8,
                **generation: Any) -> list[str]:
