@@ -188,13 +188,17 @@ def _quantize_int8(network: Any, dtype: Any) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for module in list(network.modules()):
-            for name, child in list(module.named_children()):
-                if type(child) is torch.nn.Linear:
-                    wide = torch.nn.Sequential(child.to(torch.float32))
-                    quantize_dynamic(wide, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-                    setattr(module, name, wide[0])
-                    child.to("meta")  # its fp32 weights go now, not at some later collection
+        linears = [(module, name, child) for module in network.modules()
+                   for name, child in module.named_children() if type(child) is torch.nn.Linear]
+        # the largest first (the vocabulary projection): its fp32 copy then comes and goes
+        # while little else is in memory, which sets the peak
+        linears.sort(key=lambda item: -item[2].weight.numel())
+        for module, name, child in linears:
+            wide = torch.nn.Sequential(child.to(torch.float32))
+            quantize_dynamic(wide, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            setattr(module, name, wide[0])
+            child.to("meta")  # its fp32 weights go now, not at some later collection
+        del linears
         for param in network.parameters():
             param.data = param.data.to(dtype)
         for buffer in network.buffers():
