@@ -30,13 +30,18 @@ Rows:
   frames (``do_resize=False, do_image_splitting=False``), ``model.generate`` with SDPA attention
   on the whole prompt (vision and prefill in one forward; its vision share is timed with a hook
   on the vision tower).
+- ``openvino-fp32`` / ``openvino-int8``: OpenVINO through ``optimum-intel`` (its
+  ``OVModelForVisualCausalLM``; the checkpoint exported with ``optimum-cli export openvino``,
+  ``--weight-format fp32`` or ``int8``), given the very ``input_ids`` and ``pixel_values`` videovlm
+  made for the other rows. It runs in a venv of its own (``--openvino-venv``, made on first use
+  with ``pip``: optimum-intel 2.2 exports only with transformers <= 4.57.6, so a copy of the
+  checkpoint gets transformers-4 tokenizer names); ``total`` adds videovlm's frame preparation.
 - ``drift``: int8 against fp32 on the same checkpoint and the first ``--drift-frames`` frames:
   cosine of each frame's image features (mean and worst), and the KL divergence of the answer's
   first-token distribution (fp32 || int8). Random weights: a bound on the arithmetic, not a
   measure of answer quality on the real weights.
 
-The peers the issue also names (OpenVINO through ``optimum-intel`` and llama.cpp through
-``xllamacpp``, each in a venv of its own) are not rows yet: see the README's benchmark section.
+llama.cpp (``xllamacpp``), the issue's other peer, is not a row yet.
 """
 
 from __future__ import annotations
@@ -55,7 +60,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 VIDEO = REPO / "samples" / "bikes.mp4"
 QUESTION = "What happens in this video, and where?"
-ROWS = ("videovlm-cold", "videovlm-warm", "videovlm-fp32", "transformers", "drift")
+ROWS = ("videovlm-cold", "videovlm-warm", "videovlm-fp32", "transformers", "openvino-fp32",
+        "openvino-int8", "drift")
+PEERS = REPO / "benchmarks" / "peers"
+OPENVINO_PACKAGES = ["torch==2.13.0", "transformers==4.57.6", "optimum-intel[openvino]==2.2.0",
+                     "nncf", "num2words", "pillow"]
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from batch import checkpoint  # noqa: E402  (the shape-faithful checkpoint, built once)
@@ -189,6 +198,88 @@ def drift(model_path: str, frames: int) -> dict[str, float]:
     return out
 
 
+def dump_inputs(model_path: str, frames: int, new_tokens: int, folder: Path
+                ) -> dict[str, float]:
+    """The workload's model inputs as .npy files, for peers that cannot import videovlm."""
+    import numpy as np
+
+    from videovlm.api import load_video
+    from videovlm.model import Model
+    from videovlm.pipelines import load_recipe
+    from videovlm.run import ModelRun
+
+    model = Model.load(model_path, device="cpu", dtype="float32", quantize="none",
+                       cache=False)
+    recipe = load_recipe("qa")
+    t0 = time.perf_counter()
+    inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
+    run = ModelRun(model, inputs, recipe)
+    prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
+                                                    question=QUESTION),
+                           max_new_tokens=new_tokens)
+    encoded = model.encode(prompt.text, prompt.images)
+    cpu_s = time.perf_counter() - t0
+    np.save(folder / "input_ids.npy", encoded["input_ids"].numpy())
+    np.save(folder / "pixel_values.npy", encoded["pixel_values"].numpy())
+    return {"cpu": cpu_s, "tokens": prompt.tokens, "frames": len(inputs.frames)}
+
+
+def openvino_python(venv: Path) -> Path:
+    """The peer venv's Python, made on first use (never the project's own environment)."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"making the OpenVINO venv {venv} (once; a few GB)...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *OPENVINO_PACKAGES],
+                       check=True)
+    return python
+
+
+def openvino_export(python: Path, model_path: Path, weights: str) -> Path:
+    """``model_path`` exported to OpenVINO (cached in the temp folder), from a copy with
+    transformers-4 tokenizer names."""
+    out = Path(tempfile.gettempdir()) / f"videovlm-bench-ov-{model_path.name}-{weights}"
+    if (out / "openvino_language_model.xml").is_file():
+        return out
+    import shutil
+
+    copy = Path(tempfile.mkdtemp(prefix="videovlm-bench-ov-src-"))
+    shutil.copytree(model_path, copy, dirs_exist_ok=True)
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    if "extra_special_tokens" in config:
+        config["additional_special_tokens"] = config.pop("extra_special_tokens")
+    config_path.write_text(json.dumps(config, indent=1))
+    cli = python.parent / "optimum-cli"
+    print(f"exporting to OpenVINO ({weights})...", file=sys.stderr)
+    subprocess.run([str(cli), "export", "openvino", "--model", str(copy), "--task",
+                    "image-text-to-text", "--weight-format", weights, str(out)],
+                   check=True, capture_output=True)
+    shutil.rmtree(copy, ignore_errors=True)
+    return out
+
+
+def run_openvino(row: str, model_path: Path, frames: int, new_tokens: int, venv: Path
+                 ) -> dict[str, float]:
+    python = openvino_python(venv)
+    exported = openvino_export(python, model_path, row.split("-")[1])
+    with tempfile.TemporaryDirectory(prefix="videovlm-bench-inputs-") as folder:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, __file__, "--child", "dump", "--model", str(model_path),
+               "--frames", str(frames), "--new-tokens", str(new_tokens), "--inputs", folder]
+        made = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                         check=True).stdout.strip().splitlines()[-1])
+        done = subprocess.run([str(python), str(PEERS / "openvino_row.py"), str(exported),
+                               folder, str(new_tokens)], capture_output=True, text=True,
+                              check=False)
+    if done.returncode:
+        raise SystemExit(f"row {row} failed:\n{done.stderr[-3000:]}")
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**made, **r, "total": r["load"] + made["cpu"] + r["answer"]}
+
+
 def run_row(row: str, model_path: Path, frames: int, new_tokens: int, cache: Path
             ) -> dict[str, float]:
     env = {**os.environ, "VIDEOVLM_CACHE": str(cache), "PYTHONPATH": str(REPO)}
@@ -222,9 +313,17 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--model", type=Path, default=None, help="a checkpoint folder")
     parser.add_argument("--drift-frames", type=int, default=8)
+    parser.add_argument("--openvino-venv", type=Path,
+                        default=REPO / "benchmarks" / ".venvs" / "openvino",
+                        help="the OpenVINO peer's own venv (made on first use)")
+    parser.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "dump":
+        print(json.dumps(dump_inputs(str(args.model), args.frames, args.new_tokens,
+                                     Path(args.inputs))))
+        return
     if args.child:
         print(json.dumps(child(args.child, str(args.model), args.frames, args.new_tokens)))
         return
@@ -238,7 +337,11 @@ def main() -> None:
         for row in rows:  # warm runs after cold: the cache the cold row filled
             print(f"running {row}...", file=sys.stderr)
             frames = args.drift_frames if row == "drift" else args.frames
-            results[row] = run_row(row, model_path, frames, args.new_tokens, Path(cache))
+            if row.startswith("openvino"):
+                results[row] = run_openvino(row, model_path, frames, args.new_tokens,
+                                            args.openvino_venv)
+            else:
+                results[row] = run_row(row, model_path, frames, args.new_tokens, Path(cache))
             print(json.dumps({row: results[row]}), file=sys.stderr)
     any_row = next(r for k, r in results.items() if k != "drift")
     shape = f"{args.model}" if args.model else f"{args.shape}-shaped random checkpoint"
