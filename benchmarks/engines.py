@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 VIDEO = REPO / "samples" / "bikes.mp4"
@@ -67,24 +68,35 @@ OPENVINO_PACKAGES = ["torch==2.13.0", "transformers==4.57.6", "optimum-intel[ope
                      "nncf", "num2words", "pillow"]
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks" / "peers"))
 from batch import checkpoint  # noqa: E402  (the shape-faithful checkpoint, built once)
+from timing import FirstToken  # noqa: E402  (shared with the peers' rows)
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class FirstToken:
-    """A logits processor that notes when generation's first step is done: time to first
-    token, from one generation (no second run to tell prefill from decoding)."""
+def workload(model_path: str, frames: int, new_tokens: int, quantize: str, cache: bool
+             ) -> tuple[Any, Any, float, float]:
+    """The model, the workload's prompt, and the seconds to load the model and to make the
+    prompt (probe, decode, prepare, pack): the same for every row."""
+    from videovlm.api import load_video
+    from videovlm.model import Model
+    from videovlm.pipelines import load_recipe
+    from videovlm.run import ModelRun
 
-    def __init__(self) -> None:
-        self.at: float | None = None
-
-    def __call__(self, input_ids, scores):
-        if self.at is None:
-            self.at = time.perf_counter()
-        return scores
+    t0 = time.perf_counter()
+    model = Model.load(model_path, device="cpu", dtype="float32", quantize=quantize, cache=cache)
+    load_s = time.perf_counter() - t0
+    recipe = load_recipe("qa")
+    t0 = time.perf_counter()
+    inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
+    run = ModelRun(model, inputs, recipe)
+    prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
+                                                    question=QUESTION),
+                           max_new_tokens=new_tokens)
+    return model, prompt, load_s, time.perf_counter() - t0
 
 
 def child(row: str, model_path: str, frames: int, new_tokens: int) -> dict[str, float]:
@@ -92,33 +104,18 @@ def child(row: str, model_path: str, frames: int, new_tokens: int) -> dict[str, 
     t_start = time.perf_counter()
     import torch
 
-    from videovlm.api import load_video
-    from videovlm.model import Model
-    from videovlm.pipelines import load_recipe
-    from videovlm.run import ModelRun
-
     torch.set_num_threads(os.cpu_count() or 1)
     if row == "drift":
         return drift(model_path, frames)
-    t0 = time.perf_counter()
-    model = Model.load(model_path, device="cpu", dtype="float32",
-                       quantize="auto" if row in ("videovlm-cold", "videovlm-warm") else "none",
-                       cache=row != "transformers")
-    recipe = load_recipe("qa")
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
-    run = ModelRun(model, inputs, recipe)
-    prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
-                                                    question=QUESTION),
-                           max_new_tokens=new_tokens)
-    cpu_s = time.perf_counter() - t0
+    model, prompt, load_s, cpu_s = workload(
+        model_path, frames, new_tokens, cache=row != "transformers",
+        quantize="auto" if row in ("videovlm-cold", "videovlm-warm") else "none")
     from transformers import LogitsProcessorList
 
     first = FirstToken()
     gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
            "logits_processor": LogitsProcessorList([first])}
-    out: dict[str, float] = {"tokens": prompt.tokens, "frames": len(inputs.frames)}
+    out: dict[str, float] = {"tokens": prompt.tokens, "frames": len(prompt.images)}
     if row == "transformers":
         vision = [0.0]
 
@@ -203,25 +200,13 @@ def dump_inputs(model_path: str, frames: int, new_tokens: int, folder: Path
     """The workload's model inputs as .npy files, for peers that cannot import videovlm."""
     import numpy as np
 
-    from videovlm.api import load_video
-    from videovlm.model import Model
-    from videovlm.pipelines import load_recipe
-    from videovlm.run import ModelRun
-
-    model = Model.load(model_path, device="cpu", dtype="float32", quantize="none",
-                       cache=False)
-    recipe = load_recipe("qa")
+    model, prompt, _, cpu_s = workload(model_path, frames, new_tokens, "none", cache=False)
     t0 = time.perf_counter()
-    inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
-    run = ModelRun(model, inputs, recipe)
-    prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
-                                                    question=QUESTION),
-                           max_new_tokens=new_tokens)
     encoded = model.encode(prompt.text, prompt.images)
-    cpu_s = time.perf_counter() - t0
+    cpu_s += time.perf_counter() - t0
     np.save(folder / "input_ids.npy", encoded["input_ids"].numpy())
     np.save(folder / "pixel_values.npy", encoded["pixel_values"].numpy())
-    return {"cpu": cpu_s, "tokens": prompt.tokens, "frames": len(inputs.frames)}
+    return {"cpu": cpu_s, "tokens": prompt.tokens, "frames": len(prompt.images)}
 
 
 def openvino_python(venv: Path) -> Path:

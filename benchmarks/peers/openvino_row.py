@@ -19,17 +19,8 @@ import time
 import numpy as np
 import torch
 from optimum.intel import OVModelForVisualCausalLM
+from timing import FirstToken  # beside this file
 from transformers import LogitsProcessorList
-
-
-class FirstToken:
-    def __init__(self) -> None:
-        self.at: float | None = None
-
-    def __call__(self, input_ids, scores):
-        if self.at is None:
-            self.at = time.perf_counter()
-        return scores
 
 
 def main() -> None:
