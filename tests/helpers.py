@@ -1,5 +1,6 @@
 """Helpers that more than one test module uses: the CLI run in-process, the batch log as records,
-the small trees of videos and the recipes and questions files the batch and eval tests share.
+the small trees of videos and the recipes and questions files the batch and eval tests share,
+and a counter of the frames the vision tower encodes.
 
 Test modules import from here, never from each other, so that moving or changing one test module
 breaks no other.
@@ -94,3 +95,23 @@ def write_questions(path: Path, lines: list[dict | str]) -> Path:
 def lines(path: Path) -> list[dict]:
     """A JSON Lines file's objects."""
     return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+class EncodedFrames:
+    """Counts the frames the real vision tower encodes (a forward hook on it; frames go
+    through it one at a time or a few at a time, so frames are counted, not calls)."""
+
+    def __init__(self, model) -> None:
+        self.frames = 0
+        self.handle = model.network.model.vision_model.register_forward_hook(
+            self._hook, with_kwargs=True)
+
+    def _hook(self, _module, args, kwargs, _output) -> None:
+        pixels = kwargs["pixel_values"] if "pixel_values" in kwargs else args[0]
+        self.frames += int(pixels.shape[0])
+
+    def __enter__(self) -> EncodedFrames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()

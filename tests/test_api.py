@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import EncodedFrames
 from videovlm.api import VideoInputs, ask, describe, load_video, option_texts, run_model
 from videovlm.decode import decode
 from videovlm.errors import RecipeError, VideoVLMError
@@ -87,26 +88,6 @@ class PrefillLengths:
         self.handle.remove()
 
 
-class VisionRuns:
-    """Counts the frames the vision encoder encodes (a forward hook on the real vision tower,
-    which takes them a few at a time)."""
-
-    def __init__(self, model) -> None:
-        self.frames = 0
-        self.handle = model.network.model.vision_model.register_forward_hook(
-            self._hook, with_kwargs=True)
-
-    def _hook(self, _module, args, kwargs, _output) -> None:
-        pixels = kwargs["pixel_values"] if "pixel_values" in kwargs else args[0]
-        self.frames += int(pixels.shape[0])
-
-    def __enter__(self) -> VisionRuns:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
 def _check_common(d: dict, info, model) -> None:
     for key in ("schema_version", "videovlm_version", "created_at", "video", "sampling", "model",
                 "prompt", "generation", "segments", "summary", "answers", "timing_s", "error"):
@@ -131,7 +112,7 @@ def _check_common(d: dict, info, model) -> None:
 def test_timeline_describe_fields_and_token_count(family, recipes, request) -> None:
     model = request.getfixturevalue(family)
     info = probe(BIKES)
-    with PrefillLengths(model) as seen, VisionRuns(model) as vision:
+    with PrefillLengths(model) as seen, EncodedFrames(model) as vision:
         r = describe(BIKES, model=model, mode="timeline", recipe=str(recipes["timeline"]))
     d = r.to_dict()
     _check_common(d, info, model)
@@ -270,7 +251,7 @@ def test_multiple_choice_encodes_the_video_once(family, recipes, request) -> Non
     """
     model = request.getfixturevalue(family)
     qs = ["What is shown?", "What moves?", "Where is this?"]
-    with VisionRuns(model) as vision, PrefillLengths(model) as seen:
+    with EncodedFrames(model) as vision, PrefillLengths(model) as seen:
         r = ask(BIKES, qs, choices=["a red car", "bicycles", "a cat"], model=model, n=8,
                 recipe=str(recipes["mcq"]))
     assert vision.frames == len(r.sampling["frames"]) == 8
@@ -291,7 +272,7 @@ def test_mixed_questions_share_one_encoding_and_record_each_answers_settings(
     qa = load_recipe(str(recipes["qa"]))
     mcq = load_recipe(str(fast_recipe(tmp_path, "mcq", max_new_tokens=3)))
     inputs = load_video(BIKES, qa, n=6, image_size=model.image_size)
-    with VisionRuns(model) as vision, PrefillLengths(model) as seen:
+    with EncodedFrames(model) as vision, PrefillLengths(model) as seen:
         r = run_model(model, inputs, qa, choice_recipe=mcq,
                       questions=["What moves?", "Where is this?", "Who rides?"],
                       question_choices=[None, ["a street", "a beach"], ["A. kids", "B. nobody",

@@ -11,32 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import EncodedFrames, run_cli
 from videovlm.api import ask, describe, load_video
 from videovlm.cache import FrameCache, cache_dir, pixels_key
 from videovlm.model import Model
 from videovlm.pipelines import load_recipe
 
 BIKES = Path(__file__).resolve().parent.parent / "samples" / "bikes.mp4"
-
-
-class EncodedFrames:
-    """Counts the frames the real vision tower encodes (a forward hook)."""
-
-    def __init__(self, model: Model) -> None:
-        self.frames = 0
-        self.handle = model.network.model.vision_model.register_forward_hook(
-            self._hook, with_kwargs=True)
-
-    def _hook(self, _module, args, kwargs, _output) -> None:
-        self.frames += int((kwargs["pixel_values"] if "pixel_values" in kwargs else args[0])
-                           .shape[0])
-
-    def __enter__(self) -> EncodedFrames:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
 
 
 @pytest.fixture()
