@@ -11,11 +11,12 @@ processor (PIL backend), tokenizer, ``image_seq_len`` and chat template. ``AutoP
 need torchvision (SmolVLM2's video processor) and num2words, multi-GB and unneeded: we write the
 per-frame text ourselves, and the token layout of an image is the same in both families.
 
-Several questions on one clip encode the video once (:meth:`Model.encode_prefix`, the only
-call that runs the vision tower) and continue from its KV cache (:meth:`Model.answer`,
-:meth:`Model.choose`), cropped back to the video after each answer, instead of re-encoding
-thousands of image tokens per question. Multiple choice reads each answer's best option letter
-from that same generation, so a rambling answer costs no second pass over the frames.
+Several questions on one clip encode the video once (:meth:`Model.image_features`, the only
+call that runs the vision tower, then :meth:`Model.encode_prefix`) and continue from its KV
+cache (:meth:`Model.answer`, :meth:`Model.choose`), cropped back to the video after each answer,
+instead of re-encoding thousands of image tokens per question. Multiple choice reads each
+answer's best option letter from that same generation, so a rambling answer costs no second
+pass over the frames.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ PREFILL_CHUNK = 1024
 QUANTIZATIONS: tuple[str, ...] = ("auto", "none", "int8")
 """``--quantize``: ``int8`` replaces every Linear layer (vision tower, connector, language model)
 with PyTorch's dynamic int8 one (int8 weights, activations quantized per call: fbgemm kernels);
-``none`` keeps the weights as loaded; ``auto`` is int8 on the CPU and none elsewhere (measured:
-benchmarks/engines.py)."""
+``none`` keeps the weights as loaded; ``auto`` is int8 on the CPU in float32 and none otherwise
+(measured: benchmarks/engines.py)."""
 _DTYPES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16",
     "fp16": "float16", "float16": "float16", "half": "float16",
@@ -364,7 +365,6 @@ class Model:
         time in float64 numpy (0.75 s for 50 frames here). We do the same in one vectorised pass
         with the checkpoint's own settings; tests check it equals :meth:`encode_with_processor`.
         """
-
         size = self.image_size
         for image in images:
             if image.shape != (size, size, 3) or image.dtype != np.uint8:
@@ -372,12 +372,16 @@ class Model:
                     f"images must be prepared to {size}x{size}x3 uint8 (videovlm.prepare), "
                     f"got {image.shape} {image.dtype}"
                 )
-        if text.count(IMAGE_TOKEN) != len(images):
-            raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but {len(images)} "
-                             "images")
-        encoded = self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
+        encoded = self._tokenize(text, len(images), "images")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
                 "pixel_values": self._pixels(images)}
+
+    def _tokenize(self, text: str, n_images: int, what: str) -> Any:
+        """``text``'s token ids with every image expanded, checked to hold ``n_images``."""
+        if text.count(IMAGE_TOKEN) != n_images:
+            raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but {n_images} "
+                             f"{what}")
+        return self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
 
     def _pixels(self, images: Sequence[np.ndarray]) -> Any:
         """Prepared images as the vision tower's input, (1, N, 3, H, W) float32: rescaled then
@@ -468,7 +472,9 @@ class Model:
         import torch
 
         keys = [pixels_key(image) for image in images]
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        first: dict[str, int] = {}  # each distinct frame's first position
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
         shape = (self.tokens_per_image, int(self.network.config.text_config.hidden_size))
         dtype = getattr(torch, self.dtype)
         cache, found = self.frame_cache, {}
@@ -496,11 +502,7 @@ class Model:
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        if text.count(IMAGE_TOKEN) != len(features):
-            raise ValueError(f"{text.count(IMAGE_TOKEN)} image placeholders but "
-                             f"{len(features)} encoded images")
-        encoded = self.tokenizer([self.expand_images(text)], return_tensors="pt", verbose=False)
-        ids = encoded["input_ids"].to(self.device)
+        ids = self._tokenize(text, len(features), "encoded images")["input_ids"].to(self.device)
         rows = torch.cat(list(features)).to(self.device, getattr(torch, self.dtype))
         image_id = self.processor.image_token_id
         cache = _growing_cache(self.network.config)
