@@ -94,6 +94,9 @@ class FrameCache:
     model_key: str
     limit_bytes: int = field(default_factory=cache_limit_bytes)
     stats: CacheStats = field(default_factory=CacheStats)
+    # the folder's size as of this process's last scan plus what it wrote since (None: not
+    # scanned yet), so trim() walks the folder only when the bound may have been crossed
+    _bytes: int | None = field(default=None, init=False, repr=False)
 
     def key(self, pixels: str) -> str:
         return hashlib.blake2b(f"{self.model_key}\0{pixels}".encode(),
@@ -127,15 +130,25 @@ class FrameCache:
         header = json.dumps({"key": key, "shape": list(shape), "dtype": dtype,
                              "sha256": hashlib.sha256(payload).hexdigest()}).encode()
         path = self._path(key)
+        data = _MAGIC + len(header).to_bytes(4, "little") + header + payload
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, _MAGIC + len(header).to_bytes(4, "little") + header + payload)
+            atomic_write(path, data)
         except OSError:
             self.stats.unstored += 1
+            return
+        if self._bytes is not None:
+            self._bytes += len(data)
 
     def trim(self) -> None:
         """Remove the least recently used entries until the folder is within its bound, and
-        temp files that a killed writer left (older than an hour: no writer takes that long)."""
+        temp files that a killed writer left (older than an hour: no writer takes that long).
+
+        The folder is walked on the first call and then only once this process's own writes
+        may have taken it past the bound: a prompt's few new entries cost no walk of thousands.
+        """
+        if self._bytes is not None and self._bytes <= self.limit_bytes:
+            return
         stale = time.time() - 3600
         for path in self.folder.glob("*/.*.tmp") if self.folder.is_dir() else ():
             with contextlib.suppress(OSError):
@@ -153,6 +166,7 @@ class FrameCache:
             with contextlib.suppress(OSError):
                 path.unlink()
                 total -= size
+        self._bytes = total
 
 
 def _entries(folder: Path) -> Iterable[Path]:
