@@ -161,21 +161,10 @@ def drift(model_path: str, frames: int) -> dict[str, float]:
     """int8 against fp32: image features' cosine, first-token KL."""
     import torch
 
-    from videovlm.api import load_video
-    from videovlm.model import Model
-    from videovlm.pipelines import load_recipe
-    from videovlm.run import ModelRun
-
-    recipe = load_recipe("qa")
     out: dict[str, float] = {}
     feats, logits = {}, {}
     for quant in ("none", "int8"):
-        model = Model.load(model_path, device="cpu", dtype="float32", quantize=quant,
-                           cache=False)
-        inputs = load_video(VIDEO, recipe, n=frames, image_size=model.image_size)
-        run = ModelRun(model, inputs, recipe)
-        prompt, _ = run.prompt(inputs.whole(), run.fill("question", len(inputs.frames),
-                                                        question=QUESTION))
+        model, prompt, _, _ = workload(model_path, frames, 32, quant, cache=False)
         feats[quant] = model.image_features(prompt.images)
         prefix = model.encode_prefix(prompt.head, feats[quant])
         tail = model.tokenizer(prompt.tail, add_special_tokens=False, return_tensors="pt")
@@ -183,7 +172,7 @@ def drift(model_path: str, frames: int) -> dict[str, float]:
             step = model.network(input_ids=tail["input_ids"], cache=prefix.cache,
                                  use_cache=True, logits_to_keep=1)
         logits[quant] = step.logits[0, -1].float()
-        out["frames"], out["tokens"] = len(inputs.frames), prompt.tokens
+        out["frames"], out["tokens"] = len(prompt.images), prompt.tokens
         del model
     cos = [float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
            for a, b in zip(feats["none"], feats["int8"], strict=True)]
