@@ -3,6 +3,7 @@ not depend on which other questions were asked with them."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,51 @@ def test_an_int8_answer_does_not_depend_on_the_other_questions(tiny_idefics3) ->
     together = ask(BIKES, ["Where is this?", "What moves?", "Who is there?"], model=model, n=4)
     assert together.answers[1].answer == alone.answers[0].answer
     assert alone.model["quantization"] == "int8"
+
+
+def test_int8_keeps_a_bf16_checkpoints_embeddings_narrow(tiny_smolvlm, tmp_path) -> None:
+    """bf16 rows widen exactly to fp32: the table stays as stored, and gives fp32 rows."""
+    from transformers import AutoModelForImageTextToText
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(tiny_smolvlm, folder)
+    (folder / "model.safetensors").unlink()
+    AutoModelForImageTextToText.from_pretrained(tiny_smolvlm, dtype=torch.bfloat16) \
+        .save_pretrained(folder)
+    model = Model.load(str(folder), cache=False)
+    table = model.network.get_input_embeddings()
+    assert model.quantization == "int8" and table.weight.dtype == torch.bfloat16
+    rows = table(torch.tensor([[1, 2, 3]]))
+    assert rows.dtype == torch.float32
+    assert torch.equal(rows, table.weight[1:4].float()[None])
+    result = ask(BIKES, ["What happens?"], model=model, n=2)
+    assert isinstance(result.answers[0].answer, str)
+
+
+def test_released_checkpoint_pages_leave_memory_and_read_back_from_the_file(tmp_path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from videovlm.model import _MappedPages
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.arange(16 * 2**20, dtype=torch.float32)}, path)  # 64 MB
+    with safe_open(path, framework="pt") as f:
+        tensor = f.get_slice("w")[:]
+    pages = _MappedPages([path])
+    if not pages.ranges:
+        pytest.skip("the checkpoint is not mapped here (not Linux, or safetensors copies)")
+    total = float(tensor.sum())
+    before = _rss_file_mb()
+    pages.release(tensor)
+    assert before - _rss_file_mb() > 48  # the pages left this process
+    assert float(tensor.sum()) == total  # and anything still reading them gets the file's bytes
+    pages.release(torch.zeros(2**20))  # not in a mapped checkpoint: left alone
+    assert pages.release(tensor) is None
+
+
+def _rss_file_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

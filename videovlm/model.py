@@ -175,18 +175,23 @@ def _load_dtype(config: dict[str, Any], dtype: str, quantization: str) -> str:
     return dtype
 
 
-def _quantize_int8(network: Any, dtype: Any) -> None:
+def _quantize_int8(network: Any, dtype: Any, checkpoint: Sequence[Path] = ()) -> None:
     """Every Linear layer to PyTorch's dynamic int8 one, one layer at a time, in place; the
-    other weights (embeddings, norms) to ``dtype``. On these AVX2 CPUs the vision tower ran 2.3x
-    and decoding 2x faster than fp32 (benchmarks/engines.py), with a quarter of the Linear
-    weights' memory. ``torch.ao.quantization`` rather than the ``torchao`` package: torchao's
-    int8 dynamic config ran the vision tower only 1.2x faster here and prints warnings on
-    import; this one ships with torch (its deprecation notice is silenced here)."""
+    other weights (norms, biases, positions) to ``dtype``, but embedding tables stay in a
+    narrower checkpoint dtype (bf16 widens exactly to fp32, so the numbers are the same, at half
+    the memory: 200 MB less on SmolVLM-Instruct) and give ``dtype`` rows. On these AVX2 CPUs
+    the vision tower ran 2.3x and decoding 2x faster than fp32 (benchmarks/engines.py), with a
+    quarter of the Linear weights' memory. ``torch.ao.quantization`` rather than the ``torchao``
+    package: torchao's int8 dynamic config ran the vision tower only 1.2x faster here and
+    prints warnings on import; this one ships with torch (its deprecation notice is silenced
+    here). ``checkpoint``: the weight files the network was mapped from (:class:`_MappedPages`).
+    """
     import warnings
 
     import torch
     from torch.ao.quantization import quantize_dynamic
 
+    pages = _MappedPages(checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         linears = [(module, name, child) for module in network.modules()
@@ -195,16 +200,87 @@ def _quantize_int8(network: Any, dtype: Any) -> None:
         # while little else is in memory, which sets the peak
         linears.sort(key=lambda item: -item[2].weight.numel())
         for module, name, child in linears:
+            stored = [param.data for param in child.parameters()]  # as read, not as converted
             wide = torch.nn.Sequential(child.to(torch.float32))
             quantize_dynamic(wide, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
             setattr(module, name, wide[0])
             child.to("meta")  # its fp32 weights go now, not at some later collection
+            for tensor in stored:  # and the checkpoint's pages they were read from
+                pages.release(tensor)
+            del stored
         del linears
-        for param in network.parameters():
-            param.data = param.data.to(dtype)
-        for buffer in network.buffers():
-            if buffer.is_floating_point():
-                buffer.data = buffer.data.to(dtype)
+        narrow = {id(m.weight) for m in network.modules() if isinstance(m, torch.nn.Embedding)
+                  and m.weight.dtype.itemsize < dtype.itemsize}
+        for module in network.modules():
+            if isinstance(module, torch.nn.Embedding) and id(module.weight) in narrow:
+                module.register_forward_hook(lambda _m, _args, out: out.to(dtype))
+        for tensor in [*network.parameters(), *network.buffers()]:
+            if id(tensor) in narrow or not tensor.is_floating_point():
+                continue
+            stored = tensor.data
+            tensor.data = stored.to(dtype)
+            if tensor.data.data_ptr() != stored.data_ptr():
+                pages.release(stored)
+            del stored
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim``). The layers'
+    fp32 copies made while quantizing are freed into glibc's heap, which keeps them (0.2 GB of
+    SmolVLM-Instruct's load here) unless asked; elsewhere nothing happens."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(AttributeError, OSError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+class _MappedPages:
+    """The checkpoint files' pages mapped into this process, handed back layer by layer.
+
+    transformers maps safetensors files and a weight is read from the mapping when first
+    touched; every page read stays resident (counted in the process's memory) until the whole
+    mapping goes, which for int8 was after the last layer: the bf16 file and its int8 copy at
+    once (7.5 GB peak for SmolVLM-Instruct's 4.4 GB). Releasing a weight's pages as soon as its
+    converted copy exists keeps the peak near the converted model's size. Linux only (elsewhere
+    nothing is released). Only whole pages inside a tensor that is being dropped are released,
+    and only in a mapping of the checkpoint files: the mapping is private, so a released page
+    is read from the file again if anything ever touches it.
+    """
+
+    _MADV_DONTNEED = 4
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.libc: Any = None
+        names = {str(Path(f).resolve()) for f in files}
+        if not names or not os.path.exists("/proc/self/maps"):
+            return
+        import ctypes
+
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].strip() in names:
+                    start, end = (int(x, 16) for x in parts[0].split("-"))
+                    self.ranges.append((start, end))
+        if self.ranges:
+            self.libc = ctypes.CDLL(None, use_errno=True)
+            self.libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+    def release(self, tensor: Any) -> None:
+        """Hand back the whole pages of ``tensor``'s bytes, if they lie in a mapped file."""
+        if self.libc is None or tensor.device.type != "cpu":
+            return
+        start = tensor.untyped_storage().data_ptr()
+        end = start + tensor.untyped_storage().nbytes()
+        if not any(lo <= start and end <= hi for lo, hi in self.ranges):
+            return
+        page = os.sysconf("SC_PAGE_SIZE")
+        first, last = -(-start // page) * page, end // page * page
+        if last > first:
+            self.libc.madvise(first, last - first, self._MADV_DONTNEED)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -294,7 +370,7 @@ class Model:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {model_id}: {first}") from None
         if quant == "int8":
-            _quantize_int8(network, getattr(torch, dt))
+            _quantize_int8(network, getattr(torch, dt), sorted(folder.glob("*.safetensors")))
         network.to(dev).eval()
 
         image_size = int(image_processor.max_image_size["longest_edge"])
@@ -505,7 +581,9 @@ class Model:
         ids = self._tokenize(text, len(features), "encoded images")["input_ids"].to(self.device)
         rows = torch.cat(list(features)).to(self.device, getattr(torch, self.dtype))
         image_id = self.processor.image_token_id
-        cache = _growing_cache(self.network.config)
+        # room for the whole head and a short answer from the start: no regrowth copies (and
+        # no freed smaller buffers left behind) during the prefill
+        cache = _growing_cache(self.network.config, reserve=ids.shape[1] + 256)
         used = 0
         with torch.inference_mode():
             # PREFILL_CHUNK tokens at a time: attention and activations stay a chunk's size
@@ -652,14 +730,16 @@ def _encoding_key(model_id: str, revision: str | None, folder: Path, device: str
                        transformers.__version__], sort_keys=True, default=str)
 
 
-def _growing_cache(config: Any) -> Any:
+def _growing_cache(config: Any, reserve: int = 0) -> Any:
     """A KV cache whose layers grow in place (:func:`_growing_layer_class`), one per layer of
-    the language model."""
+    the language model, each with room for ``reserve`` tokens from its first write."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
     layer = _growing_layer_class()
     cache.layers = [layer() for _ in cache.layers]
+    for each in cache.layers:
+        each.reserve = reserve
     return cache
 
 
@@ -671,6 +751,8 @@ def _growing_layer_class() -> Any:
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
+        reserve = 0  # tokens to make room for at the first write
+
         def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
             super().lazy_initialization(key_states, value_states)
             self._k: Any = None
@@ -688,7 +770,7 @@ def _growing_layer_class() -> Any:
             end = self._length + key_states.shape[-2]
             if self._k is None or end > self._k.shape[-2] \
                     or self._k.shape[:-2] != key_states.shape[:-2]:
-                room = end + max(256, end // 4)
+                room = max(end + max(256, end // 4), self.reserve)
                 k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
                 v = value_states.new_empty(*value_states.shape[:-2], room,
                                            value_states.shape[-1])
