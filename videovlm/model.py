@@ -616,7 +616,7 @@ class Model:
         cannot batch rows (:attr:`batches_rows`) answers each ask alone.
         """
         if not self.batches_rows:
-            return [self._answer_alone(ask, generation) for ask in asks]
+            return [self.answer_one(ask, **generation) for ask in asks]
         kwargs = self._generation_kwargs(generation)
         rows: list[tuple[Prefix | None, list[int], dict[int, str] | None]] = []
         owner: list[int] = []
@@ -638,10 +638,9 @@ class Model:
                 out[i].append((text, pick))
         return out
 
-    def _answer_alone(self, ask: Ask, generation: Mapping[str, Any]
-                      ) -> list[tuple[str, str | None]]:
-        """One ask the way a single video's run asks it (:meth:`answer_together` without
-        batching)."""
+    def answer_one(self, ask: Ask, **generation: Any) -> list[tuple[str, str | None]]:
+        """One :class:`Ask`'s answers the way a single video's run gets them:
+        :meth:`generate_text`, :meth:`answer` or :meth:`choose`, with their default batches."""
         if ask.prefix is None:
             return [(self.generate_text(t, **generation), None) for t in ask.tails]
         letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
