@@ -624,7 +624,7 @@ class Model:
             letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
             for tail in ask.tails:
                 text = tail if ask.prefix is not None else self._text_turn(tail)
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
                 head = ask.prefix.tokens if ask.prefix is not None else 0
                 self._check_room(head + len(ids), kwargs["max_new_tokens"],
                                  "a question prompt" if head else "the prompt")
