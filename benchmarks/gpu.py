@@ -7,7 +7,7 @@ transformers one video at a time.
                              [--frames 50] [--new-tokens 32] [--workers 8] [--out DIR]
 
 The workload is the issue's: one question about ``--frames`` frames of a clip (the sample clips,
-linked ``--videos`` times under other names), ``--new-tokens`` new tokens forced
+copied ``--videos`` times under other names), ``--new-tokens`` new tokens forced
 (``min_new_tokens``: a random model's answers are compared by work, not by when it stops),
 greedy, on random-weight checkpoints of the real architectures built by ``python -m
 videovlm.testing`` (``256m``: SmolVLM2-256M, 512 px; ``2b``: SmolVLM-Instruct's 2.2B, 384 px),
@@ -51,7 +51,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-SAMPLES = ["bikes.mp4", "world.mp4", "bigbuckbunny.mp4"]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from batch import SAMPLES, make_folder  # noqa: E402  (the sample clips, cycled under new names)
+
 QUESTION = "What happens in this video, and where?"
 
 
@@ -96,17 +98,6 @@ def build(shape: str, folder: Path) -> subprocess.Popen[bytes] | None:
                              str(folder), "--shape", shape, *family],
                             stdout=subprocess.DEVNULL, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def clips(folder: Path, count: int) -> Path:
-    """``count`` links to the sample clips (cycled), each under its own name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        name = SAMPLES[i % len(SAMPLES)]
-        link = folder / f"v{i:03d}_{name}"
-        if not link.exists():
-            link.symlink_to(REPO / "samples" / name)
-    return folder
 
 
 class Peak:
@@ -247,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = args.shapes.split(",")
     builds = {s: (args.work / f"ckpt-{s}") for s in shapes}
     started = {s: build(s, folder) for s, folder in builds.items()}  # all at once: 2b in the back
-    videos = clips(args.work / "videos", max(args.videos, args.baseline_videos))
+    videos = make_folder(args.work / "videos", max(args.videos, args.baseline_videos))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),

@@ -538,7 +538,7 @@ class Model:
         generation, so decoding N answers costs little more than decoding one. The answers are
         those of a full encode of prefix + tail (tested for greedy decoding, unquantized).
         ``batch_size=1`` reuses one cache, cropped back after each answer, for the least memory;
-        an int8 model always answers one question at a time (see below).
+        an int8 model always answers one question at a time (:attr:`batches_rows`).
         """
         texts, _ = self._answer(prefix, tails, None, batch_size, generation)
         return texts
