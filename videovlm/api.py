@@ -78,7 +78,7 @@ def run_model(
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
     asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
              for q, c in zip(questions or [], question_choices, strict=True)]
-    return task.runner(ModelRun(model, inputs, rec, asked, asker))
+    return task.runner(ModelRun(model, inputs, rec, asked, asker=asker))
 
 
 def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:

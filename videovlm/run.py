@@ -71,10 +71,11 @@ class ModelRun:
     ``questions`` are the run's questions, each with its own options and recipe (the frames
     are encoded once for all of them). Runners read ``model``, ``inputs``, ``recipe``,
     ``generation`` and ``questions``, and use the methods; they never write the fields.
+    ``asker`` answers the run's prompts instead of the model itself (:data:`Asker`).
     """
 
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
-                 questions: Sequence[Asked] = (), asker: Asker | None = None) -> None:
+                 questions: Sequence[Asked] = (), *, asker: Asker | None = None) -> None:
         self.model = model
         self.inputs = inputs
         self.recipe = recipe
