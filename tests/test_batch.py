@@ -363,6 +363,71 @@ def test_sequential_mode_runs_in_order(tree, tmp_path):
     assert report.cpu_s > 0 and report.model_s > 0
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_take_the_next_inputs_and_record_each_in_order(tree, tmp_path, workers):
+    """``batch_size`` inputs at a time go to ``model_batch``, in order; an input whose CPU
+    stage failed is recorded and left out of its batch, an input the batch failed is recorded,
+    the others get the records of one at a time; a rerun resumes."""
+    jobs = find_videos(tree).jobs
+    run_local(jobs, decode_all, summarise, tmp_path / "one", progress=False)
+    groups: list[list[str]] = []
+
+    def together(items: list[tuple[Job, dict]]) -> list[Result | BaseException]:
+        groups.append([job.input for job, _ in items])
+        return [ValueError("refused") if job.input == "clip.mkv" else summarise(job, payload)
+                for job, payload in items]
+
+    out = tmp_path / "out"
+    report = run_local(jobs, decode_all, summarise, out, workers=workers, batch_size=3,
+                       model_batch=together, progress=False)
+    assert report.failed == 2 and report.done == len(jobs) - 2
+    recs = records(out)
+    assert [r["input"] for r in recs] == [j.input for j in jobs]
+    decoded = [j.input for j in jobs if j.input != "broken.mp4"]
+    assert [x for g in groups for x in g] == decoded and all(len(g) <= 3 for g in groups)
+    errors = {r["input"]: r["error"]["type"] for r in recs if r["error"]}
+    assert errors == {"broken.mp4": "InvalidDataError", "clip.mkv": "ValueError"}
+
+    def strip(recs: list[dict]) -> dict:
+        return {r["input"]: r["summary"] for r in recs if r["input"] not in errors}
+
+    assert strip(recs) == strip(records(tmp_path / "one"))
+    again = run_local(jobs, decode_all, summarise, out, workers=workers, batch_size=3,
+                      model_batch=together, progress=False)
+    assert again.skipped == len(jobs) and again.done == 0
+
+
+def test_prefetch_follows_the_batch_size(tree, tmp_path):
+    """While one batch generates, the workers decode the whole next one (the default prefetch
+    is the batch size when that is larger), and ``wait_s`` says how long the model stage
+    waited for them."""
+    jobs = [Job(j.path, f"{k}/{j.input}") for k in range(3) for j in find_videos(tree).jobs
+            if j.input != "broken.mp4"][:12]
+    decoded: list[str] = []
+    ready_during_first: list[int] = []
+
+    def cpu(job: Job) -> dict:
+        payload = decode_all(job)
+        decoded.append(job.input)
+        return payload
+
+    def together(items: list[tuple[Job, dict]]) -> list[Result | BaseException]:
+        if not ready_during_first:
+            deadline = time.monotonic() + 30
+            while len(decoded) < 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # any more it would decode
+            ready_during_first.append(len(decoded))
+        return [summarise(job, payload) for job, payload in items]
+
+    report = run_local(jobs, cpu, summarise, tmp_path / "out", workers=1, batch_size=4,
+                       model_batch=together, progress=False)
+    assert report.done == len(jobs)
+    # this batch's 4 and the next batch's 4 (and at most the one worker's next): bounded
+    assert 8 <= ready_during_first[0] <= 4 + 1 + 4
+    assert 0 < report.wait_s < report.wall_s
+
+
 # -- crash safety -----------------------------------------------------------------------------
 
 _SCRIPT = """

@@ -31,6 +31,7 @@ from videovlm.model import Model
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.questions import QuestionsFileError, read_questions
 from videovlm.result import Result
+from videovlm.run import Asker
 from videovlm.text import LETTERS, choice_letters
 
 PREDICTIONS_NAME = "predictions.jsonl"
@@ -125,11 +126,11 @@ def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[
 
 
 def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
-                 items: Sequence[EvalItem]) -> Result:
+                 items: Sequence[EvalItem], asker: Asker | None = None) -> Result:
     """Answer every question about one video from one encoding of its frames, each question
     with its own options (:func:`videovlm.api.run_model` with ``question_choices``)."""
     return run_model(model, inputs, recipe, questions=[item.question for item in items],
-                     question_choices=[list(item.choices) for item in items])
+                     question_choices=[list(item.choices) for item in items], asker=asker)
 
 
 @dataclass
@@ -168,6 +169,7 @@ def evaluate(
     n: int | None = None,
     backend: str | None = None,
     workers: int = 2,
+    batch_size: int = 1,
     resume: bool = True,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
@@ -175,8 +177,10 @@ def evaluate(
     """Answer ``items`` with ``model`` under ``protocol`` into ``out_dir`` and score them.
 
     One batch job per video (videos in order of first mention), decoded in background workers
-    while the model answers the previous one. ``results.jsonl``/``batch.json`` make the run
-    resumable (a rerun skips answered videos; other settings are refused); afterwards
+    while the model answers the previous one; with ``batch_size`` > 1, that many videos'
+    questions decode together (:mod:`videovlm.batch.together`). ``results.jsonl`` and
+    ``batch.json`` make the run resumable (a rerun skips answered videos; other settings are
+    refused); afterwards
     ``predictions.jsonl`` and ``summary.json`` are rewritten from the whole log.
     """
     recipe = load_recipe(tasks.protocol(protocol).recipe)
@@ -194,11 +198,13 @@ def evaluate(
     def cpu(job: b.Job) -> VideoInputs:
         return load_video(job.path, recipe, n=n, image_size=model.image_size, backend=backend)
 
-    def generate(job: b.Job, inputs: VideoInputs) -> Result:
-        return answer_video(model, inputs, recipe, by_video[job.input])
+    def generate(job: b.Job, inputs: VideoInputs, asker: Asker | None = None) -> Result:
+        return answer_video(model, inputs, recipe, by_video[job.input], asker)
 
+    size = b.batch_size_for(model, batch_size)
     report = b.run_local(jobs, cpu, generate, out, workers=workers, resume=resume,
-                         settings=settings, progress=progress, say=say)
+                         settings=settings, progress=progress, say=say, batch_size=size,
+                         model_batch=b.batched(model, generate, size))
     records = b.ResultsLog(out / b.RESULTS_NAME).load()
     summary = write_scores(items, records, out, protocol=protocol, model_id=model.id, n=n)
     return EvalReport(batch=report, summary=summary)

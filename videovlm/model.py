@@ -40,6 +40,8 @@ FAMILIES: tuple[str, ...] = ("idefics3", "smolvlm")
 """The checkpoints' ``config.model_type``: SmolVLM v1 (idefics3) and SmolVLM2 (smolvlm)."""
 DEFAULT_MAX_NEW_TOKENS = 512
 """Most tokens one generation may write when neither the recipe nor the caller says."""
+QUESTIONS_PER_CALL = 8
+"""Questions about one video that decode together in one ``generate`` call by default."""
 IMAGE_TOKEN = "<image>"
 """One image's placeholder in a chat text, before :meth:`Model.expand_images`."""
 PREFILL_CHUNK = 1024
@@ -602,7 +604,8 @@ class Model:
                              **extra)
         return Prefix(input_ids=ids[0].cpu(), cache=cache)
 
-    def answer(self, prefix: Prefix, tails: Sequence[str], *, batch_size: int = 8,
+    def answer(self, prefix: Prefix, tails: Sequence[str], *,
+               batch_size: int = QUESTIONS_PER_CALL,
                **generation: Any) -> list[str]:
         """Answer several prompts that share ``prefix``, without encoding the frames again.
 
@@ -613,13 +616,14 @@ class Model:
         generation, so decoding N answers costs little more than decoding one. The answers are
         those of a full encode of prefix + tail (tested for greedy decoding, unquantized).
         ``batch_size=1`` reuses one cache, cropped back after each answer, for the least memory;
-        an int8 model always answers one question at a time (see below).
+        an int8 model always answers one question at a time (:attr:`batches_rows`).
         """
         texts, _ = self._answer(prefix, tails, None, batch_size, generation)
         return texts
 
     def choose(self, prefix: Prefix, tails: Sequence[str], letters: Sequence[str], *,
-               batch_size: int = 8, **generation: Any) -> list[tuple[str, str | None]]:
+               batch_size: int = QUESTIONS_PER_CALL, **generation: Any
+               ) -> list[tuple[str, str | None]]:
         """Answer multiple-choice prompts: each answer's text and the option letter the model
         scores highest right after the question, from the same pass as :meth:`answer`.
 
@@ -648,53 +652,154 @@ class Model:
                 batch_size: int, generation: Mapping[str, Any]
                 ) -> tuple[list[str], list[str | None]]:
         """:meth:`answer`'s work; with ``letter_ids``, also each question's best letter."""
-        import torch
-
         if not tails:
             return [], []
-        n_head = prefix.tokens
         kwargs = self._generation_kwargs(generation)
         ids_of = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in tails]
-        self._check_room(n_head + max(len(t) for t in ids_of), kwargs["max_new_tokens"],
+        self._check_room(prefix.tokens + max(len(t) for t in ids_of), kwargs["max_new_tokens"],
                          "a question prompt")
-        pad = self.tokenizer.pad_token_id
-        pad = self.tokenizer.eos_token_id if pad is None else pad
-        # int8 activations are scaled per call, over every row of a batch: questions decoded
-        # together would change each other's answers, so a quantized model takes them in turn
-        step = 1 if self.quantization == "int8" else max(1, batch_size)
-        beams = int(kwargs.get("num_beams") or 1)
-        cache = prefix.cache
+        step = max(1, batch_size) if self.batches_rows else 1
         answers: list[str] = []
         picks: list[str | None] = []
+        for start in range(0, len(ids_of), step):
+            chunk = ids_of[start:start + step]
+            texts, best = self._generate_rows([(prefix, tail, letter_ids) for tail in chunk],
+                                              kwargs)
+            answers.extend(texts)
+            picks.extend(best)
+        return answers, picks
+
+    @property
+    def batches_rows(self) -> bool:
+        """Whether several prompts may decode in one batched call and each get the answer it
+        gets alone. Not with int8: its activations are scaled per call, over every row of a
+        batch, so prompts decoded together would change each other's answers; a quantized
+        model takes them in turn (questions, and videos in ``batch --batch-size``)."""
+        return self.quantization != "int8"
+
+    def answer_together(self, asks: Sequence[Ask], *, batch_size: int = QUESTIONS_PER_CALL,
+                        **generation: Any) -> list[list[tuple[str, str | None]]]:
+        """Several videos' prompts in batched generations: for each :class:`Ask`, its answers
+        (text, best letter or None), as :meth:`answer`, :meth:`choose` or :meth:`generate_text`
+        give them one video at a time.
+
+        On a GPU one sequence decoding leaves the chip idle: here every tail of every ask is a
+        row, and up to ``batch_size`` rows decode in one ``generate`` call. Rows continue from
+        different prefixes (other videos, other lengths): their KV caches are merged into one,
+        each right-aligned after masked left padding, so every row's tokens keep their own
+        positions (``generate`` counts them from the attention mask); tails are padded between
+        prefix and text, as :meth:`answer` pads questions. An ask with no prefix is a
+        text-only turn (a summary), templated as :meth:`generate_text` does. The answers are
+        those of one video at a time (tested for greedy decoding, unquantized); a model that
+        cannot batch rows (:attr:`batches_rows`) answers each ask alone.
+        """
+        if not self.batches_rows:
+            return [self.answer_one(ask, **generation) for ask in asks]
+        kwargs = self._generation_kwargs(generation)
+        rows: list[tuple[Prefix | None, list[int], dict[int, str] | None]] = []
+        owner: list[int] = []
+        for i, ask in enumerate(asks):
+            letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
+            for tail in ask.tails:
+                text = tail if ask.prefix is not None else self._text_turn(tail)
+                ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+                head = ask.prefix.tokens if ask.prefix is not None else 0
+                self._check_room(head + len(ids), kwargs["max_new_tokens"],
+                                 "a question prompt" if head else "the prompt")
+                rows.append((ask.prefix, ids, letter_ids))
+                owner.append(i)
+        out: list[list[tuple[str, str | None]]] = [[] for _ in asks]
+        step = max(1, batch_size)
+        for start in range(0, len(rows), step):
+            texts, picks = self._generate_rows(rows[start:start + step], kwargs)
+            for i, text, pick in zip(owner[start:start + step], texts, picks, strict=True):
+                out[i].append((text, pick))
+        return out
+
+    def answer_one(self, ask: Ask, **generation: Any) -> list[tuple[str, str | None]]:
+        """One :class:`Ask`'s answers the way a single video's run gets them:
+        :meth:`generate_text`, :meth:`answer` or :meth:`choose`, with their default batches."""
+        if ask.prefix is None:
+            return [(self.generate_text(t, **generation), None) for t in ask.tails]
+        letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
+        texts, picks = self._answer(ask.prefix, ask.tails, letter_ids, QUESTIONS_PER_CALL,
+                                    generation)
+        return list(zip(texts, picks, strict=True))
+
+    def _text_turn(self, text: str) -> str:
+        """A text-only user turn through the chat template, as :meth:`generate_text` sends it."""
+        return self.render([{"type": "text", "text": text}])
+
+    def _generate_rows(self, rows: Sequence[tuple[Prefix | None, list[int], dict[int, str] | None]],
+                       kwargs: Mapping[str, Any]) -> tuple[list[str], list[str | None]]:
+        """One batched generation of ``rows`` (a prefix or None, the tail's token ids, the
+        option letters' ids or None): each row's answer and best letter.
+
+        Layout of a row: left padding up to the longest prefix, its prefix (in the cache), then
+        padding up to the longest tail, then its tail; padding is masked and skipped by the
+        position ids. One row from a prefix continues from that prefix's own cache, cropped
+        back afterwards; rows that share one prefix get it repeated; rows of several prefixes
+        get them merged (:func:`_merged_cache`).
+        """
+        import torch
+
+        prefixes = [prefix for prefix, _, _ in rows]
+        heads = [0 if p is None else p.tokens for p in prefixes]
+        n_head = max(heads)
+        width = max(len(tail) for _, tail, _ in rows)
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        beams = int(kwargs.get("num_beams") or 1)
+        ids = torch.full((len(rows), n_head + width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (prefix, tail, _) in enumerate(rows):
+            if prefix is not None:
+                ids[row, n_head - heads[row]:n_head] = prefix.input_ids
+                mask[row, n_head - heads[row]:n_head] = 1
+            ids[row, n_head + width - len(tail):] = torch.tensor(tail)
+            mask[row, n_head + width - len(tail):] = 1
+        shared = prefixes[0] if all(p is prefixes[0] for p in prefixes) else None
+        reused = shared is not None and len(rows) == 1 and beams == 1
+        extra: dict[str, Any] = {}
+        if reused:
+            extra["cache"] = shared.cache
+        elif shared is not None:  # one copy of the video per row and beam
+            extra["cache"] = copy.deepcopy(shared.cache)
+            extra["cache"].batch_repeat_interleave(len(rows) * beams)
+        elif n_head:
+            extra["cache"] = _merged_cache(self.network.config, prefixes, n_head, beams)
+        letters = [letter_ids for _, _, letter_ids in rows]
+        want_letters = any(x is not None for x in letters)
         with torch.inference_mode():
-            for start in range(0, len(ids_of), step):
-                chunk = ids_of[start:start + step]
-                width = max(len(t) for t in chunk)
-                ids = torch.full((len(chunk), n_head + width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for row, tail in enumerate(chunk):
-                    ids[row, :n_head] = prefix.input_ids
-                    ids[row, n_head + width - len(tail):] = torch.tensor(tail)
-                    mask[row, :n_head] = 1
-                    mask[row, n_head + width - len(tail):] = 1
-                if len(chunk) == 1 and beams == 1:
-                    batch_cache = cache
-                else:  # one copy of the video per question and beam (rows are expanded so)
-                    batch_cache = copy.deepcopy(cache)
-                    batch_cache.batch_repeat_interleave(len(chunk) * beams)
-                try:
-                    with _FirstLogits(self.network, letter_ids is not None) as first:
-                        out = self.network.generate(
-                            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            cache=batch_cache, **kwargs,
-                        )
-                finally:  # the prefix is left as found, even when generation failed
-                    if batch_cache is cache:
-                        cache.crop(n_head - cache.get_seq_length())  # negative: to drop
-                answers.extend(self._decode(row[n_head + width:]) for row in out)
+            try:
+                with _FirstLogits(self.network, want_letters) as first:
+                    out = self.network.generate(
+                        input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                        **extra, **kwargs,
+                    )
+            finally:  # the prefix is left as found, even when generation failed
+                if reused:
+                    shared.cache.crop(n_head - shared.cache.get_seq_length())  # negative: drop
+        texts = [self._decode(row[n_head + width:]) for row in out]
+        picks: list[str | None] = [None] * len(rows)
+        if want_letters:
+            per_row = first.logits.reshape(len(rows), beams, -1)
+            for row, letter_ids in enumerate(letters):
                 if letter_ids is not None:
-                    picks.extend(_best_letter(first.logits, len(chunk), letter_ids))
-        return answers, picks if letter_ids is not None else [None] * len(answers)
+                    (picks[row],) = _best_letter(per_row[row], 1, letter_ids)
+        return texts, picks
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One video's prompts for :meth:`Model.answer_together`: ``tails`` that continue from
+    ``prefix`` (:meth:`Model.encode_prefix`), each answered with the best of ``letters`` too
+    when they are given (:meth:`Model.choose`); with no prefix, each tail is a text-only user
+    turn (:meth:`Model.generate_text`)."""
+
+    prefix: Prefix | None
+    tails: tuple[str, ...]
+    letters: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -740,6 +845,30 @@ def _growing_cache(config: Any, reserve: int = 0) -> Any:
     cache.layers = [layer() for _ in cache.layers]
     for each in cache.layers:
         each.reserve = reserve
+    return cache
+
+
+def _merged_cache(config: Any, prefixes: Sequence[Prefix | None], length: int,
+                  repeats: int) -> Any:
+    """One growing cache of ``length`` positions with a row per prefix (``repeats`` rows with
+    beams): each prefix's keys and values right-aligned, zeros before them and for a row with
+    no prefix. Zeros, not empty memory: the padding is masked, and a masked NaN would still
+    poison attention's sums."""
+    cache = _growing_cache(config)
+    for n, layer in enumerate(cache.layers):
+        like = next(p.cache.layers[n] for p in prefixes if p is not None)
+        _, heads, _, dim = like.keys.shape
+        keys = like.keys.new_zeros(len(prefixes), heads, length, dim)
+        values = like.values.new_zeros(len(prefixes), heads, length, like.values.shape[-1])
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None:
+                source = prefix.cache.layers[n]
+                keys[row, :, length - prefix.tokens:] = source.keys[0]
+                values[row, :, length - prefix.tokens:] = source.values[0]
+        if repeats > 1:
+            keys = keys.repeat_interleave(repeats, dim=0)
+            values = values.repeat_interleave(repeats, dim=0)
+        layer.update(keys, values)
     return cache
 
 

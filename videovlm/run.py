@@ -19,7 +19,7 @@ import contextlib
 import datetime as _dt
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from num2words import num2words
 
 from videovlm.decode import Frame, decode_with_backend
 from videovlm.errors import VideoVLMError
-from videovlm.model import DEFAULT_MAX_NEW_TOKENS, Model, Prefix
+from videovlm.model import DEFAULT_MAX_NEW_TOKENS, Ask, Model, Prefix
 from videovlm.pack import OverBudget, Prompt, build_prompt, frames_that_fit, timestamp_text
 from videovlm.plan import plan
 from videovlm.prepare import prepare
@@ -39,6 +39,13 @@ if TYPE_CHECKING:
     from videovlm.video import Group, VideoInputs
 
 log = logging.getLogger("videovlm")
+
+Answers = list[tuple[str, str | None]]
+Asker = Callable[[Ask, Mapping[str, Any]], tuple[Answers, float]]
+"""Who answers a run's prompts when it is not the run itself: given an :class:`Ask` and its
+generation settings, the answers (:meth:`Model.answer_one`'s) and the seconds of generation
+they cost. ``batch --batch-size`` passes one that gathers several videos' asks into one
+batched call (:mod:`videovlm.batch.together`); its seconds are that call's, shared."""
 
 
 def generation_settings(recipe: Recipe) -> dict[str, Any]:
@@ -64,10 +71,11 @@ class ModelRun:
     ``questions`` are the run's questions, each with its own options and recipe (the frames
     are encoded once for all of them). Runners read ``model``, ``inputs``, ``recipe``,
     ``generation`` and ``questions``, and use the methods; they never write the fields.
+    ``asker`` answers the run's prompts instead of the model itself (:data:`Asker`).
     """
 
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
-                 questions: Sequence[Asked] = ()) -> None:
+                 questions: Sequence[Asked] = (), *, asker: Asker | None = None) -> None:
         self.model = model
         self.inputs = inputs
         self.recipe = recipe
@@ -77,6 +85,7 @@ class ModelRun:
         self._timing: dict[str, float] = {"pack": 0.0, "generate": 0.0}
         self._used: dict[int, Frame] = {}
         self._prompts: list[Prompt] = []
+        self._asker = asker
         cache = model.frame_cache
         self._cache_before = cache.stats.to_dict() if cache else None
 
@@ -169,13 +178,21 @@ class ModelRun:
         """The model's answer to one prompt, with the recipe's generation settings (its frames
         from the frame cache where they are there)."""
         prefix = self.encode(prompt)
-        with self.timed("generate"):
-            return self.model.answer(prefix, [prompt.tail], **self.generation)[0]
+        return self._answers(Ask(prefix, (prompt.tail,)), self.generation)[0][0]
 
     def generate_text(self, text: str) -> str:
         """The model's answer to a text-only prompt (a summary), with the recipe's settings."""
-        with self.timed("generate"):
-            return self.model.generate_text(text, **self.generation)
+        return self._answers(Ask(None, (text,)), self.generation)[0][0]
+
+    def _answers(self, ask: Ask, generation: Mapping[str, Any]) -> Answers:
+        """Every model answer of a run comes through here: from the model itself, or from the
+        run's asker (answered together with other videos' prompts)."""
+        if self._asker is None:
+            with self.timed("generate"):
+                return self.model.answer_one(ask, **generation)
+        answers, seconds = self._asker(ask, generation)
+        self._timing["generate"] += seconds
+        return answers
 
     def encode(self, prompt: Prompt) -> Prefix:
         """``prompt``'s frames encoded (``vision``: the vision tower, or the frame cache) and
@@ -190,11 +207,9 @@ class ModelRun:
                ) -> list[tuple[str, str | None]]:
         """Answers to ``tasks`` (final question texts) from ``prefix``, each with the letter
         the model scores highest when ``letters`` are given (else None)."""
-        tails = [prompt.tail_for(t) for t in tasks]
-        with self.timed("generate"):
-            if letters is None:
-                return [(text, None) for text in self.model.answer(prefix, tails, **generation)]
-            return self.model.choose(prefix, tails, letters, **generation)
+        tails = tuple(prompt.tail_for(t) for t in tasks)
+        return self._answers(Ask(prefix, tails, None if letters is None else tuple(letters)),
+                             generation)
 
     # -- the result ----------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ What lives where:
   handling, the progress bar.
 - :mod:`~videovlm.batch.questions`: a questions file resolved against the inputs.
 - :mod:`~videovlm.batch.stages`: the real stages (``api.load_video``, ``api.run_model``).
+- :mod:`~videovlm.batch.together`: several videos' model stages run together, their prompts
+  decoded in batched calls (``--batch-size``).
 
 Crash safety rests on one rule: a video is done when, and only when, ``results.jsonl`` holds a
 complete line for it. Per-video files are written first (atomically, by the writers), then the
@@ -25,6 +27,7 @@ from __future__ import annotations
 from videovlm.batch.engine import (
     BatchReport,
     Interrupts,
+    ModelBatch,
     Recorder,
     WriteFiles,
     error_result,
@@ -51,6 +54,7 @@ from videovlm.batch.log import (
 )
 from videovlm.batch.questions import Question, Questions, load_questions
 from videovlm.batch.stages import VideoStages
+from videovlm.batch.together import batch_size_for, batched
 
 __all__ = [
     "LOCK_NAME",
@@ -61,6 +65,7 @@ __all__ = [
     "Found",
     "Interrupts",
     "Job",
+    "ModelBatch",
     "Prepared",
     "Question",
     "Questions",
@@ -68,6 +73,8 @@ __all__ = [
     "ResultsLog",
     "VideoStages",
     "WriteFiles",
+    "batch_size_for",
+    "batched",
     "ensure_inside",
     "error_result",
     "find_videos",

@@ -43,6 +43,10 @@ def error_result(job: Job, exc: BaseException, *, seconds: float | None = None) 
     return result
 
 
+ModelBatch = Callable[[Sequence[tuple[Job, Any]]], list[Result | BaseException]]
+"""The model stage of several inputs at once (``batch_size`` > 1): per input its result or the
+exception it raised (:func:`videovlm.batch.together.batched`)."""
+
 WriteFiles = Callable[[Result, Path, Sequence[str], str], list[Path]]
 """What writes one input's files: ``(result, folder, formats, stem) -> paths``, as
 :func:`videovlm.writers.write` does."""
@@ -78,7 +82,8 @@ class Recorder:
 @dataclass
 class BatchReport:
     """How a batch went; ``cpu_s``/``model_s`` are the summed stage times of this run (for the
-    overlap benchmark: wall time against the larger of the two)."""
+    overlap benchmark: wall time against the larger of the two), ``wait_s`` the time the model
+    stage waited on the CPU stage."""
 
     total: int
     done: int = 0
@@ -89,6 +94,7 @@ class BatchReport:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     model_s: float = 0.0
+    wait_s: float = 0.0  # the model stage waiting for background decoding (workers too slow)
     results: Path | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, "Type: message")
 
@@ -199,18 +205,25 @@ def run_local(
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
+    batch_size: int = 1,
+    model_batch: ModelBatch | None = None,
 ) -> BatchReport:
     """Run every input not yet recorded: ``cpu_stage`` in ``workers`` background threads,
     ``model_stage`` here, one record per input.
 
-    At most ``workers + prefetch`` inputs are decoded ahead of the one being generated (default
-    prefetch: ``workers``), so memory stays flat however many videos there are. ``workers=0``
-    runs both stages one after the other in this thread (the sequential baseline). Threads by
-    default: the decoders and resizers release the GIL and payloads need no copying;
-    ``processes=True`` runs ``cpu_stage`` (then picklable) in spawned processes instead, for
-    CPU stages whose Python parts (scene detection) would contend with generation for the GIL.
-    Inputs are taken in order; an exception in either stage becomes that input's error record
-    and the batch goes on.
+    At most ``workers + prefetch`` inputs are decoded ahead of the ones being generated
+    (default prefetch: ``workers``, or ``batch_size`` when larger, so the next batch is being
+    decoded while this one generates), so memory stays flat however many videos there are.
+    ``workers=0`` runs both stages one after the other in this thread (the sequential
+    baseline). Threads by default: the decoders and resizers release the GIL and payloads need
+    no copying; ``processes=True`` runs ``cpu_stage`` (then picklable) in spawned processes
+    instead, for CPU stages whose Python parts (scene detection) would contend with generation
+    for the GIL. With ``batch_size`` > 1 and ``model_batch``, the next ``batch_size`` inputs
+    (fewer at the end) wait until their CPU stage is done, then go to ``model_batch``
+    together; each still gets its own record, committed in order. Inputs are taken in order;
+    an exception in either stage becomes that input's error record and the batch goes on.
+    ``report.wait_s`` is the time the model stage waited for background decoding: near zero
+    when the workers keep up.
     """
     prep = prepare_run(jobs, out_dir, resume=resume, settings=settings)
     report = BatchReport(total=prep.total, skipped=prep.skipped,
@@ -219,7 +232,8 @@ def run_local(
     say = say or (lambda text: bar.write(f"videovlm: {text}", file=sys.stderr))
     recorder = Recorder(prep.out_dir, prep.log, formats, write)
     start = time.perf_counter()
-    window = max(0, workers) + (workers if prefetch is None else max(0, prefetch))
+    size = max(1, batch_size) if model_batch is not None else 1
+    window = max(0, workers) + (max(workers, size) if prefetch is None else max(0, prefetch))
     pool = _executor(workers, processes)
     todo = iter(prep.todo)
     ahead: deque[tuple[Job, Future[tuple[Any, float]]]] = deque()
@@ -231,42 +245,74 @@ def run_local(
                 return
             ahead.append((job, pool.submit(_timed, cpu_stage, job)))
 
+    def take() -> list[tuple[Job, Future[tuple[Any, float]] | None]]:
+        group: list[tuple[Job, Future[tuple[Any, float]] | None]] = []
+        while len(group) < size:
+            if pool is not None:
+                if not ahead:
+                    break
+                group.append(ahead.popleft())
+                fill()
+            else:
+                job = next(todo, None)
+                if job is None:
+                    break
+                group.append((job, None))
+        return group
+
+    def cpu_result(job: Job, future: Future[tuple[Any, float]] | None) -> Any:
+        if future is None:
+            payload, cpu_s = _timed(cpu_stage, job)
+        else:
+            waited = time.perf_counter()
+            payload, cpu_s = future.result()
+            report.wait_s += time.perf_counter() - waited
+        report.cpu_s += cpu_s
+        return payload
+
     interrupts = Interrupts(say)
     try:
         with interrupts:
             fill()
-            while True:
-                if interrupts.stop:
+            while not interrupts.stop:
+                group = take()
+                if not group:
                     break
-                if pool is not None:
-                    if not ahead:
-                        break
-                    job, future = ahead.popleft()
-                    fill()
-                else:
-                    job = next(todo, None)
-                    if job is None:
-                        break
-                bar.set_postfix_str(f"failed={report.failed} {job.input}", refresh=True)
+                bar.set_postfix_str(f"failed={report.failed} {group[0][0].input}", refresh=True)
                 t0 = time.perf_counter()
-                try:
-                    if pool is not None:
-                        payload, cpu_s = future.result()
-                    else:
-                        payload, cpu_s = _timed(cpu_stage, job)
-                    report.cpu_s += cpu_s
-                    t1 = time.perf_counter()
+                results: list[Result | BaseException | None] = [None] * len(group)
+                ready: list[tuple[int, Job, Any]] = []
+                for i, (job, future) in enumerate(group):
                     try:
-                        result = model_stage(job, payload)
-                    finally:
-                        report.model_s += time.perf_counter() - t1
-                    del payload
-                except Exception as exc:
-                    result = error_result(job, exc, seconds=time.perf_counter() - t0)
-                with interrupts.commit():
-                    record = recorder.commit(job, result)
-                report.count(record, say)
-                bar.update(1)
+                        ready.append((i, job, cpu_result(job, future)))
+                    except Exception as exc:
+                        results[i] = exc
+                t1 = time.perf_counter()
+                try:
+                    if model_batch is None or size == 1:
+                        for i, job, payload in ready:
+                            try:
+                                results[i] = model_stage(job, payload)
+                            except Exception as exc:
+                                results[i] = exc
+                    else:
+                        try:
+                            outs = model_batch([(job, payload) for _, job, payload in ready])
+                        except Exception as exc:
+                            outs = [exc] * len(ready)
+                        for (i, _, _), out in zip(ready, outs, strict=True):
+                            results[i] = out
+                finally:
+                    report.model_s += time.perf_counter() - t1
+                del ready
+                for (job, _), result in zip(group, results, strict=True):
+                    if not isinstance(result, Result):
+                        result = error_result(job, result or RuntimeError("no result"),
+                                              seconds=time.perf_counter() - t0)
+                    with interrupts.commit():
+                        record = recorder.commit(job, result)
+                    report.count(record, say)
+                    bar.update(1)
         report.interrupted = interrupts.stop and report.done + report.failed < len(prep.todo)
     except KeyboardInterrupt:
         report.interrupted = True

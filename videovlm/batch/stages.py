@@ -11,6 +11,7 @@ from videovlm.batch.questions import Questions
 from videovlm.model import Model
 from videovlm.pipelines import Recipe
 from videovlm.result import Result
+from videovlm.run import Asker
 
 
 @dataclass
@@ -32,11 +33,12 @@ class VideoStages:
         return load_video(job.path, self.recipe, n=self.n, image_size=self.image_size,
                           backend=self.backend)
 
-    def model(self, model: Model, job: Job, inputs: VideoInputs) -> Result:
+    def model(self, model: Model, job: Job, inputs: VideoInputs, asker: Asker | None = None
+              ) -> Result:
         asked = self.questions.for_input(job.input) if self.questions is not None else []
         if not asked:
-            return run_model(model, inputs, self.recipe)
+            return run_model(model, inputs, self.recipe, asker=asker)
         return run_model(model, inputs, self.recipe, questions=[q.question for q in asked],
                          question_choices=[list(q.choices) if q.choices else None
                                            for q in asked],
-                         choice_recipe=self.choice_recipe)
+                         choice_recipe=self.choice_recipe, asker=asker)

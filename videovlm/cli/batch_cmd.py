@@ -25,6 +25,7 @@ from videovlm.batch_ray import run_ray
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
+    batch_size_option,
     formats_option,
     load_model,
     model_options,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
               help="Skip videos already recorded in OUTDIR/results.jsonl; --no-resume redoes all.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Background decode workers (local engine; 0: decode and generate in turn).")
+@batch_size_option
 @click.option("--questions", "questions_file", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON Lines of {video, question, choices?} (or one question per line, for "
@@ -76,7 +78,8 @@ if TYPE_CHECKING:
 @model_options
 def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
-          questions_file: Path | None, formats: str | None, engine: str, backend: str | None,
+          batch_size: int, questions_file: Path | None, formats: str | None, engine: str,
+          backend: str | None,
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
           n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
@@ -98,7 +101,8 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
                             f" or {tasks.for_questions(True).recipe} with --questions")
     sys.exit(run_batch(folder, out_dir, recipe, choice_recipe=choice_recipe,
                        questions_file=questions_file, recursive=recursive, include=include,
-                       exclude=exclude, resume=resume, workers=workers, formats=formats,
+                       exclude=exclude, resume=resume, workers=workers,
+                       batch_size=batch_size, formats=formats,
                        engine=engine, backend=backend, n=n, model_id=model_id, device=device,
                        dtype=dtype, quiet=quiet, no_cache=no_cache, quantize=quantize))
 
@@ -116,6 +120,7 @@ def run_batch(
     exclude: Sequence[str] = (),
     resume: bool = True,
     workers: int = 2,
+    batch_size: int = 1,
     formats: str | None = None,
     engine: str = "local",
     backend: str | None = None,
@@ -158,6 +163,9 @@ def run_batch(
             return exc.exit_code
         if questions.named and not questions.common:  # the file names its videos: only those
             jobs = [j for j in jobs if j.input in questions.named]
+    if engine == "ray" and batch_size > 1:
+        raise VideoVLMError("--batch-size runs on the local engine; with --engine ray each "
+                            "model actor takes one video at a time: drop one of them")
     if not jobs:
         raise VideoVLMError(f"no videos found in {folder}"
                             f"{'' if recursive else ' (subfolders not walked)'}; "
@@ -181,9 +189,11 @@ def run_batch(
         model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
         stages = b.VideoStages(recipe, image_size=model.image_size, n=n, backend=backend,
                                questions=questions, choice_recipe=choice_recipe)
-        report = b.run_local(jobs, stages.cpu, functools.partial(stages.model, model), out_dir,
-                             formats=names, workers=workers, resume=resume, settings=settings,
-                             progress=not quiet)
+        stage = functools.partial(stages.model, model)
+        size = b.batch_size_for(model, batch_size)
+        report = b.run_local(jobs, stages.cpu, stage, out_dir, formats=names, workers=workers,
+                             resume=resume, settings=settings, progress=not quiet,
+                             batch_size=size, model_batch=b.batched(model, stage, size))
     if report.interrupted:
         click.echo("videovlm: interrupted: " + report.summary() + "; run the same command "
                    "again (without --no-resume) to resume", err=True)

@@ -98,6 +98,12 @@ def schema_options(*keys: str) -> Decorator:
 backend_option = schema_options("backend")
 """``--backend``: the decoder, a recipe override like any other."""
 
+batch_size_option = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+    help="Videos whose prompts decode together in one batched call (a GPU runs 8-32 for the "
+         "price of one; on a CPU it pays little). Not with an int8 model: it runs one at a "
+         "time (--quantize none batches).")
+
 quiet_option = click.option(
     "--quiet", is_flag=True,
     help="No progress or notes on stderr (warnings, errors and a batch's summary stay).")

@@ -16,6 +16,7 @@ import click
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
+    batch_size_option,
     load_model,
     model_options,
     output_option,
@@ -45,11 +46,13 @@ from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
               help="Skip videos already answered in OUTDIR; --no-resume redoes all.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Background decode workers (0: decode and answer in turn).")
+@batch_size_option
 @backend_option
 @quiet_option
 @model_options
 def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limit: int | None,
-          resume: bool, workers: int, backend: str | None, quiet: bool, model_id: str | None,
+          resume: bool, workers: int, batch_size: int, backend: str | None, quiet: bool,
+          model_id: str | None,
           device: str | None, dtype: str | None, n: int | None, no_cache: bool,
           quantize: str | None) -> None:
     """Answer every question of QUESTIONS.jsonl about its video and score the letters.
@@ -68,7 +71,8 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     # before anything is written
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     report = evaluate(items, videos, out_dir, model, protocol=protocol, n=n, backend=backend,
-                      workers=workers, resume=resume, progress=not quiet)
+                      workers=workers, batch_size=batch_size, resume=resume,
+                      progress=not quiet)
     if report.batch.interrupted:
         click.echo("videovlm: interrupted: run the same command again to resume", err=True)
     click.echo(f"videovlm: eval: {report.line()}", err=True)
