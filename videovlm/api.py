@@ -26,7 +26,7 @@ from videovlm.errors import VideoVLMError
 from videovlm.model import Model
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.result import Result
-from videovlm.run import Asked, ModelRun
+from videovlm.run import Asked, ModelRun, PrefixStore
 from videovlm.text import option_texts
 from videovlm.video import VideoInputs, load_video
 
@@ -47,6 +47,8 @@ def run_model(
     choices: Sequence[str] | None = None,
     question_choices: Sequence[Sequence[str] | None] | None = None,
     choice_recipe: Recipe | str | None = None,
+    prefixes: PrefixStore | None = None,
+    streamer: Any = None,
 ) -> Result:
     """The model stage: the recipe's task run over one video's prepared frames.
 
@@ -56,7 +58,8 @@ def run_model(
     (default: ``recipe``). However they mix, the frames are encoded once. Timing merges the CPU
     stage's (``probe``, ``decode``, ``prepare``) with the model stage's (``pack``,
     ``generate``); ``total`` is their sum, so it is the video's cost even when the stages ran
-    apart.
+    apart. ``prefixes`` and ``streamer`` are :class:`~videovlm.run.ModelRun`'s (``serve``
+    keeps a video's encoded prefix warm and streams the tokens).
     """
     rec = _recipe(recipe)
     task = tasks.get(rec.task)
@@ -76,7 +79,8 @@ def run_model(
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
     asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
              for q, c in zip(questions or [], question_choices, strict=True)]
-    return task.runner(ModelRun(model, inputs, rec, asked))
+    return task.runner(ModelRun(model, inputs, rec, asked, prefixes=prefixes,
+                                streamer=streamer))
 
 
 def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:
