@@ -9,6 +9,7 @@ SIGTERM (and Ctrl-C) stop new work at once (503s), let the request generating fi
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -106,6 +107,11 @@ def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | No
                 log.info("stopping: finishing the request in flight, refusing new ones")
             engine.drain()
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            captured = getattr(self, "_captured_signals", [])
+            if sig == signal.SIGTERM and sig in captured:
+                # uvicorn re-raises it after the graceful shutdown (a kill, status 143): the
+                # shutdown is finished by then, so the command exits 0 instead
+                captured.remove(sig)
 
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

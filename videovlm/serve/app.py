@@ -207,7 +207,7 @@ class Server:
             return await run_in_threadpool(self.library.register, path)
         if url.startswith("data:"):
             path = await run_in_threadpool(self.uploads.from_data_url, url, param)
-            return await run_in_threadpool(self.library.register, path, "data: video")
+            return await run_in_threadpool(self.library.register, path)
         if "://" in url:
             raise APIError(400, f"{url.split('://')[0]}:// URLs are not fetched: use file:// "
                                 "under a media root, a data: URL, or upload the video "

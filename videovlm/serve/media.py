@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -197,13 +198,16 @@ class Library:
 
     def register(self, path: Path, name: str | None = None) -> Video:
         """The known video for ``path`` (an upload or a checked media-root file), probed the
-        first time; an unreadable video is a 400 with the probe's own message."""
+        first time; an unreadable video is a 400 with the probe's own message. An upload of
+        known bytes under a new ``name`` is the same video, now called so."""
         inside_uploads = path.parent == self.uploads.folder
         identity = (f"upload:{path.name}" if inside_uploads else _identity_of_file(path))
         vid = _id_for(identity)
         with self._lock:
             known = self._videos.get(vid)
             if known is not None:
+                if name and inside_uploads and name != known.name:
+                    known = self._videos[vid] = dataclasses.replace(known, name=name)
                 self._videos.move_to_end(vid)
                 return known
         info = probe(path)  # InputError (a VideoVLMError): the caller's 400
