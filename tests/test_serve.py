@@ -394,3 +394,14 @@ def test_the_media_listing_names_the_videos_under_the_root(server: ServeProcess,
     names = {item["name"] for item in listing["data"]}
     assert "clip.mp4" in names
     assert "notes.mp4" not in names and "link.mp4" not in names  # not a video; leads out
+
+
+def test_sampling_with_a_seed_repeats(client: openai.OpenAI, model: Model,
+                                      files: dict[str, Path]) -> None:
+    def sample(seed: int) -> str:
+        return client.chat.completions.create(
+            model=model.id, messages=_ask(files["clip"], "Say anything."), max_tokens=8,
+            temperature=1.5, seed=seed, extra_body={"videovlm": {"n": N}}
+        ).choices[0].message.content
+
+    assert sample(7) == sample(7)

@@ -470,9 +470,11 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             raise APIError(404, f"model {req.model!r} is not served here: use {model.id!r} "
                                 "(GET /v1/models)", "model", code="model_not_found")
         cid = chat.completion_id()
+        # what can be refused is refused before the queue: a bad path is a 400, never a 503
+        video = await s.video_for(*req.video) if req.video is not None else None
         ticket = s.engine.admit()
         try:
-            run = await _prepare_chat(req)
+            run = await _prepare_chat(req, video)
         except BaseException:
             ticket.release()
             raise
@@ -489,12 +491,10 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         return StreamingResponse(_chat_stream(req, cid, run, ticket),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    async def _prepare_chat(req: chat.ChatRequest
+    async def _prepare_chat(req: chat.ChatRequest, video: Video | None
                             ) -> Callable[[TokenSink], tuple[str, dict[str, Any]]]:
         """The chat's CPU stage, done now (decoding in the pool); returns its model stage."""
-        if req.video is not None:
-            url, param = req.video
-            video = await s.video_for(url, param)
+        if video is not None:
             name = for_questions(bool(req.choices)).recipe
             recipe = s.recipe(name, req.sampling, req.generation, chat.EXTENSION)
             entry = await s.engine.warm_video(video, recipe)

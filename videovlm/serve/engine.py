@@ -113,7 +113,8 @@ class TokenSink:
 
 
 class Ticket:
-    """A request's place in the model's queue, given back once (when its model work ended)."""
+    """A request's place in the model's queue, given back once: when its model work ended, or
+    when nothing holds it any more (a stream whose client left before it started)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -124,6 +125,9 @@ class Ticket:
             if not self._done:
                 self._done = True
                 self.engine._pending -= 1
+
+    def __del__(self) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -245,11 +249,12 @@ class Engine:
                   choices: Sequence[str] | None = None) -> Result:
         """The recipe's task over a warm video (on the model's thread), its prefixes kept.
 
-        A warm video's CPU timings belong to the request that decoded it; later results show
-        only their own stages (no ``vision`` when the prefix was warm)."""
+        A warm video's CPU timings belong to the first request that used it; later results
+        show only their own stages (no ``vision`` when the prefix was warm)."""
         inputs = entry.inputs
-        if entry.uses:
+        if entry.used:
             inputs = dataclasses.replace(inputs, timing_s={})
+        entry.used = True
         try:
             return run_model(self.model, inputs, recipe, questions=questions, choices=choices,
                              prefixes=entry, streamer=sink)

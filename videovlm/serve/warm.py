@@ -43,7 +43,8 @@ class WarmVideo:
     key: tuple[Any, ...]
     inputs: VideoInputs
     prefixes: dict[str, Prefix] = field(default_factory=dict)
-    uses: int = 0  # requests served from it
+    uses: int = 0  # requests that found it warm
+    used: bool = False  # a run has used it (and reported its CPU stage's timings)
 
     # the PrefixStore protocol (videovlm.run): ModelRun finds and keeps prefixes here
     def get(self, head: str) -> Prefix | None:
