@@ -94,6 +94,25 @@ def test_a_full_queue_answers_503_at_once(guarded: ServeProcess, clip: Path) -> 
                       json=_body(clip, 2), timeout=60).status_code == 200
 
 
+def test_a_client_that_leaves_stops_its_generation(guarded: ServeProcess, clip: Path) -> None:
+    headers = {"authorization": "Bearer s3cret"}
+    with httpx.stream("POST", guarded.url + "/v1/chat/completions", headers=headers,
+                      json=_body(clip, 1024, stream=True), timeout=120) as r:
+        for line in r.iter_lines():
+            if '"content": "' in line and '"content": ""' not in line:
+                break  # the first words, then the client hangs up
+    t0 = time.perf_counter()
+    while httpx.get(guarded.url + "/v1/health", headers=headers).json()["pending"]:
+        assert time.perf_counter() - t0 < 10, "the abandoned generation kept the model"
+        time.sleep(0.05)
+    left = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    whole = httpx.post(guarded.url + "/v1/chat/completions", headers=headers,
+                       json=_body(clip, 1024), timeout=120)
+    assert whole.status_code == 200
+    assert left < 0.5 * (time.perf_counter() - t0)  # what the abandoned one would have cost
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits(tiny_smolvlm: Path, clip: Path,
                                                            tmp_path: Path) -> None:
     proc = ServeProcess(["--model", str(tiny_smolvlm), "--media-root", str(clip.parent),

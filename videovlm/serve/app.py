@@ -71,7 +71,7 @@ from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare_image
 from videovlm.result import Result
 from videovlm.serve.config import ServeConfig
-from videovlm.serve.engine import Engine, TokenSink, stream_events
+from videovlm.serve.engine import KEPT_RESULTS, Engine, TokenSink, stream_events
 from videovlm.serve.errors import APIError
 from videovlm.serve.media import Library, MediaRoots, Uploads, Video
 from videovlm.tasks import DEFAULT_TASK, DESCRIBE_MODES, TASKS, for_mode, for_questions
@@ -367,7 +367,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
                                      config, "body")
         generation = {}
         if body.get("max_new_tokens") is not None:
-            generation["max_new_tokens"] = chat._number(body, "max_new_tokens", int, 1,
+            generation["max_new_tokens"] = chat.number(body, "max_new_tokens", int, 1,
                                                         config.max_new_tokens)
         questions: list[str] | None = None
         choices = None
@@ -457,7 +457,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         result = s.engine.results.get(rid)
         if result is None:
             raise APIError(404, f"no result {rid!r} (the server keeps the latest "
-                                f"{len(s.engine.results)}): run it again", "id")
+                                f"{KEPT_RESULTS}): run it again", "id")
         stem = Path(str(result.video.get("path") or "video")).stem or "video"
         files = await run_in_threadpool(WRITERS[fmt].render, result, stem)
         data = files[f"{stem}.{fmt}"]

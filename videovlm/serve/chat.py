@@ -64,7 +64,8 @@ class ChatRequest:
     include_usage: bool = False
 
 
-def _number(body: Mapping[str, Any], key: str, kind: type, lo: float, hi: float) -> Any:
+def number(body: Mapping[str, Any], key: str, kind: type, lo: float, hi: float) -> Any:
+    """``body[key]`` checked to be a ``kind`` number within ``[lo, hi]`` (None when absent)."""
     value = body.get(key)
     if value is None:
         return None
@@ -153,12 +154,12 @@ def parse_chat(body: Any, config: ServeConfig) -> ChatRequest:
         raise APIError(400, f"{len(req.images)} images, over this server's limit of "
                             f"{config.max_images} (--max-images)", "messages")
 
-    max_tokens = _number(body, "max_completion_tokens", int, 1, config.max_new_tokens)
+    max_tokens = number(body, "max_completion_tokens", int, 1, config.max_new_tokens)
     if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", int, 1, config.max_new_tokens)
-    temperature = _number(body, "temperature", float, 0, 5)
-    top_p = _number(body, "top_p", float, 0, 1)
-    req.seed = _number(body, "seed", int, -(2**63), 2**64 - 1)
+        max_tokens = number(body, "max_tokens", int, 1, config.max_new_tokens)
+    temperature = number(body, "temperature", float, 0, 5)
+    top_p = number(body, "top_p", float, 0, 1)
+    req.seed = number(body, "seed", int, -(2**63), 2**64 - 1)
     if max_tokens is not None:
         req.generation["max_new_tokens"] = max_tokens
     if temperature is not None:
