@@ -115,3 +115,59 @@ class EncodedFrames:
 
     def __exit__(self, *exc) -> None:
         self.handle.remove()
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+class ServeProcess:
+    """``videovlm serve ARGS`` in a child process on a free port, as a user starts it: the URL
+    read from its "serving ... on http://..." line, its stderr kept for the test to read."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        import threading
+
+        root = Path(__file__).resolve().parent.parent
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "videovlm", "serve", "--port", "0", *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(120) or self.url is None:
+            self.stop()
+            raise RuntimeError("the server did not start:\n" + "".join(self.lines))
+
+    def _read(self) -> None:
+        import re
+
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(r"serving .* on (http://\S+?)/ ", line)
+            if found:
+                self.url = found.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then the exit code."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()

@@ -26,7 +26,7 @@ from videovlm.errors import VideoVLMError
 from videovlm.model import Model
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.result import Result
-from videovlm.run import Asked, Asker, ModelRun
+from videovlm.run import Asked, Asker, ModelRun, PrefixStore
 from videovlm.text import option_texts
 from videovlm.video import VideoInputs, load_video
 
@@ -48,6 +48,8 @@ def run_model(
     question_choices: Sequence[Sequence[str] | None] | None = None,
     choice_recipe: Recipe | str | None = None,
     asker: Asker | None = None,
+    prefixes: PrefixStore | None = None,
+    streamer: Any = None,
 ) -> Result:
     """The model stage: the recipe's task run over one video's prepared frames.
 
@@ -58,7 +60,9 @@ def run_model(
     stage's (``probe``, ``decode``, ``prepare``) with the model stage's (``pack``,
     ``generate``); ``total`` is their sum, so it is the video's cost even when the stages ran
     apart. ``asker`` answers the run's prompts instead of the model itself (batched with other
-    videos': :mod:`videovlm.batch.together`).
+    videos': :mod:`videovlm.batch.together`); ``prefixes`` and ``streamer`` are
+    :class:`~videovlm.run.ModelRun`'s (``serve`` keeps a video's encoded prefix warm and streams
+    the tokens).
     """
     rec = _recipe(recipe)
     task = tasks.get(rec.task)
@@ -78,7 +82,8 @@ def run_model(
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
     asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
              for q, c in zip(questions or [], question_choices, strict=True)]
-    return task.runner(ModelRun(model, inputs, rec, asked, asker=asker))
+    return task.runner(ModelRun(model, inputs, rec, asked, asker=asker, prefixes=prefixes,
+                                streamer=streamer))
 
 
 def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:

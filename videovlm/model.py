@@ -814,6 +814,20 @@ class Prefix:
     def tokens(self) -> int:
         return int(self.input_ids.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the KV cache holds, spare room included (each tensor's storage counted once):
+        what keeping this prefix costs, for a memory budget such as ``serve --cache-mb``."""
+        import torch
+
+        seen: dict[tuple[str, int], int] = {}
+        for layer in self.cache.layers:
+            for value in vars(layer).values():
+                if isinstance(value, torch.Tensor):
+                    storage = value.untyped_storage()
+                    seen[(str(value.device), storage.data_ptr())] = storage.nbytes()
+        return sum(seen.values())
+
 
 def _encoding_key(model_id: str, revision: str | None, folder: Path, device: str,
                   dtype: str, quantization: str) -> str:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from num2words import num2words
 
@@ -55,6 +55,16 @@ def generation_settings(recipe: Recipe) -> dict[str, Any]:
             **dict(recipe.generation)}
 
 
+class PrefixStore(Protocol):
+    """Encoded prefixes kept beyond one run (``serve``'s warm videos), by the prompt head's
+    text: for one video's prepared frames, the head (intro, frame labels and image
+    placeholders) says which frames are in it, so equal heads are equal prefixes."""
+
+    def get(self, head: str) -> Prefix | None: ...
+
+    def put(self, head: str, prefix: Prefix) -> None: ...
+
+
 @dataclass(frozen=True)
 class Asked:
     """One question of a run: its text, its options (None: open), and the recipe whose
@@ -72,15 +82,21 @@ class ModelRun:
     are encoded once for all of them). Runners read ``model``, ``inputs``, ``recipe``,
     ``generation`` and ``questions``, and use the methods; they never write the fields.
     ``asker`` answers the run's prompts instead of the model itself (:data:`Asker`).
+    ``prefixes`` keeps encoded prefixes across runs (a follow-up question then costs only the
+    question); ``streamer`` (transformers' ``put``/``end`` protocol) sees every model call's
+    tokens as they are generated, and is never part of the recorded generation settings.
     """
 
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
-                 questions: Sequence[Asked] = (), *, asker: Asker | None = None) -> None:
+                 questions: Sequence[Asked] = (), *, asker: Asker | None = None,
+                 prefixes: PrefixStore | None = None, streamer: Any = None) -> None:
         self.model = model
         self.inputs = inputs
         self.recipe = recipe
         self.questions = list(questions)
         self.generation = generation_settings(recipe)
+        self.prefixes = prefixes
+        self._live = {} if streamer is None else {"streamer": streamer}
         self._warnings: list[str] = []
         self._timing: dict[str, float] = {"pack": 0.0, "generate": 0.0}
         self._used: dict[int, Frame] = {}
@@ -189,18 +205,25 @@ class ModelRun:
         run's asker (answered together with other videos' prompts)."""
         if self._asker is None:
             with self.timed("generate"):
-                return self.model.answer_one(ask, **generation)
+                return self.model.answer_one(ask, **generation, **self._live)
         answers, seconds = self._asker(ask, generation)
         self._timing["generate"] += seconds
         return answers
 
     def encode(self, prompt: Prompt) -> Prefix:
         """``prompt``'s frames encoded (``vision``: the vision tower, or the frame cache) and
-        its head run through the language model once, for answers to continue from."""
+        its head run through the language model once, for answers to continue from; taken
+        from ``prefixes`` instead when they hold it."""
+        kept = self.prefixes.get(prompt.head) if self.prefixes is not None else None
+        if kept is not None:
+            return kept
         with self.timed("vision"):
             features = self.model.image_features(prompt.images)
         with self.timed("generate"):
-            return self.model.encode_prefix(prompt.head, features)
+            prefix = self.model.encode_prefix(prompt.head, features)
+        if self.prefixes is not None:
+            self.prefixes.put(prompt.head, prefix)
+        return prefix
 
     def answer(self, prefix: Prefix, prompt: Prompt, tasks: Sequence[str],
                generation: dict[str, Any], letters: Sequence[str] | None = None

@@ -203,7 +203,8 @@ figcaption { font-size: .8rem; color: var(--muted); text-align: center;
 """
 
 
-def _thumbnail_uri(frame: Any) -> str:
+def thumbnail_uri(frame: Any) -> str:
+    """A frame as a small JPEG data: URI (the report's thumbnails; the server's too)."""
     img = Image.fromarray(frame.image)
     img.thumbnail((THUMB_SIZE, THUMB_SIZE))
     return "data:image/jpeg;base64," + base64.b64encode(_jpeg(img, THUMB_QUALITY)).decode()
@@ -244,7 +245,7 @@ def _html(result: Result, stem: str) -> dict[str, bytes]:
         if frames:
             parts.append('<div class="thumbs">')
             parts += [
-                f'<figure><img src="{_thumbnail_uri(f)}" alt="frame {f.index} at '
+                f'<figure><img src="{thumbnail_uri(f)}" alt="frame {f.index} at '
                 f'{e(format_time(f.time_s))}" loading="lazy">'
                 f"<figcaption>{e(format_time(f.time_s))}</figcaption></figure>"
                 for f in frames
