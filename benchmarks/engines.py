@@ -357,16 +357,20 @@ def llamacpp_convert(python: Path, converter: Path, model_path: Path, outtype: s
     config_path.write_text(json.dumps(config, indent=1))
     print(f"converting to GGUF ({outtype})...", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + "-", dir=out.parent))
-    for extra, name in (([], "model.gguf"), (["--mmproj"], "mmproj.gguf")):
-        done = subprocess.run([str(python), str(PEERS / "llamacpp_convert.py"), str(converter),
-                               str(copy), *extra, "--outtype", outtype, "--outfile",
-                               str(tmp / name)], capture_output=True, text=True, check=False)
-        if done.returncode:
-            raise SystemExit(f"convert_hf_to_gguf.py {' '.join(extra)} failed:\n"
-                             f"{done.stderr[-3000:]}")
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    try:
+        for extra, name in (([], "model.gguf"), (["--mmproj"], "mmproj.gguf")):
+            done = subprocess.run([str(python), str(PEERS / "llamacpp_convert.py"),
+                                   str(converter), str(copy), *extra, "--outtype", outtype,
+                                   "--outfile", str(tmp / name)],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"convert_hf_to_gguf.py {' '.join(extra)} failed:\n"
+                                 f"{done.stderr[-3000:]}")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became ``out``
     return model, mmproj
 
 
