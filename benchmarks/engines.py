@@ -2,6 +2,7 @@
 
     python benchmarks/engines.py [--shape 256m|2b] [--frames 50] [--new-tokens 32]
                                  [--rows videovlm-cold,videovlm-warm,transformers]
+                                 [--openvino-venv DIR] [--llamacpp-venv DIR]
                                  [--out benchmarks/results/engines.md]
 
 The workload (issue "the model stage at the machine's limit"): ``samples/bikes.mp4``, 50 frames
@@ -11,8 +12,10 @@ random model stops), greedy, on a randomly initialised checkpoint of the real ar
 (``--shape 256m``: SmolVLM2-256M, 512 px; ``2b``: SmolVLM-Instruct's 2.2B, 384 px), fp32 on the
 CPU. Every row runs in a fresh process; columns:
 
+- **prompt tokens**: the prompt's length as the row's engine counts it;
 - **vision s**: the vision tower over the frames (or the frame cache, for the warm row);
 - **prefill s**: the language model over the prompt up to the answer's first token;
+- **to first token s**: vision + prefill (all that llama.cpp reports: ``-`` in the two before);
 - **decode tok/s**: new tokens after the first, per second;
 - **total s**: model load + decode and prepare the frames + vision + prefill + all new tokens;
 - **peak RSS**: the child's ``ru_maxrss`` (the whole process: Python, torch, the model);
@@ -36,12 +39,22 @@ Rows:
   made for the other rows. It runs in a venv of its own (``--openvino-venv``, made on first use
   with ``pip``: optimum-intel 2.2 exports only with transformers <= 4.57.6, so a copy of the
   checkpoint gets transformers-4 tokenizer names); ``total`` adds videovlm's frame preparation.
+- ``llamacpp-q8_0`` / ``llamacpp-f16``: llama.cpp through ``xllamacpp`` (its prebuilt CPU wheel;
+  in-process server, one multimodal chat request, streamed), on the checkpoint converted by
+  ``convert_hf_to_gguf.py`` (from the ``llama-cpp-python`` source distribution) to a text-model
+  GGUF and, with ``--mmproj``, a vision-projector GGUF, both ``--outtype q8_0`` or ``f16``. It
+  gets videovlm's frames as PNG files and videovlm's prompt text cut at its image placeholders
+  (a pass-through chat template keeps the text exactly videovlm's); llama.cpp's SmolVLM path
+  preprocesses each frame itself and encodes an overview plus a tile for every frame (about
+  twice the prompt tokens and the vision work of the other rows), with the converter told the
+  single-image size as its ``longest_edge`` (and the random tokenizer's pre-tokenizer named, as
+  ``peers/llamacpp_convert.py`` says why). Greedy, ``ignore_eos``, the model's own context,
+  no prompt cache. A venv of its own (``--llamacpp-venv``, made on first use, with the converter
+  extracted into it); ``total`` adds videovlm's frame preparation and the PNG writing.
 - ``drift``: int8 against fp32 on the same checkpoint and the first ``--drift-frames`` frames:
   cosine of each frame's image features (mean and worst), and the KL divergence of the answer's
   first-token distribution (fp32 || int8). Random weights: a bound on the arithmetic, not a
   measure of answer quality on the real weights.
-
-llama.cpp (``xllamacpp``), the issue's other peer, is not a row yet.
 """
 
 from __future__ import annotations
@@ -62,10 +75,19 @@ REPO = Path(__file__).resolve().parent.parent
 VIDEO = REPO / "samples" / "bikes.mp4"
 QUESTION = "What happens in this video, and where?"
 ROWS = ("videovlm-cold", "videovlm-warm", "videovlm-fp32", "transformers", "openvino-fp32",
-        "openvino-int8", "drift")
+        "openvino-int8", "llamacpp-q8_0", "llamacpp-f16", "drift")
 PEERS = REPO / "benchmarks" / "peers"
+VENVS = REPO / "benchmarks" / ".venvs"
 OPENVINO_PACKAGES = ["torch==2.13.0", "transformers==4.57.6", "optimum-intel[openvino]==2.2.0",
                      "nncf", "num2words", "pillow"]
+# xllamacpp's prebuilt CPU wheel, and what convert_hf_to_gguf.py needs (its requirements file;
+# torch as the project's, transformers as it pins, which is also why the checkpoint goes to it
+# as the transformers-4 copy the OpenVINO export reads).
+LLAMACPP_PACKAGES = ["xllamacpp==2026.10.11549", "torch==2.13.0", "transformers==4.57.6",
+                     "numpy>=2.2.6", "sentencepiece>=0.1.98,<0.3.0", "protobuf>=4.21.0,<5.0.0",
+                     "pyyaml", "tqdm", "requests"]
+# The converter ships in this source distribution (vendor/llama.cpp), never installed.
+LLAMACPP_CONVERTER = "llama-cpp-python==0.3.36"
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "benchmarks" / "peers"))
@@ -184,29 +206,59 @@ def drift(model_path: str, frames: int) -> dict[str, float]:
     return out
 
 
-def dump_inputs(model_path: str, frames: int, new_tokens: int, folder: Path
+def dump_inputs(kind: str, model_path: str, frames: int, new_tokens: int, folder: Path
                 ) -> dict[str, float]:
-    """The workload's model inputs as .npy files, for peers that cannot import videovlm."""
-    import numpy as np
-
+    """The workload's inputs in ``folder``, for peers that cannot import videovlm: ``dump``,
+    the model's ``input_ids.npy`` and ``pixel_values.npy``; ``dump-frames``, the frames as
+    PNG files and ``prompt.json``, the chat text cut at its image placeholders. ``cpu`` adds
+    the time to write them (what handing the peer its input costs) to the frames' preparation."""
     model, prompt, _, cpu_s = workload(model_path, frames, new_tokens, "none", cache=False)
     t0 = time.perf_counter()
-    encoded = model.encode(prompt.text, prompt.images)
+    if kind == "dump":
+        import numpy as np
+
+        encoded = model.encode(prompt.text, prompt.images)
+        np.save(folder / "input_ids.npy", encoded["input_ids"].numpy())
+        np.save(folder / "pixel_values.npy", encoded["pixel_values"].numpy())
+    else:
+        from PIL import Image
+
+        from videovlm.model import IMAGE_TOKEN
+
+        parts = prompt.text.split(IMAGE_TOKEN)
+        assert len(parts) == len(prompt.images) + 1, "an image placeholder in the prompt's text"
+        (folder / "prompt.json").write_text(json.dumps({"parts": parts}))
+        for i, image in enumerate(prompt.images):
+            Image.fromarray(image).save(folder / f"{i:03d}.png", compress_level=1)
     cpu_s += time.perf_counter() - t0
-    np.save(folder / "input_ids.npy", encoded["input_ids"].numpy())
-    np.save(folder / "pixel_values.npy", encoded["pixel_values"].numpy())
     return {"cpu": cpu_s, "tokens": prompt.tokens, "frames": len(prompt.images)}
 
 
-def openvino_python(venv: Path) -> Path:
-    """The peer venv's Python, made on first use (never the project's own environment)."""
+def peer_python(venv: Path, packages: list[str], what: str) -> Path:
+    """A peer venv's Python, made on first use (never the project's own environment)."""
     python = venv / "bin" / "python"
     if not python.exists():
-        print(f"making the OpenVINO venv {venv} (once; a few GB)...", file=sys.stderr)
+        print(f"making the {what} venv {venv} (once; a few GB)...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *OPENVINO_PACKAGES],
-                       check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return python
+
+
+def transformers4_copy(model_path: Path, prefix: str) -> Path:
+    """A temporary copy of ``model_path`` with transformers-4 tokenizer names, for peers that
+    read checkpoints with transformers 4.57 (the caller removes it)."""
+    import shutil
+
+    copy = Path(tempfile.mkdtemp(prefix=prefix))
+    shutil.copytree(model_path, copy, dirs_exist_ok=True)
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    if "extra_special_tokens" in config:
+        config["additional_special_tokens"] = config.pop("extra_special_tokens")
+    config_path.write_text(json.dumps(config, indent=1))
+    return copy
 
 
 def openvino_export(python: Path, model_path: Path, weights: str) -> Path:
@@ -217,15 +269,7 @@ def openvino_export(python: Path, model_path: Path, weights: str) -> Path:
         return out
     import shutil
 
-    copy = Path(tempfile.mkdtemp(prefix="videovlm-bench-ov-src-"))
-    shutil.copytree(model_path, copy, dirs_exist_ok=True)
-    config_path = copy / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config.pop("backend", None)
-    if "extra_special_tokens" in config:
-        config["additional_special_tokens"] = config.pop("extra_special_tokens")
-    config_path.write_text(json.dumps(config, indent=1))
+    copy = transformers4_copy(model_path, "videovlm-bench-ov-src-")
     cli = python.parent / "optimum-cli"
     print(f"exporting to OpenVINO ({weights})...", file=sys.stderr)
     subprocess.run([str(cli), "export", "openvino", "--model", str(copy), "--task",
@@ -235,45 +279,142 @@ def openvino_export(python: Path, model_path: Path, weights: str) -> Path:
     return out
 
 
-def run_openvino(row: str, model_path: Path, frames: int, new_tokens: int, venv: Path
-                 ) -> dict[str, float]:
-    python = openvino_python(venv)
-    exported = openvino_export(python, model_path, row.split("-")[1])
-    with tempfile.TemporaryDirectory(prefix="videovlm-bench-inputs-") as folder:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, __file__, "--child", "dump", "--model", str(model_path),
-               "--frames", str(frames), "--new-tokens", str(new_tokens), "--inputs", folder]
-        made = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True,
-                                         check=True).stdout.strip().splitlines()[-1])
-        done = subprocess.run([str(python), str(PEERS / "openvino_row.py"), str(exported),
-                               folder, str(new_tokens)], capture_output=True, text=True,
-                              check=False)
-    if done.returncode:
-        raise SystemExit(f"row {row} failed:\n{done.stderr[-3000:]}")
-    r = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**made, **r, "total": r["load"] + made["cpu"] + r["answer"]}
-
-
-def run_row(row: str, model_path: Path, frames: int, new_tokens: int, cache: Path
-            ) -> dict[str, float]:
-    env = {**os.environ, "VIDEOVLM_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, __file__, "--child", row, "--model", str(model_path), "--frames",
-           str(frames), "--new-tokens", str(new_tokens)]
+def run_json(row: str, cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A child's last stdout line, parsed (every row's child prints its figures as JSON)."""
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"row {row} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_peer(row: str, kind: str, model_path: Path, frames: int, new_tokens: int,
+             peer: list[str]) -> dict[str, Any]:
+    """A peer's row: videovlm writes the workload's inputs (``kind``) into a folder, then
+    ``peer`` (its venv's Python and script, the folder and ``new_tokens`` appended) runs on
+    them; ``total`` = the peer's load + videovlm's preparation + the peer's answer."""
+    with tempfile.TemporaryDirectory(prefix="videovlm-bench-inputs-") as folder:
+        made = run_json(row, [sys.executable, __file__, "--child", kind, "--model",
+                              str(model_path), "--frames", str(frames), "--new-tokens",
+                              str(new_tokens), "--inputs", folder],
+                        env={**os.environ, "PYTHONPATH": str(REPO)})
+        r = run_json(row, [*peer, folder, str(new_tokens)])
+    return {**made, **r, "total": r["load"] + made["cpu"] + r["answer"]}
+
+
+def run_openvino(row: str, model_path: Path, frames: int, new_tokens: int, venv: Path
+                 ) -> dict[str, Any]:
+    python = peer_python(venv, OPENVINO_PACKAGES, "OpenVINO")
+    exported = openvino_export(python, model_path, row.split("-")[1])
+    return run_peer(row, "dump", model_path, frames, new_tokens,
+                    [str(python), str(PEERS / "openvino_row.py"), str(exported)])
+
+
+def llamacpp_tools(venv: Path) -> tuple[Path, Path]:
+    """The llama.cpp venv's Python and ``convert_hf_to_gguf.py`` (from the
+    ``llama-cpp-python`` source distribution: its ``vendor/llama.cpp`` with the ``conversion``
+    and ``gguf-py`` packages the script imports), both made on first use."""
+    python = peer_python(venv, LLAMACPP_PACKAGES, "llama.cpp")
+    converter = venv / "llama.cpp" / "convert_hf_to_gguf.py"
+    if not converter.is_file():
+        import tarfile
+
+        with tempfile.TemporaryDirectory(prefix="videovlm-bench-sdist-", dir=venv) as folder:
+            subprocess.run([str(python), "-m", "pip", "download", "-q", "--no-binary", ":all:",
+                            "--no-deps", "-d", folder, LLAMACPP_CONVERTER], check=True)
+            (sdist,) = Path(folder).glob("*.tar.gz")
+            with tarfile.open(sdist) as tar:
+                root = tar.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
+                keep = [m for m in tar.getmembers() if m.name.startswith(root) and (
+                    m.name[len(root):].split("/")[0] in ("conversion", "gguf-py")
+                    or m.name == root + "convert_hf_to_gguf.py")]
+                for m in keep:
+                    m.name = m.name[len(root):]
+                tar.extractall(Path(folder) / "llama.cpp", members=keep, filter="data")
+            os.replace(Path(folder) / "llama.cpp", converter.parent)  # whole, or not at all
+    return python, converter
+
+
+def llamacpp_convert(python: Path, converter: Path, model_path: Path, outtype: str
+                     ) -> tuple[Path, Path]:
+    """``model_path`` as llama.cpp's text model and vision projector (``--mmproj``) GGUFs of
+    ``outtype`` (cached in the temp folder, keyed by the checkpoint's weights file too, so a
+    rebuilt checkpoint is converted again). The converter reads a transformers-4 copy whose
+    ``size.longest_edge`` is the single-image size: llama.cpp scales every image to it and
+    tiles it, and videovlm's frames are prepared at that size (the other rows get them
+    unsplit); with the checkpoint's 4x it would upscale each frame and encode 16 tiles of it."""
+    weights = (model_path / "model.safetensors").stat()
+    out = Path(tempfile.gettempdir()) / (f"videovlm-bench-gguf-{model_path.name}-"
+                                         f"{weights.st_size}-{weights.st_mtime_ns}-{outtype}")
+    model, mmproj = out / "model.gguf", out / "mmproj.gguf"
+    if model.is_file() and mmproj.is_file():
+        return model, mmproj
+    import shutil
+
+    copy = transformers4_copy(model_path, "videovlm-bench-gguf-src-")
+    config_path = copy / "preprocessor_config.json"
+    config = json.loads(config_path.read_text())
+    config["size"] = {"longest_edge": config["max_image_size"]["longest_edge"]}
+    config_path.write_text(json.dumps(config, indent=1))
+    print(f"converting to GGUF ({outtype})...", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + "-", dir=out.parent))
+    try:
+        for extra, name in (([], "model.gguf"), (["--mmproj"], "mmproj.gguf")):
+            done = subprocess.run([str(python), str(PEERS / "llamacpp_convert.py"),
+                                   str(converter), str(copy), *extra, "--outtype", outtype,
+                                   "--outfile", str(tmp / name)],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"convert_hf_to_gguf.py {' '.join(extra)} failed:\n"
+                                 f"{done.stderr[-3000:]}")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became ``out``
+    return model, mmproj
+
+
+def check_convertible(model_path: Path) -> None:
+    """Stop before any row runs if ``convert_hf_to_gguf.py`` cannot read ``model_path``: it
+    picks the text model by ``text_config.architectures``, which random checkpoints built
+    before ``videovlm.testing`` wrote it lack (the benchmark builds its checkpoint once)."""
+    text_config = json.loads((model_path / "config.json").read_text()).get("text_config", {})
+    if "architectures" not in text_config:
+        raise SystemExit(f"{model_path} has no text_config.architectures, which the llama.cpp "
+                         "rows' converter needs (a random checkpoint built by an older "
+                         f"videovlm.testing?): remove {model_path} and rerun to rebuild it, or "
+                         "leave out the llamacpp rows")
+
+
+def run_llamacpp(row: str, model_path: Path, frames: int, new_tokens: int, venv: Path
+                 ) -> dict[str, Any]:
+    python, converter = llamacpp_tools(venv)
+    model, mmproj = llamacpp_convert(python, converter, model_path, row.split("-")[1])
+    return run_peer(row, "dump-frames", model_path, frames, new_tokens,
+                    [str(python), str(PEERS / "llamacpp_row.py"), str(model), str(mmproj)])
+
+
+def run_row(row: str, model_path: Path, frames: int, new_tokens: int, cache: Path
+            ) -> dict[str, Any]:
+    env = {**os.environ, "VIDEOVLM_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    return run_json(row, [sys.executable, __file__, "--child", row, "--model", str(model_path),
+                          "--frames", str(frames), "--new-tokens", str(new_tokens)], env=env)
+
+
 def table(results: dict[str, dict[str, float]]) -> list[str]:
+    """The rows side by side; a row that times only its first token (llama.cpp reports
+    vision and prefill together) shows ``-`` for the two."""
     base = results.get("videovlm-cold")
     results = {k: v for k, v in results.items() if k != "drift"}
-    lines = ["| way | vision s | prefill s | decode tok/s | total s | peak RSS | total / "
-             "videovlm-cold | RSS / videovlm-cold |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| way | prompt tokens | vision s | prefill s | to first token s | decode tok/s | "
+             "total s | peak RSS | total / videovlm-cold | RSS / videovlm-cold |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row, r in results.items():
+        first = r.get("first_token", r.get("vision", 0.0) + r.get("prefill", 0.0))
+        split = " | ".join(f"{r[k]:.1f}" if k in r else "-" for k in ("vision", "prefill"))
         ratio = f"{r['total'] / base['total']:.2f}x" if base else "-"
         rss = f"{r['rss_mb'] / base['rss_mb']:.2f}x" if base else "-"
-        lines.append(f"| {row} | {r['vision']:.1f} | {r['prefill']:.1f} | "
+        lines.append(f"| {row} | {int(r['tokens'])} | {split} | {first:.1f} | "
                      f"{r['decode_tps']:.1f} | {r['total']:.1f} | {r['rss_mb'] / 1024:.2f} GB | "
                      f"{ratio} | {rss} |")
     return lines
@@ -287,15 +428,16 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--model", type=Path, default=None, help="a checkpoint folder")
     parser.add_argument("--drift-frames", type=int, default=8)
-    parser.add_argument("--openvino-venv", type=Path,
-                        default=REPO / "benchmarks" / ".venvs" / "openvino",
+    parser.add_argument("--openvino-venv", type=Path, default=VENVS / "openvino",
                         help="the OpenVINO peer's own venv (made on first use)")
+    parser.add_argument("--llamacpp-venv", type=Path, default=VENVS / "llamacpp",
+                        help="the llama.cpp peer's own venv and converter (made on first use)")
     parser.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child == "dump":
-        print(json.dumps(dump_inputs(str(args.model), args.frames, args.new_tokens,
+    if args.child in ("dump", "dump-frames"):
+        print(json.dumps(dump_inputs(args.child, str(args.model), args.frames, args.new_tokens,
                                      Path(args.inputs))))
         return
     if args.child:
@@ -306,6 +448,8 @@ def main() -> None:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}: use {', '.join(ROWS)}")
+    if any(row.startswith("llamacpp") for row in rows):
+        check_convertible(model_path)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="videovlm-bench-cache-") as cache:
         for row in rows:  # warm runs after cold: the cache the cold row filled
@@ -314,14 +458,17 @@ def main() -> None:
             if row.startswith("openvino"):
                 results[row] = run_openvino(row, model_path, frames, args.new_tokens,
                                             args.openvino_venv)
+            elif row.startswith("llamacpp"):
+                results[row] = run_llamacpp(row, model_path, frames, args.new_tokens,
+                                            args.llamacpp_venv)
             else:
                 results[row] = run_row(row, model_path, frames, args.new_tokens, Path(cache))
             print(json.dumps({row: results[row]}), file=sys.stderr)
     any_row = next(r for k, r in results.items() if k != "drift")
     shape = f"{args.model}" if args.model else f"{args.shape}-shaped random checkpoint"
-    head = (f"{shape}, {any_row['frames']} frames of {VIDEO.name}, "
-            f"{any_row['tokens']} prompt tokens, {args.new_tokens} new tokens, fp32 CPU, "
-            f"{os.cpu_count()} threads, {platform.processor() or platform.machine()}")
+    head = (f"{shape}, {any_row['frames']} frames of {VIDEO.name}, {args.new_tokens} new "
+            f"tokens, CPU (fp32 weights unless the row says otherwise), {os.cpu_count()} "
+            f"threads, {platform.processor() or platform.machine()}")
     lines = [head, "", *table(results)]
     if "videovlm-cold" in results and "videovlm-warm" in results:
         ratio = results["videovlm-warm"]["total"] / results["videovlm-cold"]["total"]
