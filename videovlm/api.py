@@ -71,10 +71,7 @@ def run_model(
             f"frames were prepared at {inputs.images[0].shape[0]} px but {model.id} takes "
             f"{model.image_size} px: call load_video with image_size=model.image_size"
         )
-    if questions and not task.questions:
-        raise VideoVLMError(f"recipe {rec.name!r} ({rec.task}) takes no questions: run the "
-                            f"{tasks.for_questions(False).recipe} or "
-                            f"{tasks.for_questions(True).recipe} recipe")
+    tasks.check_takes_questions(rec.name, rec.task, questions or [])
     if question_choices is None:
         question_choices = [choices] * len(questions or [])
     elif len(question_choices) != len(questions or []):

@@ -106,6 +106,16 @@ def check_user_text(model: Model, texts: Sequence[str]) -> None:
                                 "reword it without that text")
 
 
+def check_takes_questions(recipe: str, task: str, questions: Sequence[str], how: str = ""
+                          ) -> None:
+    """Refuse questions for a recipe whose task answers none, naming the recipes that do
+    (``how``: what the caller's user does first, e.g. "drop -q, or ")."""
+    if questions and not get(task).questions:
+        raise VideoVLMError(f"recipe {recipe!r} ({task}) takes no questions: {how}run the "
+                            f"{for_questions(False).recipe} or {for_questions(True).recipe} "
+                            "recipe")
+
+
 def answer_questions(run: ModelRun) -> Result:
     """Every question continues from one encoding of the frames (the intro and the frames of
     the run's recipe), each with its own options and its own recipe's question prompt and

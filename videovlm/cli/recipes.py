@@ -94,10 +94,7 @@ def _check_questions(rec: Recipe, questions: tuple[str, ...], choices: tuple[str
     task = tasks.get(rec.task)
     if task.questions and not questions:
         raise VideoVLMError(f"recipe {rec.name!r} ({rec.task}) answers questions: add -q QUESTION")
-    if questions and not task.questions:
-        raise VideoVLMError(f"recipe {rec.name!r} ({rec.task}) takes no questions: drop -q, or "
-                            f"run the {tasks.for_questions(False).recipe} or "
-                            f"{tasks.for_questions(True).recipe} recipe")
+    tasks.check_takes_questions(rec.name, rec.task, questions, "drop -q, or ")
     if any(not q.strip() for q in questions):
         raise VideoVLMError("a question (-q) is empty: give the question's text")
     if task.choices and len(choices) < 2:
