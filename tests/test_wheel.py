@@ -72,6 +72,7 @@ def test_recipes_load_from_the_installed_wheel(installed: Path, tmp_path: Path) 
     assert facts["task"] == "describe"
     assert facts["names"] == ["describe", "eval_cinepile", "eval_videomme", "mcq", "qa", "timeline"]
     assert (package / "pipelines" / "README.md").is_file()
+    assert (package / "serve" / "page.html").is_file()  # serve's page ships with the package
 
 
 def test_videovlm_pipelines_and_run_from_the_wheel(
