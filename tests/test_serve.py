@@ -405,3 +405,33 @@ def test_sampling_with_a_seed_repeats(client: openai.OpenAI, model: Model,
         ).choices[0].message.content
 
     assert sample(7) == sample(7)
+
+
+def test_odd_input_is_a_4xx_never_a_500_nor_noise(server: ServeProcess,
+                                                   files: dict[str, Path]) -> None:
+    """Inputs a fuzzer finds first: a NUL byte in a path, a digit that int() cannot read, a
+    decompression bomb, an unreadable upload (not kept, its message not naming the server's
+    folders), a stream flag that is not a boolean."""
+    nul = _post(server, "/v1/videos", json={"url": files["clip"].as_uri() + "%00.mp4"})
+    assert nul.status_code == 400 and "not a file under" in nul.json()["error"]["message"]
+    odd = _post(server, "/v1/videos?n=%C2%B2", json={"url": files["clip"].as_uri()})
+    assert odd.status_code == 400 and "n must be an integer" in odd.json()["error"]["message"]
+    bomb = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(bomb, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(bomb.getvalue()).decode()
+    r = _post(server, "/v1/chat/completions", json={"max_tokens": 2, "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                     {"type": "text", "text": "?"}]}]})
+    assert r.status_code == 400 and "pixels" in r.json()["error"]["message"]
+    kept = sorted(p.name for p in files["tmp"].rglob("*"))
+    junk = _post(server, "/v1/videos", content=b"no video here " * 100,
+                 headers={"content-type": "video/mp4", "x-filename": "junk.mp4"})
+    assert junk.status_code == 400
+    message = junk.json()["error"]["message"]
+    assert "junk.mp4" in message and str(files["tmp"]) not in message
+    assert sorted(p.name for p in files["tmp"].rglob("*")) == kept
+    vid = _register(server, files["clip"])
+    r = _post(server, f"/v1/videos/{vid}/ask", json={"question": "q", "stream": "no"})
+    assert r.status_code == 400 and "stream" in r.json()["error"]["message"]
+    assert "Traceback" not in server.stderr and "Warning" not in server.stderr, server.stderr
+

@@ -257,7 +257,7 @@ def _int_param(request: Request, key: str, lo: int, hi: int) -> int | None:
     raw = request.query_params.get(key)
     if raw is None:
         return None
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         raise APIError(400, f"{key} must be an integer from {lo} to {hi}, got {raw!r}", key)
     return int(raw)
 
@@ -393,6 +393,8 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             name = for_questions(bool(choices)).recipe
         recipe = s.recipe(name, sampling, generation)
         stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise APIError(400, "stream must be true or false", "stream")
         if stream and questions and len(questions) > 1:
             raise APIError(400, "stream one question at a time (without stream, several "
                                 "questions share one encoding of the video)", "stream")
