@@ -435,3 +435,16 @@ def test_odd_input_is_a_4xx_never_a_500_nor_noise(server: ServeProcess,
     assert r.status_code == 400 and "stream" in r.json()["error"]["message"]
     assert "Traceback" not in server.stderr and "Warning" not in server.stderr, server.stderr
 
+
+def test_an_upload_is_served_as_a_video_whatever_its_name(server: ServeProcess,
+                                                          files: dict[str, Path]) -> None:
+    """A name is the client's: an upload called page.html must not come back as HTML from the
+    server's origin (where any script in its bytes would run with the page's rights)."""
+    r = _post(server, "/v1/videos", content=files["other"].read_bytes(),
+              headers={"content-type": "video/mp4", "x-filename": "page.html"})
+    assert r.status_code == 200, r.text
+    served = httpx.get(server.url + r.json()["file"])
+    assert served.headers["content-type"].startswith("video/")
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in served.headers["content-security-policy"]
+

@@ -321,8 +321,14 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
 
     async def video_file(request: Request) -> Response:
         video = s.library.get(request.path_params["vid"])
-        kind = mimetypes.guess_type(video.name)[0] or "video/mp4"
-        return FileResponse(video.path, media_type=kind)
+        # a video type only: an upload's name is the client's, and "x.html" served as HTML
+        # from this origin would run whatever script its bytes hold
+        kind = next((k for k in (mimetypes.guess_type(n)[0] for n in (video.path.name,
+                                                                         video.name))
+                     if k and k.startswith("video/")), "video/mp4")
+        return FileResponse(video.path, media_type=kind, headers={
+            "x-content-type-options": "nosniff",
+            "content-security-policy": "default-src 'none'; sandbox"})
 
     async def frames(request: Request) -> Response:
         video = s.library.get(request.path_params["vid"])
