@@ -448,3 +448,20 @@ def test_an_upload_is_served_as_a_video_whatever_its_name(server: ServeProcess,
     assert served.headers["x-content-type-options"] == "nosniff"
     assert "sandbox" in served.headers["content-security-policy"]
 
+
+def test_other_sites_cannot_use_the_server_through_a_browser(server: ServeProcess,
+                                                             files: dict[str, Path]) -> None:
+    """A page elsewhere can make its visitor's browser POST here (no preflight for a
+    text/plain body) or, by DNS rebinding, read from here under its own name: both 403. The
+    page itself (same origin) and clients without an Origin work."""
+    body = json.dumps(_chat_body(files["clip"].as_uri())).encode()
+    cross = _post(server, "/v1/chat/completions", content=body,
+                  headers={"content-type": "text/plain", "origin": "http://evil.example"})
+    assert cross.status_code == 403 and "cross-origin" in cross.json()["error"]["message"]
+    port = server.url.rsplit(":", 1)[1]
+    rebound = httpx.get(server.url + "/v1/media", headers={"host": f"evil.example:{port}"})
+    assert rebound.status_code == 403 and "Host" in rebound.json()["error"]["message"]
+    same = _post(server, "/v1/chat/completions", content=body,
+                 headers={"content-type": "application/json", "origin": server.url})
+    assert same.status_code == 200, same.text
+    assert httpx.get(server.url.replace("127.0.0.1", "localhost") + "/v1/models").is_success
