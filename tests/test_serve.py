@@ -405,3 +405,63 @@ def test_sampling_with_a_seed_repeats(client: openai.OpenAI, model: Model,
         ).choices[0].message.content
 
     assert sample(7) == sample(7)
+
+
+def test_odd_input_is_a_4xx_never_a_500_nor_noise(server: ServeProcess,
+                                                   files: dict[str, Path]) -> None:
+    """Inputs a fuzzer finds first: a NUL byte in a path, a digit that int() cannot read, a
+    decompression bomb, an unreadable upload (not kept, its message not naming the server's
+    folders), a stream flag that is not a boolean."""
+    nul = _post(server, "/v1/videos", json={"url": files["clip"].as_uri() + "%00.mp4"})
+    assert nul.status_code == 400 and "not a file under" in nul.json()["error"]["message"]
+    odd = _post(server, "/v1/videos?n=%C2%B2", json={"url": files["clip"].as_uri()})
+    assert odd.status_code == 400 and "n must be an integer" in odd.json()["error"]["message"]
+    bomb = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(bomb, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(bomb.getvalue()).decode()
+    r = _post(server, "/v1/chat/completions", json={"max_tokens": 2, "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                     {"type": "text", "text": "?"}]}]})
+    assert r.status_code == 400 and "pixels" in r.json()["error"]["message"]
+    kept = sorted(p.name for p in files["tmp"].rglob("*"))
+    junk = _post(server, "/v1/videos", content=b"no video here " * 100,
+                 headers={"content-type": "video/mp4", "x-filename": "junk.mp4"})
+    assert junk.status_code == 400
+    message = junk.json()["error"]["message"]
+    assert "junk.mp4" in message and str(files["tmp"]) not in message
+    assert sorted(p.name for p in files["tmp"].rglob("*")) == kept
+    vid = _register(server, files["clip"])
+    r = _post(server, f"/v1/videos/{vid}/ask", json={"question": "q", "stream": "no"})
+    assert r.status_code == 400 and "stream" in r.json()["error"]["message"]
+    assert "Traceback" not in server.stderr and "Warning" not in server.stderr, server.stderr
+
+
+def test_an_upload_is_served_as_a_video_whatever_its_name(server: ServeProcess,
+                                                          files: dict[str, Path]) -> None:
+    """A name is the client's: an upload called page.html must not come back as HTML from the
+    server's origin (where any script in its bytes would run with the page's rights)."""
+    r = _post(server, "/v1/videos", content=files["other"].read_bytes(),
+              headers={"content-type": "video/mp4", "x-filename": "page.html"})
+    assert r.status_code == 200, r.text
+    served = httpx.get(server.url + r.json()["file"])
+    assert served.headers["content-type"].startswith("video/")
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in served.headers["content-security-policy"]
+
+
+def test_other_sites_cannot_use_the_server_through_a_browser(server: ServeProcess,
+                                                             files: dict[str, Path]) -> None:
+    """A page elsewhere can make its visitor's browser POST here (no preflight for a
+    text/plain body) or, by DNS rebinding, read from here under its own name: both 403. The
+    page itself (same origin) and clients without an Origin work."""
+    body = json.dumps(_chat_body(files["clip"].as_uri())).encode()
+    cross = _post(server, "/v1/chat/completions", content=body,
+                  headers={"content-type": "text/plain", "origin": "http://evil.example"})
+    assert cross.status_code == 403 and "cross-origin" in cross.json()["error"]["message"]
+    port = server.url.rsplit(":", 1)[1]
+    rebound = httpx.get(server.url + "/v1/media", headers={"host": f"evil.example:{port}"})
+    assert rebound.status_code == 403 and "Host" in rebound.json()["error"]["message"]
+    same = _post(server, "/v1/chat/completions", content=body,
+                 headers={"content-type": "application/json", "origin": server.url})
+    assert same.status_code == 200, same.text
+    assert httpx.get(server.url.replace("127.0.0.1", "localhost") + "/v1/models").is_success

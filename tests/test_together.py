@@ -202,3 +202,35 @@ def test_a_failing_batched_call_fails_only_the_video_at_fault(model):
     assert json.loads(out[3].summary) == json.loads(out[0].summary)
     assert isinstance(out[1], ModelError) and "more than the model's" in str(out[1])
     assert isinstance(out[2], ValueError)
+
+
+def test_ctrl_c_leaves_no_lane_running(model):
+    """A second Ctrl-C abandons the batch: the lanes that had not started must not start
+    (they would encode their videos on the model in the background, unseen), and the one
+    that was running stops at its next ask."""
+    import os
+    import signal
+    import threading
+    import time
+
+    started: list[int] = []
+    ended = threading.Event()
+
+    def work(i: int):
+        def run(asker) -> Result:
+            started.append(i)
+            if i == 0:  # Ctrl-C while this lane runs (the scheduler waits for it)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+            try:
+                asker(Ask(None, ("hi",)), {"max_new_tokens": 2})
+            finally:
+                ended.set()
+            return Result(video={})
+        return run
+
+    with pytest.raises(KeyboardInterrupt):
+        run_together(model, [work(i) for i in range(3)], rows=8)
+    assert ended.wait(5)
+    time.sleep(0.3)
+    assert started == [0]

@@ -94,6 +94,8 @@ class _Lane:
     def _main(self) -> None:
         self._go.acquire()
         try:
+            if isinstance(self.reply, _Abandoned):  # given up before its first step: the
+                raise self.reply  # video's work must not start, unseen, on the model
             self.outcome = self._work(self._ask)
         except _Abandoned:
             pass

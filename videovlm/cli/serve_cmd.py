@@ -93,7 +93,7 @@ def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | No
         log.warning("listening on %s without --api-key: anyone who can reach this machine can "
                     "use the model and read the videos under the media roots", host)
     sock = _listen(host, port)
-    config = ServeConfig(media_roots=tuple(str(r) for r in media_roots), frames=n,
+    config = ServeConfig(media_roots=tuple(str(r) for r in media_roots), host=host, frames=n,
                          api_key=api_key, max_queue=max_queue, max_upload_mb=max_upload_mb,
                          cache_mb=cache_mb, workers=workers, max_frames=max_frames,
                          max_new_tokens=max_new_tokens, max_questions=max_questions)

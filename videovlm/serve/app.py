@@ -70,7 +70,7 @@ from videovlm.pipelines import Recipe, load_recipe
 from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare_image
 from videovlm.result import Result
-from videovlm.serve.config import ServeConfig
+from videovlm.serve.config import LOOPBACK, ServeConfig
 from videovlm.serve.engine import KEPT_RESULTS, Engine, TokenSink, stream_events
 from videovlm.serve.errors import APIError
 from videovlm.serve.media import Library, MediaRoots, Uploads, Video
@@ -157,6 +157,37 @@ class KeyCheck:
                                             "'Authorization: Bearer KEY' (or open the page as "
                                             "/?api_key=KEY)"))
         await response(scope, receive, send)
+
+
+class SameOrigin:
+    """Refuses what a web page elsewhere could make a visitor's browser send: a request whose
+    ``Origin`` is another site (a cross-site form or fetch runs even when its answer cannot be
+    read), and, on a loopback server without a key, a ``Host`` that is not loopback (DNS
+    rebinding: a site whose name resolves to 127.0.0.1 would otherwise read the media roots).
+    Clients that are not browsers send no ``Origin`` and a loopback ``Host``."""
+
+    def __init__(self, app: ASGIApp, config: ServeConfig) -> None:
+        self.app = app
+        self.loopback_only = config.host in LOOPBACK and not config.api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Request(scope).headers
+        host = headers.get("host", "").lower()
+        origin = headers.get("origin")
+        message = None
+        if self.loopback_only and urllib.parse.urlsplit(f"//{host}").hostname not in (
+                *LOOPBACK, None):
+            message = (f"Host {host!r} is not this loopback server: open it as "
+                       "http://127.0.0.1:PORT/ (or serve with --api-key)")
+        elif origin is not None and urllib.parse.urlsplit(origin.lower()).netloc != host:
+            message = f"cross-origin requests are refused (Origin {origin!r})"
+        if message is None:
+            await self.app(scope, receive, send)
+            return
+        await _error(APIError(403, message))(scope, receive, send)
 
 
 class Server:
@@ -257,7 +288,7 @@ def _int_param(request: Request, key: str, lo: int, hi: int) -> int | None:
     raw = request.query_params.get(key)
     if raw is None:
         return None
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         raise APIError(400, f"{key} must be an integer from {lo} to {hi}, got {raw!r}", key)
     return int(raw)
 
@@ -321,8 +352,14 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
 
     async def video_file(request: Request) -> Response:
         video = s.library.get(request.path_params["vid"])
-        kind = mimetypes.guess_type(video.name)[0] or "video/mp4"
-        return FileResponse(video.path, media_type=kind)
+        # a video type only: an upload's name is the client's, and "x.html" served as HTML
+        # from this origin would run whatever script its bytes hold
+        kind = next((k for k in (mimetypes.guess_type(n)[0] for n in (video.path.name,
+                                                                         video.name))
+                     if k and k.startswith("video/")), "video/mp4")
+        return FileResponse(video.path, media_type=kind, headers={
+            "x-content-type-options": "nosniff",
+            "content-security-policy": "default-src 'none'; sandbox"})
 
     async def frames(request: Request) -> Response:
         video = s.library.get(request.path_params["vid"])
@@ -393,6 +430,8 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             name = for_questions(bool(choices)).recipe
         recipe = s.recipe(name, sampling, generation)
         stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise APIError(400, "stream must be true or false", "stream")
         if stream and questions and len(questions) > 1:
             raise APIError(400, "stream one question at a time (without stream, several "
                                 "questions share one encoding of the video)", "stream")
@@ -600,6 +639,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
                     lifespan=lifespan)
     app.state.server = s
     app.add_middleware(KeyCheck, key=config.api_key)
+    app.add_middleware(SameOrigin, config=config)
     return app
 
 

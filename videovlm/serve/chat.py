@@ -31,6 +31,7 @@ import binascii
 import io
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,9 +256,14 @@ def read_image(url: str, param: str, read_file: Any) -> np.ndarray:
         raise APIError(400, "an image_url must be a data:image/... or file:// URL (the server "
                             "fetches nothing from the network)", param)
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        with warnings.catch_warnings():  # a bomb is refused, not warned about on stderr
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise APIError(400, f"the image_url is over {Image.MAX_IMAGE_PIXELS} pixels: send a "
+                            "smaller image", param) from None
+    except (UnidentifiedImageError, OSError):
         raise APIError(400, "the image_url is not a readable image (PNG, JPEG, WebP...)",
                        param) from None
 

@@ -15,6 +15,7 @@ class ServeConfig:
     """How the server runs and what one request may ask for (beyond a limit: a 400)."""
 
     media_roots: tuple[str, ...] = ()
+    host: str = DEFAULT_HOST  # where it listens: on loopback, only loopback Host headers pass
     frames: int | None = None  # the frame budget of requests that name none (None: recipes')
     api_key: str | None = None
     max_queue: int = 16  # requests waiting for the model behind the one generating

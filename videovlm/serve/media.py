@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from videovlm.batch.inputs import VIDEO_EXTENSIONS, find_videos
+from videovlm.errors import VideoVLMError
 from videovlm.probe import VideoInfo, probe
 from videovlm.serve.errors import APIError
 
@@ -81,7 +82,7 @@ class MediaRoots:
                                 "(file:///folder/video.mp4)", param)
         try:
             path = raw.resolve(strict=True)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):  # ValueError: a NUL byte in the path
             path = None
         if path is None or not any(path.is_relative_to(r) for r in self.roots):
             # the same answer for a missing file and one outside the roots: a request cannot
@@ -210,7 +211,15 @@ class Library:
                     known = self._videos[vid] = dataclasses.replace(known, name=name)
                 self._videos.move_to_end(vid)
                 return known
-        info = probe(path)  # InputError (a VideoVLMError): the caller's 400
+        try:
+            info = probe(path)  # InputError (a VideoVLMError): the caller's 400
+        except VideoVLMError as exc:
+            if not inside_uploads:
+                raise
+            # an unreadable upload is not kept, and its message names it, not the server's
+            # temporary folder
+            path.unlink(missing_ok=True)
+            raise APIError(400, str(exc).replace(str(path), name or "the upload")) from None
         video = Video(id=vid, path=path, identity=identity, info=info,
                       name=name or (path.name if inside_uploads else self.roots.name_of(path)))
         with self._lock:
