@@ -229,8 +229,14 @@ def test_ctrl_c_leaves_no_lane_running(model):
             return Result(video={})
         return run
 
-    with pytest.raises(KeyboardInterrupt):
-        run_together(model, [work(i) for i in range(3)], rows=8)
+    # Python raises KeyboardInterrupt only where SIGINT is not ignored, and a test run started
+    # in the background (`cmd &`, as CI may) inherits it ignored: install the default handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_together(model, [work(i) for i in range(3)], rows=8)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert ended.wait(5)
     time.sleep(0.3)
     assert started == [0]
