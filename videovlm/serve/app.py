@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -190,6 +191,32 @@ class SameOrigin:
         await _error(APIError(403, message))(scope, receive, send)
 
 
+class BodyBudget:
+    """The bytes of request bodies being read and parsed, server-wide, kept within
+    :attr:`ServeConfig.body_budget_bytes`: a body's declared length is taken before the first
+    byte is read (a chunked body's as it comes), and the whole request's share is given back
+    when its handler returns, so a body that does not fit is refused with 503 at once instead
+    of joining the others in memory. (Uploads stream to disk and take none.)"""
+
+    KEY = "videovlm.body_bytes"  # where a request's share is noted, in its ASGI scope
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0  # only the event loop's thread touches it
+
+    def take(self, request: Request, size: int) -> None:
+        if self.used + size > self.limit:
+            raise APIError(503, f"the server is busy reading {self.used / 2**20:.1f} MB of "
+                                f"other request bodies (its budget: {self.limit / 2**20:.1f} MB, "
+                                "twice the largest body --max-upload-mb allows): retry in a "
+                                "moment")
+        self.used += size
+        request.scope[self.KEY] = request.scope.get(self.KEY, 0) + size
+
+    def release(self, request: Request) -> None:
+        self.used -= request.scope.pop(self.KEY, 0)
+
+
 class Server:
     """The routes' shared state: the engine, the videos, the page; built by :func:`create_app`."""
 
@@ -201,6 +228,7 @@ class Server:
         self.roots = MediaRoots(config.media_roots)
         self.uploads = Uploads(config.max_upload_bytes)
         self.library = Library(self.roots, self.uploads)
+        self.bodies = BodyBudget(config.body_budget_bytes)
         self.recipes = {t.recipe: load_recipe(t.recipe).with_overrides(n=config.frames)
                         for t in TASKS.values()}
         self.page, self.csp = _page()
@@ -213,12 +241,17 @@ class Server:
         if declared and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"the request body is {int(declared) / 2**20:.1f} MB, over this "
                                 f"server's limit of {limit / 2**20:.1f} MB")
+        reserved = int(declared) if declared and declared.isdigit() else 0
+        self.bodies.take(request, reserved)
         chunks, size = [], 0
         async for piece in request.stream():
             size += len(piece)
             if size > limit:
                 raise APIError(413, f"the request body is over this server's limit of "
                                     f"{limit / 2**20:.1f} MB")
+            if size > reserved:
+                self.bodies.take(request, size - reserved)
+                reserved = size
             chunks.append(piece)
         return b"".join(chunks)
 
@@ -517,6 +550,8 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         except BaseException:
             ticket.release()
             raise
+        # the body's budget is given back when this returns: a stream keeps no data: URL
+        req = dataclasses.replace(req, video=None, images=[], content=[])
         if not req.stream:
             box: list[TokenSink] = []
 
@@ -532,15 +567,17 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
 
     async def _prepare_chat(req: chat.ChatRequest, video: Video | None
                             ) -> Callable[[TokenSink], tuple[str, dict[str, Any]]]:
-        """The chat's CPU stage, done now (decoding in the pool); returns its model stage."""
+        """The chat's CPU stage, done now (decoding in the pool); returns its model stage,
+        which keeps none of the request's ``data:`` URLs."""
+        question, choices = req.question, req.choices
         if video is not None:
             name = for_questions(bool(req.choices)).recipe
             recipe = s.recipe(name, req.sampling, req.generation, chat.EXTENSION)
             entry = await s.engine.warm_video(video, recipe)
 
             def run_video(sink: TokenSink) -> tuple[str, dict[str, Any]]:
-                result = s.engine.run_video(entry, recipe, sink, questions=[req.question],
-                                            choices=req.choices)
+                result = s.engine.run_video(entry, recipe, sink, questions=[question],
+                                            choices=choices)
                 answer = result.answers[0]
                 return answer.answer, {
                     "video_id": video.id, "warm": _warm(result), "choice": answer.choice,
@@ -561,7 +598,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             if images:
                 text = s.engine.run_images(content, images, generation, sink)
             else:
-                text = model.generate_text(req.question, streamer=sink, **generation)
+                text = model.generate_text(question, streamer=sink, **generation)
             return text, {"images": len(images)}
 
         return run_images
@@ -604,6 +641,8 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
                 return await handler(request)
             except Exception as exc:
                 return _error(_problem(exc))
+            finally:
+                s.bodies.release(request)  # its body is parsed and its video decoded by now
         return run
 
     routes = [
