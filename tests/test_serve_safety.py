@@ -231,3 +231,30 @@ def test_many_large_bodies_at_once_stay_within_a_memory_budget(small: ServeProce
     assert held < 3 * budget_mb, f"the server held {held:.0f} MB of bodies"  # unbounded: ~240
     after = httpx.post(small.url + "/v1/videos", json={"url": clip.as_uri()})
     assert after.status_code == 200  # the budget was given back; the server still serves
+
+
+def test_a_flood_of_frame_requests_is_refused_with_503(small: ServeProcess, clip: Path) -> None:
+    """Thumbnails need no model but the decode threads: with one thread and --max-queue 0, one
+    frames request decodes at a time and the others at that moment get 503 at once."""
+    long = media.make_video(clip.parent / "long.mp4", n_frames=240, size=(640, 360))
+    vid = httpx.post(small.url + "/v1/videos", json={"url": long.as_uri()}).json()["id"]
+    start = threading.Barrier(12)
+    answers: list[httpx.Response] = []
+
+    def thumbs() -> None:
+        start.wait(30)
+        answers.append(httpx.get(f"{small.url}/v1/videos/{vid}/frames", params={"n": 128},
+                                 timeout=120))
+
+    workers = [threading.Thread(target=thumbs) for _ in range(12)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    codes = sorted(r.status_code for r in answers)
+    assert codes[0] == 200 and codes[-1] == 503 and set(codes) == {200, 503}, codes
+    refused = next(r for r in answers if r.status_code == 503).json()["error"]
+    assert refused["code"] == "overloaded" and "--workers 1" in refused["message"]
+    assert httpx.get(small.url + "/v1/health").json()["frames_pending"] == 0
+    again = httpx.get(f"{small.url}/v1/videos/{vid}/frames", params={"indices": "0,239"})
+    assert again.status_code == 200 and len(again.json()["frames"]) == 2

@@ -22,7 +22,8 @@ GET  /v1/health                     queue, warm cache and counters
 
 Every refusal is an OpenAI-shaped JSON error with one clear line (:mod:`videovlm.serve.errors`):
 4xx for the client's mistakes (a :class:`~videovlm.errors.VideoVLMError` from the library is
-one: an unreadable video, a bad option), 401 without the key, 503 when the queue is full, 500
+one: an unreadable video, a bad option), 401 without the key, 503 when a queue (the model's, the
+thumbnails') or the budget for request bodies is full, 500
 only for a bug, which is logged and leaves the server running. The native streams are
 server-sent events: ``frames`` (what the model sees), ``delta`` (text as generated), ``result``
 and, if the run fails once started, ``error``.
@@ -344,6 +345,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         return _json({"status": "draining" if s.engine.draining else "ok",
                       "model": model.id, "pending": s.engine.pending,
                       "max_queue": config.max_queue, "served": s.engine.served,
+                      "frames_pending": s.engine.frames_pending,
                       "warm": {**s.engine.warm.stats.to_dict(),
                                "budget": s.engine.warm.budget}})
 
@@ -415,9 +417,13 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         else:
             n = _int_param(request, "n", 1, config.max_frames) or 50
             refs = plan(info, n)
-        decoded, _ = await asyncio.get_running_loop().run_in_executor(
-            s.engine.decoders, decode_with_backend, info, refs, "auto")
-        thumbs = await run_in_threadpool(lambda: [thumbnail_uri(f) for f in decoded])
+        ticket = s.engine.admit_frames()
+        try:
+            decoded, _ = await asyncio.get_running_loop().run_in_executor(
+                s.engine.decoders, decode_with_backend, info, refs, "auto")
+            thumbs = await run_in_threadpool(lambda: [thumbnail_uri(f) for f in decoded])
+        finally:
+            ticket.release()
         return _json({"video_id": video.id, "frames": [
             {"index": f.index, "time_s": round(f.time_s, 6), "thumbnail": t}
             for f, t in zip(decoded, thumbs, strict=True)]})
