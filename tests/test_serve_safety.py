@@ -129,6 +129,35 @@ def test_a_client_that_leaves_stops_its_generation(guarded: ServeProcess, clip: 
     assert left < 0.5 * (time.perf_counter() - t0)  # what the abandoned one would have cost
 
 
+def test_a_client_that_leaves_without_streaming_stops_its_generation(guarded: ServeProcess,
+                                                                     clip: Path) -> None:
+    headers = {"authorization": "Bearer s3cret"}
+    health = guarded.url + "/v1/health"
+    served = httpx.get(health, headers=headers).json()["served"]
+    host, port = guarded.url.removeprefix("http://").split(":")
+    payload = json.dumps(_body(clip, 1024)).encode()
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                     "Authorization: Bearer s3cret\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        t0 = time.perf_counter()
+        while not httpx.get(health, headers=headers).json()["pending"]:
+            assert time.perf_counter() - t0 < 30, "the request never took its place"
+            time.sleep(0.02)
+        time.sleep(0.5)  # generating by now; then the client hangs up without an answer
+    t0 = time.perf_counter()
+    while httpx.get(health, headers=headers).json()["pending"]:
+        assert time.perf_counter() - t0 < 10, "the abandoned generation kept the model"
+        time.sleep(0.05)
+    left = time.perf_counter() - t0
+    assert httpx.get(health, headers=headers).json()["served"] == served  # it was cut short
+    t0 = time.perf_counter()
+    whole = httpx.post(guarded.url + "/v1/chat/completions", headers=headers,
+                       json=_body(clip, 1024), timeout=120)
+    assert whole.status_code == 200 and whole.json()["usage"]["completion_tokens"] > 100
+    assert left < 0.5 * (time.perf_counter() - t0)  # what the abandoned one would have cost
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits(tiny_smolvlm: Path, clip: Path,
                                                            tmp_path: Path) -> None:
     proc = ServeProcess(["--model", str(tiny_smolvlm), "--media-root", str(clip.parent),

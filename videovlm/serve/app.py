@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -73,13 +73,14 @@ from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare_image
 from videovlm.result import Result
 from videovlm.serve.config import LOOPBACK, ServeConfig
-from videovlm.serve.engine import KEPT_RESULTS, Engine, TokenSink, stream_events
+from videovlm.serve.engine import KEPT_RESULTS, Cancelled, Engine, TokenSink, stream_events
 from videovlm.serve.errors import APIError
 from videovlm.serve.media import Library, MediaRoots, Uploads, Video
 from videovlm.tasks import DEFAULT_TASK, DESCRIBE_MODES, TASKS, for_mode, for_questions
 from videovlm.writers import WRITERS, thumbnail_uri
 
 log = logging.getLogger("videovlm")
+T = TypeVar("T")
 
 REPORT_FORMATS = ("json", "srt", "vtt", "html")
 _MEDIA_TYPES = {"json": "application/json", "srt": "application/x-subrip",
@@ -123,11 +124,29 @@ def _problem(exc: BaseException) -> APIError:
     500 whose details go to the log."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, Cancelled):  # nobody reads the answer: nginx's "client closed request"
+        return APIError(499, "the client closed the connection before the answer")
     if isinstance(exc, VideoVLMError):
         return APIError(400, str(exc))
     log.error("a request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return APIError(500, f"internal error ({type(exc).__name__}): the server's log has the "
                          "details; the server keeps running")
+
+
+async def _unless_gone(request: Request, sink: TokenSink, work: Awaitable[T]) -> T:
+    """``work`` (a request's model stage, not streamed), stopped at its next token, or before
+    it starts, if the client disconnects meanwhile: ASGI's ``http.disconnect`` comes once the
+    body is read and the connection closes (a stream learns it from its writes instead)."""
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        sink.cancelled.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    finally:
+        watcher.cancel()
 
 
 class KeyCheck:
@@ -481,12 +500,14 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             ticket.release()
             raise
 
-        def job(sink: TokenSink | None) -> Result:
+        def job(sink: TokenSink) -> Result:
             return s.engine.run_video(entry, recipe, sink, questions=questions,
                                       choices=choices)
 
         if not stream:
-            result = await s.engine.on_model(lambda: job(None), ticket)
+            sink = TokenSink(model, None)
+            result = await _unless_gone(request, sink, s.engine.on_model(
+                lambda: job(sink), ticket, cancelled=sink.cancelled))
             return _json(s.finished(video, result, _warm(result)))
         return StreamingResponse(_native_stream(video, entry, recipe, job, ticket, describe),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -559,15 +580,10 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         # the body's budget is given back when this returns: a stream keeps no data: URL
         req = dataclasses.replace(req, video=None, images=[], content=[])
         if not req.stream:
-            box: list[TokenSink] = []
-
-            def job() -> tuple[str, dict[str, Any]]:
-                sink = TokenSink(model, lambda _: None)
-                box.append(sink)
-                return run(sink)
-
-            text, extra = await s.engine.on_model(job, ticket, seed=req.seed)
-            return _json(chat.completion(cid, model.id, text, box[0].calls[-1], extra))
+            sink = TokenSink(model, None)
+            text, extra = await _unless_gone(request, sink, s.engine.on_model(
+                lambda: run(sink), ticket, seed=req.seed, cancelled=sink.cancelled))
+            return _json(chat.completion(cid, model.id, text, sink.calls[-1], extra))
         return StreamingResponse(_chat_stream(req, cid, run, ticket),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
 

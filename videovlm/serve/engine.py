@@ -11,8 +11,8 @@ one KV cache at a time, and a batch's questions still share one pass (``Model.an
 Two requests about the same cold video share one decode, and the second finds the first's
 encoded prefix (:mod:`videovlm.serve.warm`). Tokens reach the client as they are generated
 through :class:`TokenSink`, a transformers streamer, which also counts the exact prompt and
-completion tokens of every model call. A client that goes away stops its generation at the next
-token; ``Model.answer`` leaves the warm prefix as it found it.
+completion tokens of every model call. A client that goes away, streamed or not, stops its
+generation at the next token; ``Model.answer`` leaves the warm prefix as it found it.
 """
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ class TokenSink:
     is sent only up to the last non-space character and never while the text ends in a
     half-decoded character, so the deltas of a call add up exactly to the answer's final text
     (``Model._decode``: special tokens skipped, stripped). Only one-row calls stream text (a
-    batch of questions is counted, its text comes with the result).
+    batch of questions is counted, its text comes with the result). Without ``emit`` (a request
+    not streamed) it only counts, and is there to be cancelled.
     """
 
-    def __init__(self, model: Model, emit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, model: Model, emit: Callable[[dict[str, Any]], None] | None) -> None:
         self.tokenizer = model.tokenizer
         eos = model.network.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -96,6 +97,8 @@ class TokenSink:
         self._ids.append(token)
         if token in self.eos:
             call["finish_reason"] = "stop"
+        if self.emit is None:
+            return
         text = self.tokenizer.decode(self._ids, skip_special_tokens=True).strip()
         if text.endswith("\ufffd") or not text.startswith(self._sent):
             return
@@ -105,6 +108,8 @@ class TokenSink:
 
     def end(self) -> None:
         self._prompt_next = True
+        if self.emit is None:
+            return
         if self._rows == 1:
             text = self.tokenizer.decode(self._ids, skip_special_tokens=True).strip()
             if len(text) > len(self._sent) and text.startswith(self._sent):
