@@ -22,7 +22,8 @@ GET  /v1/health                     queue, warm cache and counters
 
 Every refusal is an OpenAI-shaped JSON error with one clear line (:mod:`videovlm.serve.errors`):
 4xx for the client's mistakes (a :class:`~videovlm.errors.VideoVLMError` from the library is
-one: an unreadable video, a bad option), 401 without the key, 503 when the queue is full, 500
+one: an unreadable video, a bad option), 401 without the key, 503 when a queue (the model's, the
+thumbnails') or the budget for request bodies is full, 500
 only for a bug, which is logged and leaves the server running. The native streams are
 server-sent events: ``frames`` (what the model sees), ``delta`` (text as generated), ``result``
 and, if the run fails once started, ``error``.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -44,7 +46,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -71,13 +73,14 @@ from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare_image
 from videovlm.result import Result
 from videovlm.serve.config import LOOPBACK, ServeConfig
-from videovlm.serve.engine import KEPT_RESULTS, Engine, TokenSink, stream_events
+from videovlm.serve.engine import KEPT_RESULTS, Cancelled, Engine, TokenSink, stream_events
 from videovlm.serve.errors import APIError
 from videovlm.serve.media import Library, MediaRoots, Uploads, Video
 from videovlm.tasks import DEFAULT_TASK, DESCRIBE_MODES, TASKS, for_mode, for_questions
 from videovlm.writers import WRITERS, thumbnail_uri
 
 log = logging.getLogger("videovlm")
+T = TypeVar("T")
 
 REPORT_FORMATS = ("json", "srt", "vtt", "html")
 _MEDIA_TYPES = {"json": "application/json", "srt": "application/x-subrip",
@@ -121,11 +124,29 @@ def _problem(exc: BaseException) -> APIError:
     500 whose details go to the log."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, Cancelled):  # nobody reads the answer: nginx's "client closed request"
+        return APIError(499, "the client closed the connection before the answer")
     if isinstance(exc, VideoVLMError):
         return APIError(400, str(exc))
     log.error("a request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return APIError(500, f"internal error ({type(exc).__name__}): the server's log has the "
                          "details; the server keeps running")
+
+
+async def _unless_gone(request: Request, sink: TokenSink, work: Awaitable[T]) -> T:
+    """``work`` (a request's model stage, not streamed), stopped at its next token, or before
+    it starts, if the client disconnects meanwhile: ASGI's ``http.disconnect`` comes once the
+    body is read and the connection closes (a stream learns it from its writes instead)."""
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        sink.cancelled.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    finally:
+        watcher.cancel()
 
 
 class KeyCheck:
@@ -190,6 +211,32 @@ class SameOrigin:
         await _error(APIError(403, message))(scope, receive, send)
 
 
+class BodyBudget:
+    """The bytes of request bodies being read and parsed, server-wide, kept within
+    :attr:`ServeConfig.body_budget_bytes`: a body's declared length is taken before the first
+    byte is read (a chunked body's as it comes), and the whole request's share is given back
+    when its handler returns, so a body that does not fit is refused with 503 at once instead
+    of joining the others in memory. (Uploads stream to disk and take none.)"""
+
+    KEY = "videovlm.body_bytes"  # where a request's share is noted, in its ASGI scope
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0  # only the event loop's thread touches it
+
+    def take(self, request: Request, size: int) -> None:
+        if self.used + size > self.limit:
+            raise APIError(503, f"the server is busy reading {self.used / 2**20:.1f} MB of "
+                                f"other request bodies (its budget: {self.limit / 2**20:.1f} MB, "
+                                "twice the largest body --max-upload-mb allows): retry in a "
+                                "moment")
+        self.used += size
+        request.scope[self.KEY] = request.scope.get(self.KEY, 0) + size
+
+    def release(self, request: Request) -> None:
+        self.used -= request.scope.pop(self.KEY, 0)
+
+
 class Server:
     """The routes' shared state: the engine, the videos, the page; built by :func:`create_app`."""
 
@@ -201,6 +248,7 @@ class Server:
         self.roots = MediaRoots(config.media_roots)
         self.uploads = Uploads(config.max_upload_bytes)
         self.library = Library(self.roots, self.uploads)
+        self.bodies = BodyBudget(config.body_budget_bytes)
         self.recipes = {t.recipe: load_recipe(t.recipe).with_overrides(n=config.frames)
                         for t in TASKS.values()}
         self.page, self.csp = _page()
@@ -213,12 +261,17 @@ class Server:
         if declared and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"the request body is {int(declared) / 2**20:.1f} MB, over this "
                                 f"server's limit of {limit / 2**20:.1f} MB")
+        reserved = int(declared) if declared and declared.isdigit() else 0
+        self.bodies.take(request, reserved)
         chunks, size = [], 0
         async for piece in request.stream():
             size += len(piece)
             if size > limit:
                 raise APIError(413, f"the request body is over this server's limit of "
                                     f"{limit / 2**20:.1f} MB")
+            if size > reserved:
+                self.bodies.take(request, size - reserved)
+                reserved = size
             chunks.append(piece)
         return b"".join(chunks)
 
@@ -311,6 +364,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         return _json({"status": "draining" if s.engine.draining else "ok",
                       "model": model.id, "pending": s.engine.pending,
                       "max_queue": config.max_queue, "served": s.engine.served,
+                      "frames_pending": s.engine.frames_pending,
                       "warm": {**s.engine.warm.stats.to_dict(),
                                "budget": s.engine.warm.budget}})
 
@@ -382,9 +436,13 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         else:
             n = _int_param(request, "n", 1, config.max_frames) or 50
             refs = plan(info, n)
-        decoded, _ = await asyncio.get_running_loop().run_in_executor(
-            s.engine.decoders, decode_with_backend, info, refs, "auto")
-        thumbs = await run_in_threadpool(lambda: [thumbnail_uri(f) for f in decoded])
+        ticket = s.engine.admit_frames()
+        try:
+            decoded, _ = await asyncio.get_running_loop().run_in_executor(
+                s.engine.decoders, decode_with_backend, info, refs, "auto")
+            thumbs = await run_in_threadpool(lambda: [thumbnail_uri(f) for f in decoded])
+        finally:
+            ticket.release()
         return _json({"video_id": video.id, "frames": [
             {"index": f.index, "time_s": round(f.time_s, 6), "thumbnail": t}
             for f, t in zip(decoded, thumbs, strict=True)]})
@@ -442,12 +500,14 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             ticket.release()
             raise
 
-        def job(sink: TokenSink | None) -> Result:
+        def job(sink: TokenSink) -> Result:
             return s.engine.run_video(entry, recipe, sink, questions=questions,
                                       choices=choices)
 
         if not stream:
-            result = await s.engine.on_model(lambda: job(None), ticket)
+            sink = TokenSink(model, None)
+            result = await _unless_gone(request, sink, s.engine.on_model(
+                lambda: job(sink), ticket, cancelled=sink.cancelled))
             return _json(s.finished(video, result, _warm(result)))
         return StreamingResponse(_native_stream(video, entry, recipe, job, ticket, describe),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -517,30 +577,29 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         except BaseException:
             ticket.release()
             raise
+        # the body's budget is given back when this returns: a stream keeps no data: URL
+        req = dataclasses.replace(req, video=None, images=[], content=[])
         if not req.stream:
-            box: list[TokenSink] = []
-
-            def job() -> tuple[str, dict[str, Any]]:
-                sink = TokenSink(model, lambda _: None)
-                box.append(sink)
-                return run(sink)
-
-            text, extra = await s.engine.on_model(job, ticket, seed=req.seed)
-            return _json(chat.completion(cid, model.id, text, box[0].calls[-1], extra))
+            sink = TokenSink(model, None)
+            text, extra = await _unless_gone(request, sink, s.engine.on_model(
+                lambda: run(sink), ticket, seed=req.seed, cancelled=sink.cancelled))
+            return _json(chat.completion(cid, model.id, text, sink.calls[-1], extra))
         return StreamingResponse(_chat_stream(req, cid, run, ticket),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
 
     async def _prepare_chat(req: chat.ChatRequest, video: Video | None
                             ) -> Callable[[TokenSink], tuple[str, dict[str, Any]]]:
-        """The chat's CPU stage, done now (decoding in the pool); returns its model stage."""
+        """The chat's CPU stage, done now (decoding in the pool); returns its model stage,
+        which keeps none of the request's ``data:`` URLs."""
+        question, choices = req.question, req.choices
         if video is not None:
             name = for_questions(bool(req.choices)).recipe
             recipe = s.recipe(name, req.sampling, req.generation, chat.EXTENSION)
             entry = await s.engine.warm_video(video, recipe)
 
             def run_video(sink: TokenSink) -> tuple[str, dict[str, Any]]:
-                result = s.engine.run_video(entry, recipe, sink, questions=[req.question],
-                                            choices=req.choices)
+                result = s.engine.run_video(entry, recipe, sink, questions=[question],
+                                            choices=choices)
                 answer = result.answers[0]
                 return answer.answer, {
                     "video_id": video.id, "warm": _warm(result), "choice": answer.choice,
@@ -561,7 +620,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             if images:
                 text = s.engine.run_images(content, images, generation, sink)
             else:
-                text = model.generate_text(req.question, streamer=sink, **generation)
+                text = model.generate_text(question, streamer=sink, **generation)
             return text, {"images": len(images)}
 
         return run_images
@@ -604,6 +663,8 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
                 return await handler(request)
             except Exception as exc:
                 return _error(_problem(exc))
+            finally:
+                s.bodies.release(request)  # its body is parsed and its video decoded by now
         return run
 
     routes = [

@@ -36,3 +36,10 @@ class ServeConfig:
     def max_body_bytes(self) -> int:
         """A JSON body may carry a data: video (base64: 4 bytes per 3) and its text."""
         return self.max_upload_bytes * 4 // 3 + 2**20
+
+    @property
+    def body_budget_bytes(self) -> int:
+        """The bytes of JSON bodies the server holds at once, all requests together: two of the
+        largest (or many small ones). A body is read and parsed in memory (a ``data:`` video
+        decoded), so without a budget many clients at once could exhaust it; beyond: 503."""
+        return 2 * self.max_body_bytes

@@ -11,8 +11,8 @@ one KV cache at a time, and a batch's questions still share one pass (``Model.an
 Two requests about the same cold video share one decode, and the second finds the first's
 encoded prefix (:mod:`videovlm.serve.warm`). Tokens reach the client as they are generated
 through :class:`TokenSink`, a transformers streamer, which also counts the exact prompt and
-completion tokens of every model call. A client that goes away stops its generation at the next
-token; ``Model.answer`` leaves the warm prefix as it found it.
+completion tokens of every model call. A client that goes away, streamed or not, stops its
+generation at the next token; ``Model.answer`` leaves the warm prefix as it found it.
 """
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ class TokenSink:
     is sent only up to the last non-space character and never while the text ends in a
     half-decoded character, so the deltas of a call add up exactly to the answer's final text
     (``Model._decode``: special tokens skipped, stripped). Only one-row calls stream text (a
-    batch of questions is counted, its text comes with the result).
+    batch of questions is counted, its text comes with the result). Without ``emit`` (a request
+    not streamed) it only counts, and is there to be cancelled.
     """
 
-    def __init__(self, model: Model, emit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, model: Model, emit: Callable[[dict[str, Any]], None] | None) -> None:
         self.tokenizer = model.tokenizer
         eos = model.network.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -96,6 +97,8 @@ class TokenSink:
         self._ids.append(token)
         if token in self.eos:
             call["finish_reason"] = "stop"
+        if self.emit is None:
+            return
         text = self.tokenizer.decode(self._ids, skip_special_tokens=True).strip()
         if text.endswith("\ufffd") or not text.startswith(self._sent):
             return
@@ -105,6 +108,8 @@ class TokenSink:
 
     def end(self) -> None:
         self._prompt_next = True
+        if self.emit is None:
+            return
         if self._rows == 1:
             text = self.tokenizer.decode(self._ids, skip_special_tokens=True).strip()
             if len(text) > len(self._sent) and text.startswith(self._sent):
@@ -113,21 +118,39 @@ class TokenSink:
 
 
 class Ticket:
-    """A request's place in the model's queue, given back once: when its model work ended, or
-    when nothing holds it any more (a stream whose client left before it started)."""
+    """A request's place in a queue, given back once: when its work ended, or when nothing
+    holds it any more (a stream whose client left before it started)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, places: Places) -> None:
+        self.places = places
         self._done = False
 
     def release(self, *_: Any) -> None:
-        with self.engine._lock:
+        with self.places.lock:
             if not self._done:
                 self._done = True
-                self.engine._pending -= 1
+                self.places.taken -= 1
 
     def __del__(self) -> None:
         self.release()
+
+
+class Places:
+    """A bounded queue in front of one stage: ``capacity`` requests at most, working or
+    waiting; the next is refused with 503 at once (``busy`` says why)."""
+
+    def __init__(self, capacity: int, busy: Callable[[int], str]) -> None:
+        self.capacity = capacity
+        self.busy = busy  # the refusal's message, given the places taken
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def take(self) -> Ticket:
+        with self.lock:
+            if self.taken >= self.capacity:
+                raise APIError(503, self.busy(self.taken))
+            self.taken += 1
+        return Ticket(self)
 
 
 @dataclass(frozen=True)
@@ -160,7 +183,12 @@ class Engine:
         self.decoders = ThreadPoolExecutor(max(1, workers), thread_name_prefix="videovlm-decode")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="videovlm-model")
         self._lock = threading.Lock()
-        self._pending = 0
+        self._model = Places(max_queue + 1, lambda n: (
+            f"the server is busy ({n - 1} requests wait for the model, --max-queue "
+            f"{max_queue}): retry in a moment"))
+        self._thumbs = Places(max(1, workers) + max_queue, lambda n: (
+            f"the server is busy ({n} frame requests decode or wait for a decode thread, "
+            f"--workers {max(1, workers)} + --max-queue {max_queue}): retry in a moment"))
         self._loading: dict[tuple[Any, ...], asyncio.Future[WarmVideo]] = {}
         self.draining = False
         self.results: OrderedDict[str, Result] = OrderedDict()
@@ -171,19 +199,26 @@ class Engine:
     def admit(self) -> Ticket:
         """A place in the queue, or 503 when ``max_queue`` requests already wait behind the one
         generating (or the server is stopping)."""
-        with self._lock:
-            if self.draining:
-                raise APIError(503, "the server is shutting down: retry on its next start")
-            if self._pending > self.max_queue:
-                raise APIError(503, f"the server is busy ({self._pending - 1} requests wait "
-                                    f"for the model, --max-queue {self.max_queue}): retry in a "
-                                    "moment")
-            self._pending += 1
-        return Ticket(self)
+        self._refuse_when_draining()
+        return self._model.take()
+
+    def admit_frames(self) -> Ticket:
+        """A place for decoding thumbnails (``GET /v1/videos/ID/frames``), which needs no model
+        but the decode threads: one per thread and ``max_queue`` waiting, 503 beyond."""
+        self._refuse_when_draining()
+        return self._thumbs.take()
+
+    def _refuse_when_draining(self) -> None:
+        if self.draining:
+            raise APIError(503, "the server is shutting down: retry on its next start")
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._model.taken
+
+    @property
+    def frames_pending(self) -> int:
+        return self._thumbs.taken
 
     def drain(self) -> None:
         """Stop taking work (SIGTERM): new and still-queued requests get 503; the one
