@@ -211,11 +211,11 @@ def _quantize_int8(network: Any, dtype: Any, checkpoint: Sequence[Path] = ()) ->
                 pages.release(tensor)
             del stored
         del linears
-        narrow = {id(m.weight) for m in network.modules() if isinstance(m, torch.nn.Embedding)
-                  and m.weight.dtype.itemsize < dtype.itemsize}
-        for module in network.modules():
-            if isinstance(module, torch.nn.Embedding) and id(module.weight) in narrow:
-                module.register_forward_hook(lambda _m, _args, out: out.to(dtype))
+        tables = [m for m in network.modules() if isinstance(m, torch.nn.Embedding)
+                  and m.weight.dtype.itemsize < dtype.itemsize]
+        for table in tables:
+            table.register_forward_hook(lambda _m, _args, out: out.to(dtype))
+        narrow = {id(table.weight) for table in tables}
         for tensor in [*network.parameters(), *network.buffers()]:
             if id(tensor) in narrow or not tensor.is_floating_point():
                 continue
@@ -256,6 +256,7 @@ class _MappedPages:
     def __init__(self, files: Sequence[Path]) -> None:
         self.ranges: list[tuple[int, int]] = []
         self.libc: Any = None
+        self.page = 0
         names = {str(Path(f).resolve()) for f in files}
         if not names or not os.path.exists("/proc/self/maps"):
             return
@@ -270,6 +271,7 @@ class _MappedPages:
         if self.ranges:
             self.libc = ctypes.CDLL(None, use_errno=True)
             self.libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            self.page = os.sysconf("SC_PAGE_SIZE")
 
     def release(self, tensor: Any) -> None:
         """Hand back the whole pages of ``tensor``'s bytes, if they lie in a mapped file."""
@@ -279,7 +281,7 @@ class _MappedPages:
         end = start + tensor.untyped_storage().nbytes()
         if not any(lo <= start and end <= hi for lo, hi in self.ranges):
             return
-        page = os.sysconf("SC_PAGE_SIZE")
+        page = self.page
         first, last = -(-start // page) * page, end // page * page
         if last > first:
             self.libc.madvise(first, last - first, self._MADV_DONTNEED)
@@ -618,7 +620,7 @@ class Model:
         ``batch_size=1`` reuses one cache, cropped back after each answer, for the least memory;
         an int8 model always answers one question at a time (:attr:`batches_rows`).
         """
-        texts, _ = self._answer(prefix, tails, None, batch_size, generation)
+        texts, _ = self._answer(Ask(prefix, tuple(tails)), batch_size, generation)
         return texts
 
     def choose(self, prefix: Prefix, tails: Sequence[str], letters: Sequence[str], *,
@@ -634,7 +636,7 @@ class Model:
         ``generation`` change the text, not the letter. It is ``None`` only when the tokenizer
         has no single token for any letter.
         """
-        texts, picks = self._answer(prefix, tails, self._letter_ids(letters), batch_size,
+        texts, picks = self._answer(Ask(prefix, tuple(tails), tuple(letters)), batch_size,
                                     generation)
         return list(zip(texts, picks, strict=True))
 
@@ -648,26 +650,35 @@ class Model:
                     ids.setdefault(tok[0], letter)
         return ids
 
-    def _answer(self, prefix: Prefix, tails: Sequence[str], letter_ids: dict[int, str] | None,
-                batch_size: int, generation: Mapping[str, Any]
+    def _answer(self, ask: Ask, batch_size: int, generation: Mapping[str, Any]
                 ) -> tuple[list[str], list[str | None]]:
-        """:meth:`answer`'s work; with ``letter_ids``, also each question's best letter."""
-        if not tails:
+        """:meth:`answer`'s work for one video's ``ask`` (with letters: also each question's
+        best letter), ``batch_size`` questions per call where the model batches rows."""
+        if not ask.tails:
             return [], []
         kwargs = self._generation_kwargs(generation)
-        ids_of = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in tails]
-        self._check_room(prefix.tokens + max(len(t) for t in ids_of), kwargs["max_new_tokens"],
-                         "a question prompt")
+        rows = self._rows(ask, kwargs)
         step = max(1, batch_size) if self.batches_rows else 1
         answers: list[str] = []
         picks: list[str | None] = []
-        for start in range(0, len(ids_of), step):
-            chunk = ids_of[start:start + step]
-            texts, best = self._generate_rows([(prefix, tail, letter_ids) for tail in chunk],
-                                              kwargs)
+        for start in range(0, len(rows), step):
+            texts, best = self._generate_rows(rows[start:start + step], kwargs)
             answers.extend(texts)
             picks.extend(best)
         return answers, picks
+
+    def _rows(self, ask: Ask, kwargs: Mapping[str, Any]) -> list[_Row]:
+        """``ask``'s tails as rows for :meth:`_generate_rows` (a tail with no prefix is a
+        text-only turn, templated as :meth:`generate_text` does), the longest checked to fit
+        the context with its answer."""
+        letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
+        head = 0 if ask.prefix is None else ask.prefix.tokens
+        texts = ask.tails if ask.prefix is not None else [self._text_turn(t) for t in ask.tails]
+        ids_of = [self.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]
+                  for t in texts]
+        self._check_room(head + max(len(ids) for ids in ids_of), kwargs["max_new_tokens"],
+                         "a question prompt" if head else "the prompt")
+        return [(ask.prefix, ids, letter_ids) for ids in ids_of]
 
     @property
     def batches_rows(self) -> bool:
@@ -696,18 +707,13 @@ class Model:
         if not self.batches_rows:
             return [self.answer_one(ask, **generation) for ask in asks]
         kwargs = self._generation_kwargs(generation)
-        rows: list[tuple[Prefix | None, list[int], dict[int, str] | None]] = []
+        rows: list[_Row] = []
         owner: list[int] = []
         for i, ask in enumerate(asks):
-            letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
-            for tail in ask.tails:
-                text = tail if ask.prefix is not None else self._text_turn(tail)
-                ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-                head = ask.prefix.tokens if ask.prefix is not None else 0
-                self._check_room(head + len(ids), kwargs["max_new_tokens"],
-                                 "a question prompt" if head else "the prompt")
-                rows.append((ask.prefix, ids, letter_ids))
-                owner.append(i)
+            if ask.tails:
+                made = self._rows(ask, kwargs)
+                rows.extend(made)
+                owner.extend([i] * len(made))
         out: list[list[tuple[str, str | None]]] = [[] for _ in asks]
         step = max(1, batch_size)
         for start in range(0, len(rows), step):
@@ -721,16 +727,14 @@ class Model:
         :meth:`generate_text`, :meth:`answer` or :meth:`choose`, with their default batches."""
         if ask.prefix is None:
             return [(self.generate_text(t, **generation), None) for t in ask.tails]
-        letter_ids = None if ask.letters is None else self._letter_ids(ask.letters)
-        texts, picks = self._answer(ask.prefix, ask.tails, letter_ids, QUESTIONS_PER_CALL,
-                                    generation)
+        texts, picks = self._answer(ask, QUESTIONS_PER_CALL, generation)
         return list(zip(texts, picks, strict=True))
 
     def _text_turn(self, text: str) -> str:
         """A text-only user turn through the chat template, as :meth:`generate_text` sends it."""
         return self.render([{"type": "text", "text": text}])
 
-    def _generate_rows(self, rows: Sequence[tuple[Prefix | None, list[int], dict[int, str] | None]],
+    def _generate_rows(self, rows: Sequence[_Row],
                        kwargs: Mapping[str, Any]) -> tuple[list[str], list[str | None]]:
         """One batched generation of ``rows`` (a prefix or None, the tail's token ids, the
         option letters' ids or None): each row's answer and best letter.
@@ -828,6 +832,11 @@ class Prefix:
                     seen[(str(value.device), storage.data_ptr())] = storage.nbytes()
         return sum(seen.values())
 
+
+
+_Row = tuple[Prefix | None, list[int], dict[int, str] | None]
+"""One prompt of a batched generation: the prefix it continues (None: a text-only turn), its
+tail's token ids, and the option letters' token ids (None: no letter is read)."""
 
 def _encoding_key(model_id: str, revision: str | None, folder: Path, device: str,
                   dtype: str, quantization: str) -> str:
