@@ -534,7 +534,7 @@ class Model:
 
     def generate_text(self, text: str, **generation: Any) -> str:
         """Answer a text-only prompt (summaries), templated like every other turn."""
-        chat = self.render([{"type": "text", "text": text}])
+        chat = self._text_turn(text)
         return self.generate(self.tokenizer(chat, return_tensors="pt", add_special_tokens=False),
                              **generation)
 
@@ -731,7 +731,8 @@ class Model:
         return list(zip(texts, picks, strict=True))
 
     def _text_turn(self, text: str) -> str:
-        """A text-only user turn through the chat template, as :meth:`generate_text` sends it."""
+        """A text-only user turn through the chat template (summaries: :meth:`generate_text`,
+        and text-only rows of a batched call)."""
         return self.render([{"type": "text", "text": text}])
 
     def _generate_rows(self, rows: Sequence[_Row],
