@@ -162,7 +162,7 @@ def scenes_from_cuts(
     if s.min_scene_s > 0:
         edges = _merge_shortest(edges, lambda e: _shortest(e)[1] * tb < s.min_scene_s)
     if s.max_scene_s > 0:
-        edges = _split_long(edges, tl.pts - origin, round(Fraction(s.max_scene_s) / tb))
+        edges = split_long(edges, tl.pts - origin, round(Fraction(s.max_scene_s) / tb))
     if max_scenes is not None:
         if max_scenes < 1:
             raise ValueError(f"max_scenes must be at least 1, got {max_scenes}")
@@ -256,7 +256,7 @@ def _merge_shortest(edges: list[Any], keep_merging: Any) -> list[Any]:
     return edges
 
 
-def _split_long(edges: list[int], frame_pts: np.ndarray, max_len: int) -> list[int]:
+def split_long(edges: list[int], frame_pts: np.ndarray, max_len: int) -> list[int]:
     """Split intervals longer than ``max_len`` into equal windows snapped to frame starts."""
     starts = [int(p) for p in frame_pts]
     out = [edges[0]]

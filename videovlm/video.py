@@ -22,6 +22,7 @@ from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare
 from videovlm.probe import VideoInfo, probe
 from videovlm.scenes import allocate_frames, detect_scenes
+from videovlm.windows import Span
 
 
 @dataclass
@@ -56,12 +57,18 @@ class VideoInputs:
         return Group(0.0, self.info.duration_s, list(range(len(self.frames))))
 
 
-def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any]
+def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any],
+              span: Span | None = None
               ) -> tuple[list[FrameRef], list[tuple[float, float, list[int]]]]:
-    """The planned frames and, per group, its time span and frame indices."""
+    """The planned frames and, per group, its time span and frame indices (inside ``span``
+    when one is given)."""
     if mode != "scenes":
-        refs = plan(info, n, seek=seek)
-        return refs, [(0.0, info.duration_s, [r.index for r in refs])]
+        start, end = span or (0.0, info.duration_s)
+        refs = plan(info, n, seek=seek, start_s=start,
+                    end_s=None if end >= info.duration_s else end)
+        return refs, [(start, end, [r.index for r in refs])]
+    if span is not None:
+        raise ValueError("scene mode inside a span is not supported yet")
     scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
     counts = allocate_frames(scenes, n)
     by_index: dict[int, FrameRef] = {}
@@ -82,12 +89,19 @@ def load_video(
     backend: str | None = None,
     fit: str | None = None,
     seek: str | None = None,
+    info: VideoInfo | None = None,
+    span: Span | None = None,
 ) -> VideoInputs:
     """Probe, find scenes (scene mode), plan, decode and prepare one video for ``recipe``.
 
     ``recipe`` is a :class:`~videovlm.pipelines.Recipe` or a built-in name / TOML path; ``n``,
     ``backend``, ``fit`` and ``seek`` override its ``[sampling]``; ``image_size`` is the model's
     (``Model.image_size``). How frames are grouped is the recipe's task's mode.
+
+    ``span`` (``(start_s, end_s)``, e.g. one of :func:`~videovlm.windows.window_spans`) plans
+    ``n`` frames inside that part of the video only, so a long video is decoded and described
+    one window at a time; ``info`` is the video's :func:`~videovlm.probe.probe`, passed so the
+    timeline of a long file is read once, not once per window.
     """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = rec.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
@@ -96,12 +110,13 @@ def load_video(
     mode = rec.mode
 
     timing: dict[str, float] = {}
-    t0 = time.perf_counter()
-    info = probe(path)
-    timing["probe"] = time.perf_counter() - t0
+    if info is None:
+        t0 = time.perf_counter()
+        info = probe(path)
+        timing["probe"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes))
+    refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes), span)
     if mode == "scenes":
         timing["scenes"] = time.perf_counter() - t0
 
