@@ -121,13 +121,13 @@ def test_extends_with_another_task(tmp_path: Path) -> None:
     r = load_recipe(path)
     assert r.task == "timeline" and r.scenes == {}
     # the describe summary carries over: a timeline may have one (optional)
-    assert set(r.prompts) == {"intro", "task", "summary"}
+    assert set(r.prompts) == {"intro", "task", "summary", "dialogue"}
     assert r.prompts["intro"] == load_recipe("describe").prompts["intro"]
     assert r.prompts["summary"] == load_recipe("describe").prompts["summary"]
     # a prompt no task of this kind uses is still dropped
     path = write(tmp_path, 'extends = "describe"\ntask = "qa"\n'
                  '[prompts]\nquestion = "{question}"\n', "qa_from_describe.toml")
-    assert set(load_recipe(path).prompts) == {"intro", "question"}
+    assert set(load_recipe(path).prompts) == {"intro", "question", "dialogue"}
 
 
 def test_timeline_summary_is_optional(tmp_path: Path) -> None:

@@ -138,14 +138,18 @@ def describe(
     backend: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    subtitles: str | None = None,
+    subtitle_lang: str | None = None,
 ) -> Result:
     """Timestamped descriptions of one video: per scene (default) or one timeline prompt.
 
     ``mode`` picks the describing task (:data:`videovlm.tasks.DESCRIBE_MODES`); the recipe
-    defaults to that task's. ``n`` is the frame budget for the whole video.
+    defaults to that task's. ``n`` is the frame budget for the whole video. ``subtitles``
+    (``auto``, ``none`` or a file) and ``subtitle_lang`` override the recipe's ``[dialogue]``.
     """
-    return run_recipe(describe_recipe(mode, recipe), path, model=model, device=device,
-                      dtype=dtype, n=n, backend=backend)
+    rec = describe_recipe(mode, recipe).with_overrides(subtitles=subtitles,
+                                                       subtitle_lang=subtitle_lang)
+    return run_recipe(rec, path, model=model, device=device, dtype=dtype, n=n, backend=backend)
 
 
 def ask_recipe(choices: Sequence[str] | None, recipe: Recipe | str | None) -> Recipe:
@@ -165,16 +169,21 @@ def ask(
     backend: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    subtitles: str | None = None,
+    subtitle_lang: str | None = None,
 ) -> Result:
     """Answer questions about one video, encoding its frames once for all of them.
 
     With ``choices`` every question is multiple choice: the options are shown as ``A. text``
-    lines and each answer's ``choice`` is a valid letter.
+    lines and each answer's ``choice`` is a valid letter. ``subtitles`` and ``subtitle_lang``
+    are :func:`describe`'s.
     """
     qs = [questions] if isinstance(questions, str) else list(questions)
     if not qs or not all(q.strip() for q in qs):
         raise VideoVLMError("give at least one non-empty question (-q)")
     if choices is not None and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
-    return run_recipe(ask_recipe(choices, recipe), path, model=model, questions=qs,
-                      choices=choices, device=device, dtype=dtype, n=n, backend=backend)
+    rec = ask_recipe(choices, recipe).with_overrides(subtitles=subtitles,
+                                                     subtitle_lang=subtitle_lang)
+    return run_recipe(rec, path, model=model, questions=qs, choices=choices, device=device,
+                      dtype=dtype, n=n, backend=backend)

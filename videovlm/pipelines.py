@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from videovlm import tasks
 from videovlm.decode import BACKEND_NAMES
+from videovlm.dialogue import OVER_BUDGET_RULES, check_language
 from videovlm.errors import RecipeError
 from videovlm.model import DEFAULT_MAX_NEW_TOKENS, FAMILIES
 from videovlm.plan import SEEK_MODES
@@ -94,6 +95,16 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "no_repeat_ngram_size": Option(int, None, "forbid repeating n-grams of this size",
                                        min=0),
     },
+    "dialogue": {
+        "subtitles": Option(str, "auto", "subtitles shown with the frames: auto (a sidecar "
+                            "file, else a text stream in the video), none, or a subtitle "
+                            "file (.srt, .vtt, .ass)"),
+        "subtitle_lang": Option(str, None, "language of the subtitles to pick among several "
+                                "(en, fr, pt-BR, eng...; unset: the first found)"),
+        "over_budget": Option(str, "fewer_frames", "when the dialogue does not fit the "
+                              "context: fewer frames, or trim the dialogue",
+                              choices=OVER_BUDGET_RULES),
+    },
     "outputs": {
         "formats": Option(list, ["json"], "files written per video", choices=(*WRITERS, "all")),
     },
@@ -119,6 +130,7 @@ PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "scene": (*_COMMON, "start", "end"),
     "summary": (*_COMMON, "descriptions"),
     "question": (*_COMMON, "question", "options"),
+    "dialogue": ("text", "start", "end"),
 }
 SECTIONS: tuple[str, ...] = (*SCHEMA, "prompts")
 
@@ -136,6 +148,7 @@ class Recipe:
     prompts: dict[str, str] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    dialogue: dict[str, Any] = field(default_factory=dict)
     extends: str | None = None
     # per model family (``[prompts.smolvlm]``): prompts that replace ``prompts`` for that family
     family_prompts: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -165,6 +178,7 @@ class Recipe:
         sections: dict[str, Any] = {
             "sampling": dict(self.sampling), "scenes": dict(self.scenes),
             "generation": dict(self.generation), "outputs": {"formats": list(self.outputs)},
+            "dialogue": dict(self.dialogue),
         }
         for key, value in overrides.items():
             if value is None:
@@ -178,9 +192,11 @@ class Recipe:
             sections[section][key] = _check_value(where, SCHEMA[section][key], value)
         if _uses_scenes(self.task):
             _check_scenes(f"recipe {self.name!r}", sections["scenes"])
+        _check_dialogue("option ", sections["dialogue"])
         return dataclasses.replace(
             self, sampling=sections["sampling"], scenes=sections["scenes"],
             generation=sections["generation"], outputs=sections["outputs"]["formats"],
+            dialogue=sections["dialogue"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -362,6 +378,7 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         _check_scenes(f"recipe {label}", sections["scenes"])
     else:
         sections["scenes"] = {}
+    _check_dialogue(f"recipe {label}: dialogue.", sections["dialogue"])
     prompts, family_prompts = _check_prompts(label, task, raw.get("prompts", {}))
     return Recipe(
         name=raw.get("name") or Path(path).stem,
@@ -373,6 +390,7 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         prompts=prompts,
         generation=sections["generation"],
         outputs=sections["outputs"]["formats"],
+        dialogue=sections["dialogue"],
         extends=raw.get("extends"),
         family_prompts=family_prompts,
     )
@@ -387,6 +405,19 @@ def _check_scenes(where: str, scenes: dict[str, Any]) -> None:
         SceneSettings(**scenes)
     except ValueError as exc:
         raise RecipeError(f"{where}: [scenes] {exc}") from exc
+
+
+def _check_dialogue(where: str, dialogue: dict[str, Any]) -> None:
+    """The subtitle language as a standard tag (``eng`` -> ``en``), checked; ``subtitles``
+    is ``auto``, ``none`` or a path (checked when a video is loaded: it may not exist yet).
+    ``where`` prefixes the key in messages (``recipe x: dialogue.``, ``option ``)."""
+    lang = check_language(dialogue.get("subtitle_lang"), f"{where}subtitle_lang")
+    if lang is None:
+        dialogue.pop("subtitle_lang", None)
+    else:
+        dialogue["subtitle_lang"] = lang
+    if not str(dialogue.get("subtitles", "auto")).strip():
+        raise RecipeError(f"{where}subtitles is empty: give auto, none or a subtitle file")
 
 
 def _check_prompts(label: str, task: str, prompts: dict[str, Any]

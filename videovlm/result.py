@@ -3,6 +3,15 @@
 One :class:`Result` per video. Writers (``videovlm.write``) turn it into files; the batch engine
 writes ``to_dict()`` as one JSON line. ``frames`` travel with the result for the HTML report and
 contact sheet but are never serialised.
+
+Dialogue (:mod:`videovlm.dialogue`): when the video had a dialogue source, each segment carries
+``transcript``, the cues said during it as a list of ``{start_s, end_s, text}`` (seconds on the
+frames' clock; a cue that spans a boundary is in both segments; ``[]``: nothing said), and the
+result's ``dialogue`` says where it came from (``kind``: sidecar, file or stream; ``path``,
+``stream``, ``language``, ``format``; ``found``: the subtitles it was chosen among) and how it
+was used (``cues`` in all, ``in_prompt``: cues some prompt showed, ``over_budget``, ``trimmed``).
+Without a source both are absent: ``transcript`` is left out of the segments and ``dialogue``
+is null.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videovlm._version import __version__
+from videovlm.dialogue import Cue
 
 SCHEMA_VERSION = 1
 
@@ -24,6 +34,14 @@ class Segment:
     end_s: float
     text: str
     frames: list[int] = field(default_factory=list)
+    transcript: list[Cue] | None = None  # the dialogue said during it (None: no source)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"start_s": self.start_s, "end_s": self.end_s, "text": self.text,
+                               "frames": self.frames}
+        if self.transcript is not None:
+            out["transcript"] = [c.to_dict() for c in self.transcript]
+        return out
 
 
 @dataclass
@@ -71,6 +89,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     mode: str | None = None  # "timeline" | "scenes" | "ask" ...
     segments_parsed: bool = True  # False: the model's text had no times; one segment holds it all
+    dialogue: dict[str, Any] | None = None  # its source and use (see the module docstring)
     created_at: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -88,13 +107,11 @@ class Result:
             "prompt": self.prompt,
             "generation": self.generation,
             "mode": self.mode,
-            "segments": [
-                {"start_s": s.start_s, "end_s": s.end_s, "text": s.text, "frames": s.frames}
-                for s in self.segments
-            ],
+            "segments": [s.to_dict() for s in self.segments],
             "segments_parsed": self.segments_parsed,
             "summary": self.summary,
             "answers": [a.to_dict() for a in self.answers],
+            "dialogue": self.dialogue,
             "timing_s": self.timing_s,
             "cache": self.cache,
             "warnings": self.warnings,

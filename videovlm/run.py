@@ -27,9 +27,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from num2words import num2words
 
 from videovlm.decode import Frame, decode_with_backend
+from videovlm.dialogue import Cue, assign_cues, frame_slices, trim_lines, word_count
 from videovlm.errors import VideoVLMError
 from videovlm.model import DEFAULT_MAX_NEW_TOKENS, Ask, Model, Prefix
-from videovlm.pack import OverBudget, Prompt, build_prompt, frames_that_fit, timestamp_text
+from videovlm.pack import (
+    OverBudget,
+    Prompt,
+    build_prompt,
+    frames_that_fit,
+    timestamp_text,
+    words_that_fit,
+)
 from videovlm.plan import plan
 from videovlm.prepare import prepare
 from videovlm.result import Result
@@ -101,6 +109,8 @@ class ModelRun:
         self._timing: dict[str, float] = {"pack": 0.0, "generate": 0.0}
         self._used: dict[int, Frame] = {}
         self._prompts: list[Prompt] = []
+        self._shown: dict[Cue, None] = {}  # cues some prompt showed, in order
+        self._trimmed = False
         self._asker = asker
         cache = model.frame_cache
         self._cache_before = cache.stats.to_dict() if cache else None
@@ -142,47 +152,145 @@ class ModelRun:
 
     def prompt(self, group: Group, task: str, *, max_new_tokens: int | None = None
                ) -> tuple[Prompt, list[Frame]]:
-        """The prompt for ``group``'s frames and ``task`` (final text), with room for
-        ``max_new_tokens`` (default: the recipe's); re-planned with fewer frames if over budget.
-        Returns the frames it holds."""
+        """The prompt for ``group``'s frames and task (final text), with room for
+        ``max_new_tokens`` (default: the recipe's), each frame followed by its dialogue; over
+        budget: re-planned with fewer frames, or the dialogue trimmed (the recipe's
+        ``[dialogue] over_budget``). Returns the frames it holds."""
         max_new = int(max_new_tokens or self.generation["max_new_tokens"])
         frames = [self.inputs.frames[i] for i in group.frames]
         images = [self.inputs.images[i] for i in group.frames]
+        cues = self._cues_for(group, [f.time_s for f in frames], group.planned)
         try:
             with self.timed("pack"):
                 prompt = build_prompt(self.model, frames, images, task,
-                                      intro=self._intro(len(frames)), max_new_tokens=max_new)
+                                      intro=self._intro(len(frames)),
+                                      dialogue=self._dialogue(cues), max_new_tokens=max_new)
         except OverBudget as exc:
-            prompt, frames = self._replan(group, task, len(frames), max_new, exc)
+            trim = self.recipe.dialogue.get("over_budget") == "trim"
+            trimmed = None
+            if trim and cues is not None and any(cues):
+                trimmed = self._trim(group, task, frames, images, cues, max_new, exc)
+            if trimmed is not None:
+                prompt, cues = trimmed
+            else:  # fewer frames: with all their dialogue, or (trim) the frames alone
+                prompt, frames, cues = self._replan(group, task, len(frames), max_new, exc,
+                                                    with_dialogue=not trim)
         self._prompts.append(prompt)
         self._used.update((f.index, f) for f in frames)
+        self._shown.update(dict.fromkeys(c for frame_cues in cues or [] for c in frame_cues))
         return prompt, frames
 
-    def _replan(self, group: Group, task: str, had: int, max_new: int, exc: Exception
-                ) -> tuple[Prompt, list[Frame]]:
+    # -- dialogue ------------------------------------------------------------------------------
+
+    def transcript(self, start_s: float, end_s: float) -> list[Cue] | None:
+        """The dialogue said during ``[start_s, end_s)`` (a segment's ``transcript``); None
+        when the video has no dialogue source."""
+        d = self.inputs.dialogue
+        return None if d is None else d.during(start_s, end_s)
+
+    def _cues_for(self, group: Group, times: Sequence[float], planned: int
+                  ) -> list[list[Cue]] | None:
+        """Per frame (at ``times``, chosen by ``planned`` slices of ``group``), the cues shown
+        after it; None when there is no dialogue or the recipe shows none."""
+        d = self.inputs.dialogue
+        if d is None or not d.cues or not self.recipe.has_prompt("dialogue"):
+            return None
+        slices = frame_slices(times, group.start_s, group.end_s, planned,
+                              self.inputs.sampling.get("seek", "exact"))
+        return assign_cues(d.during(group.start_s, group.end_s), slices)
+
+    def _dialogue(self, cues: list[list[Cue]] | None, words: int | None = None
+                  ) -> list[str | None] | None:
+        """Each frame's dialogue as the recipe writes it (``prompts.dialogue``), cut to
+        ``words`` words per frame when given."""
+        if cues is None:
+            return None
+        out: list[str | None] = []
+        for frame_cues in cues:
+            lines = [c.text for c in frame_cues]
+            if words is not None:
+                lines = trim_lines(lines, words)
+            out.append(self.recipe.prompt(
+                "dialogue", family=self.model.family, text="\n".join(lines),
+                start=timestamp_text(frame_cues[0].start_s),
+                end=timestamp_text(frame_cues[-1].end_s)) if lines else None)
+        return out
+
+    def _where(self, group: Group) -> str:
+        info = self.inputs.info
+        return ("" if group.start_s == 0 and group.end_s >= info.duration_s else
+                f" for the scene at {group.start_s:.1f}-{group.end_s:.1f} s")
+
+    def _trim(self, group: Group, task: str, frames: list[Frame], images: list[Any],
+              cues: list[list[Cue]], max_new: int, exc: Exception
+              ) -> tuple[Prompt, list[list[Cue]]] | None:
+        """The frames kept and each one's dialogue cut to the most words per frame that fit;
+        None when the frames do not fit even without dialogue."""
+        lines = [[c.text for c in frame_cues] for frame_cues in cues]
+        intro = self._intro(len(frames))
+        with self.timed("pack"):
+            words = words_that_fit(self.model, frames, task, intro=intro,
+                                   dialogue=lambda w: self._dialogue(cues, w) or [],
+                                   most=max(word_count(ln) for ln in lines),
+                                   max_new_tokens=max_new)
+            if words is None:
+                return None
+            prompt = build_prompt(self.model, frames, images, task, intro=intro,
+                                  dialogue=self._dialogue(cues, words), max_new_tokens=max_new)
+        total = sum(word_count(ln) for ln in lines)
+        kept = sum(min(words, word_count(ln)) for ln in lines)
+        self._trimmed = True
+        self.warn(f"the dialogue does not fit the model's context with {len(frames)} "
+                  f"frames{self._where(group)} ({exc}); trimmed it to {words} words per frame, "
+                  f"{total - kept} of {total} words left out ([dialogue] over_budget = "
+                  "\"trim\"; \"fewer_frames\" keeps it whole)")
+        shown = [frame_cues[:len(trim_lines(ln, words))]
+                 for frame_cues, ln in zip(cues, lines, strict=True)]
+        return prompt, shown
+
+    def _replan(self, group: Group, task: str, had: int, max_new: int, exc: Exception, *,
+                with_dialogue: bool) -> tuple[Prompt, list[Frame], list[list[Cue]] | None]:
         info, s = self.inputs.info, self.inputs.sampling
+        end_s = None if group.end_s >= info.duration_s else group.end_s
+
+        def refs(k: int) -> list[Any]:
+            return plan(info, k, seek=s["seek"], start_s=group.start_s, end_s=end_s)
+
+        def layout(k: int) -> tuple[list[float], list[str | None] | None]:
+            times = [r.time_s for r in refs(k)]
+            cues = self._cues_for(group, times, k) if with_dialogue else None
+            return times, self._dialogue(cues)
+
         with self.timed("pack"):
             k = frames_that_fit(self.model, had, task=task, intro=self._intro(had),
-                                max_new_tokens=max_new, duration_s=group.end_s - group.start_s)
+                                max_new_tokens=max_new, layout=layout)
         while k >= 1:
             with self.timed("decode"):
-                refs = plan(info, k, seek=s["seek"], start_s=group.start_s,
-                            end_s=None if group.end_s >= info.duration_s else group.end_s)
-                frames, _ = decode_with_backend(info, refs, s["backend"])
+                frames, _ = decode_with_backend(info, refs(k), s["backend"])
             with self.timed("prepare"):
                 images = prepare(frames, s["image_size"], s["fit"])
+            cues = (self._cues_for(group, [f.time_s for f in frames], k) if with_dialogue
+                    else None)
             try:
                 with self.timed("pack"):
                     prompt = build_prompt(self.model, frames, images, task,
-                                          intro=self._intro(len(frames)), max_new_tokens=max_new)
+                                          intro=self._intro(len(frames)),
+                                          dialogue=self._dialogue(cues), max_new_tokens=max_new)
             except OverBudget:
-                k -= 1  # timestamps or the intro cost a token more than counted: one fewer
+                k -= 1  # the intro cost a token more than counted: one fewer
                 continue
-            span = ("" if group.start_s == 0 and group.end_s >= info.duration_s else
-                    f" for the scene at {group.start_s:.1f}-{group.end_s:.1f} s")
-            self.warn(f"{had} frames do not fit the model's context{span} ({exc}); "
-                      f"re-planned with {len(frames)} frames")
-            return prompt, frames
+            said = self.inputs.dialogue is not None and self.inputs.dialogue.during(
+                group.start_s, group.end_s) and self.recipe.has_prompt("dialogue")
+            if not said:
+                how = ""
+            elif with_dialogue:
+                how = (", the dialogue kept whole ([dialogue] over_budget = \"fewer_frames\"; "
+                       "\"trim\" keeps the frames and shortens the dialogue)")
+            else:
+                how = ", without their dialogue: the frames alone did not fit"
+            self.warn(f"{had} frames do not fit the model's context{self._where(group)} "
+                      f"({exc}); re-planned with {len(frames)} frames{how}")
+            return prompt, frames, cues
         raise VideoVLMError(
             f"not even one frame fits the model's context of {self.model.context} tokens with "
             f"max_new_tokens={max_new}: lower max_new_tokens in the recipe"
@@ -240,6 +348,19 @@ class ModelRun:
     def frames_used(self) -> int:
         return len(self._used)
 
+    def _dialogue_record(self) -> dict[str, Any] | None:
+        """The result's ``dialogue``: where it came from, how many cues, how many the prompts
+        showed, and whether they were trimmed."""
+        d = self.inputs.dialogue
+        if d is None:
+            return None
+        if d.cues and not self.recipe.has_prompt("dialogue"):
+            self.warn(f"recipe {self.recipe.name!r} has no prompts.dialogue: the subtitles are "
+                      "in the transcripts but not in the prompt; add one (with {text})")
+        return {**d.source, "cues": len(d.cues), "in_prompt": len(self._shown),
+                "over_budget": self.recipe.dialogue.get("over_budget"),
+                "trimmed": self._trimmed}
+
     def result(self, **fields: Any) -> Result:
         """The run's :class:`Result`: the frames its prompts held, its prompts' token counts,
         its warnings and timings, and the runner's ``fields`` (segments, answers...)."""
@@ -261,6 +382,7 @@ class ModelRun:
         if self.model.frame_cache is not None and self._cache_before is not None:
             now = self.model.frame_cache.stats.to_dict()
             cache = {k: now[k] - self._cache_before[k] for k in now}
+        dialogue = self._dialogue_record()  # (it may warn: before the warnings are taken)
         return Result(
             video=info.to_dict(),
             sampling=sampling,
@@ -272,5 +394,6 @@ class ModelRun:
             timing_s=timing,
             cache=cache,
             mode=self.inputs.mode,
+            dialogue=dialogue,
             **fields,
         )

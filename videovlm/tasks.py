@@ -76,7 +76,8 @@ def describe_scenes(run: ModelRun) -> Result:
                         end=timestamp_text(group.end_s))
         prompt, frames = run.prompt(group, task)
         text = run.generate(prompt).strip()
-        segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames]))
+        segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames],
+                                run.transcript(group.start_s, group.end_s)))
     return run.result(segments=segments, summary=_summary(run, segments))
 
 
@@ -89,6 +90,7 @@ def describe_timeline(run: ModelRun) -> Result:
         last = i == len(segments) - 1
         seg.frames = [f.index for f in frames
                       if seg.start_s <= f.time_s < seg.end_s or (last and f.time_s == seg.end_s)]
+        seg.transcript = run.transcript(seg.start_s, seg.end_s)
     summary = _summary(run, segments)
     if not parsed:
         run.warn("the model's timeline had no usable times: one segment holds its whole text")
@@ -184,21 +186,27 @@ def answer_questions(run: ModelRun) -> Result:
 
 # -- the table ----------------------------------------------------------------------------------
 
+_DIALOGUE = {"dialogue": ("text",)}
+"""Every task may show the dialogue after each frame (``prompts.dialogue``, with ``{text}``)."""
+
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("describe", recipe="describe", mode="scenes", questions=False, choices=False,
          runner=describe_scenes,
          help="find the cuts, describe each scene from its frames, then summarise",
-         prompts={"intro": (), "scene": (), "summary": ("descriptions",)}),
+         prompts={"intro": (), "scene": (), "summary": ("descriptions",)},
+         optional_prompts=_DIALOGUE),
     Task("timeline", recipe="timeline", mode="timeline", questions=False, choices=False,
          runner=describe_timeline,
          help="one prompt with every frame; the model writes the timeline",
-         prompts={"intro": (), "task": ()}, optional_prompts={"summary": ("descriptions",)}),
+         prompts={"intro": (), "task": ()},
+         optional_prompts={"summary": ("descriptions",), **_DIALOGUE}),
     Task("qa", recipe="qa", mode="ask", questions=True, choices=False,
          runner=answer_questions, help="free-form questions about the video",
-         prompts={"intro": (), "question": ("question",)}),
+         prompts={"intro": (), "question": ("question",)}, optional_prompts=_DIALOGUE),
     Task("mcq", recipe="mcq", mode="ask", questions=True, choices=True,
          runner=answer_questions, help="multiple-choice questions, answered with a letter",
-         prompts={"intro": (), "question": ("question", "options")}),
+         prompts={"intro": (), "question": ("question", "options")},
+         optional_prompts=_DIALOGUE),
 )}
 DEFAULT_TASK = "describe"
 """What ``videovlm describe`` and ``videovlm batch`` run when no recipe is named."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from videovlm.decode import Frame, decode_with_backend
+from videovlm.dialogue import Dialogue, DialogueSettings, find_dialogue
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare
@@ -32,6 +33,7 @@ class Group:
     start_s: float
     end_s: float
     frames: list[int]  # positions in VideoInputs.frames / .images
+    planned: int = 0  # frames the selection rule was asked for over the span (0: several plans)
 
 
 @dataclass
@@ -50,23 +52,26 @@ class VideoInputs:
     groups: list[Group]
     sampling: dict[str, Any]
     timing_s: dict[str, float] = field(default_factory=dict)
+    dialogue: Dialogue | None = None  # subtitles on the frames' clock (None: none found / off)
 
     def whole(self) -> Group:
         """Every frame as one group: a timeline or questions over the whole video (also when
         the frames were chosen per scene)."""
+        if len(self.groups) == 1 and len(self.groups[0].frames) == len(self.frames):
+            return self.groups[0]
         return Group(0.0, self.info.duration_s, list(range(len(self.frames))))
 
 
 def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any],
               span: Span | None = None
-              ) -> tuple[list[FrameRef], list[tuple[float, float, list[int]]]]:
-    """The planned frames and, per group, its time span and frame indices (inside ``span``
-    when one is given)."""
+              ) -> tuple[list[FrameRef], list[tuple[float, float, list[int], int]]]:
+    """The planned frames and, per group, its time span, frame indices and the count the
+    selection rule was asked for (inside ``span`` when one is given)."""
     if mode != "scenes":
         start, end = span or (0.0, info.duration_s)
         refs = plan(info, n, seek=seek, start_s=start,
                     end_s=None if end >= info.duration_s else end)
-        return refs, [(start, end, [r.index for r in refs])]
+        return refs, [(start, end, [r.index for r in refs], n)]
     if span is not None:
         raise ValueError("scene mode inside a span is not supported yet")
     scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
@@ -76,7 +81,7 @@ def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dic
     for (start, end), k in zip(scenes, counts, strict=True):
         refs = plan(info, k, seek=seek, start_s=start, end_s=end)
         by_index.update((r.index, r) for r in refs)
-        spans.append((start, end, [r.index for r in refs]))
+        spans.append((start, end, [r.index for r in refs], k))
     return sorted(by_index.values(), key=lambda r: r.index), spans
 
 
@@ -91,6 +96,7 @@ def load_video(
     seek: str | None = None,
     info: VideoInfo | None = None,
     span: Span | None = None,
+    dialogue: Dialogue | None = None,
 ) -> VideoInputs:
     """Probe, find scenes (scene mode), plan, decode and prepare one video for ``recipe``.
 
@@ -102,6 +108,10 @@ def load_video(
     ``n`` frames inside that part of the video only, so a long video is decoded and described
     one window at a time; ``info`` is the video's :func:`~videovlm.probe.probe`, passed so the
     timeline of a long file is read once, not once per window.
+
+    The video's dialogue (the recipe's ``[dialogue]``: subtitles found next to it or inside
+    it, or a file it names) is read here too, on the frames' clock; ``dialogue`` passes one
+    already read (a long video's windows read it once).
     """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = rec.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
@@ -114,6 +124,11 @@ def load_video(
         t0 = time.perf_counter()
         info = probe(path)
         timing["probe"] = time.perf_counter() - t0
+
+    if dialogue is None:
+        t0 = time.perf_counter()
+        dialogue = find_dialogue(path, info, DialogueSettings.from_recipe(rec.dialogue))
+        timing["dialogue"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes), span)
@@ -129,7 +144,7 @@ def load_video(
     timing["prepare"] = time.perf_counter() - t0
 
     pos = {f.index: i for i, f in enumerate(frames)}
-    groups = [Group(s, e, [pos[i] for i in idx]) for s, e, idx in spans]
+    groups = [Group(s, e, [pos[i] for i in idx], k) for s, e, idx, k in spans]
     return VideoInputs(
         path=str(path),
         info=info,
@@ -140,4 +155,5 @@ def load_video(
         sampling={"backend": used_backend, "requested": n, "seek": seek,
                   "image_size": image_size, "fit": fit},
         timing_s=timing,
+        dialogue=dialogue,
     )

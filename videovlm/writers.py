@@ -103,11 +103,28 @@ def _facts(result: Result) -> list[tuple[str, str]]:
         calls = (f", largest of {p['calls']} prompts, {p.get('total_tokens')} in all"
                  if p.get("calls") else "")
         rows.append(("Prompt", f"{p.get('tokens')} tokens{calls} (budget {p.get('budget')})"))
+    if result.dialogue:
+        rows.append(("Dialogue", _dialogue_fact(result.dialogue)))
     if result.mode:
         rows.append(("Mode", result.mode))
     if result.timing_s:
         rows.append(("Time", ", ".join(f"{k} {v:.2f} s" for k, v in result.timing_s.items())))
     return rows
+
+
+def _dialogue_fact(d: dict[str, Any]) -> str:
+    """Where the dialogue came from and how much of it the prompts showed, in one line."""
+    where = (f"stream {d.get('stream')}" if d.get("kind") == "stream"
+             else f"{d.get('kind')} {Path(str(d.get('path'))).name}")
+    about = ", ".join(str(x) for x in (d.get("language"), d.get("format")) if x)
+    trimmed = ", trimmed to fit" if d.get("trimmed") else ""
+    return (f"{where}{f' ({about})' if about else ''}: {d.get('cues')} cues, "
+            f"{d.get('in_prompt')} in the prompt{trimmed}")
+
+
+def _transcript_lines(seg: Any) -> list[tuple[str, str]]:
+    """A segment's dialogue as (time, text) rows, for the reports."""
+    return [(format_time(c.start_s), c.text) for c in seg.transcript or []]
 
 
 def _title(result: Result) -> str:
@@ -147,6 +164,9 @@ def _md(result: Result, stem: str) -> dict[str, bytes]:
         for seg in result.segments:
             lines += [f"### {format_time(seg.start_s)} – {format_time(seg.end_s)}", "",
                       seg.text.strip(), ""]
+            said = _transcript_lines(seg)
+            if said:
+                lines += ["> **Dialogue**  "] + [f"> `{t}` {text}  " for t, text in said] + [""]
     if result.answers:
         lines += ["## Answers", ""]
         for a in result.answers:
@@ -196,6 +216,10 @@ figcaption { font-size: .8rem; color: var(--muted); text-align: center;
 .note, .warn { color: var(--muted); font-size: .9rem; }
 .warn { color: #b35c00; }
 .answer { background: var(--card); border-radius: 8px; padding: 12px 16px; margin: 12px 0; }
+.transcript { margin: 10px 0 0; padding: 6px 12px; border-left: 3px solid var(--muted);
+              font-size: .92rem; }
+.transcript p { margin: 2px 0; overflow-wrap: anywhere; }
+.transcript .t { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 8px; }
 @media (max-width: 520px) {
   main { padding: 10px; } h1 { font-size: 1.3rem; }
   .thumbs { grid-template-columns: repeat(2, 1fr); }
@@ -251,7 +275,13 @@ def _html(result: Result, stem: str) -> dict[str, bytes]:
                 for f in frames
             ]
             parts.append("</div>")
-        parts += [f'<p class="text">{e(seg.text.strip())}</p>', "</section>"]
+        parts.append(f'<p class="text">{e(seg.text.strip())}</p>')
+        said = _transcript_lines(seg)
+        if said:
+            parts += ['<div class="transcript" aria-label="Dialogue">',
+                      *(f'<p><span class="t">{e(t)}</span>{e(text)}</p>' for t, text in said),
+                      "</div>"]
+        parts.append("</section>")
     if result.answers:
         parts.append("<h2>Answers</h2>")
         for a in result.answers:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from tqdm import tqdm
 
+from videovlm.dialogue import AUTO, NONE, read_subtitle_file
 from videovlm.errors import VideoVLMError
 from videovlm.model import QUANTIZATIONS, Model
 from videovlm.pipelines import KEY_SECTION, SCHEMA
@@ -67,6 +68,9 @@ model_options = _stack(
 --quantize, --no-cache."""
 
 
+_METAVARS = {"subtitles": "auto|none|FILE", "subtitle_lang": "LANG"}
+
+
 def schema_options(*keys: str) -> Decorator:
     """Click options for recipe keys, derived from the schema (``--max-new-tokens`` ...).
 
@@ -88,6 +92,7 @@ def schema_options(*keys: str) -> Decorator:
                 kind = opt.type
             shown = "" if opt.default is None else f", {opt.default}"
             f = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
+                             metavar=_METAVARS.get(key),
                              help=f"{opt.help[:1].upper()}{opt.help[1:]} [default: the "
                                   f"recipe's{shown}].")(f)
         return f
@@ -97,6 +102,26 @@ def schema_options(*keys: str) -> Decorator:
 
 backend_option = schema_options("backend")
 """``--backend``: the decoder, a recipe override like any other."""
+
+dialogue_options = schema_options("subtitles", "subtitle_lang")
+"""``--subtitles auto|none|FILE`` and ``--subtitle-lang``: the dialogue every command that runs
+the model shows it (recipe overrides, checked by :func:`dialogue_overrides`). Speech
+recognition's ``--transcribe`` joins them here."""
+
+
+def dialogue_overrides(subtitles: str | None, subtitle_lang: str | None, *,
+                       one_video: bool = True) -> dict[str, Any]:
+    """The recipe overrides of the dialogue options, a FILE read now (a missing or garbled one
+    fails before the model loads). A FILE is one video's: refused for a folder or a server."""
+    if subtitles is not None and subtitles.strip().lower() in (AUTO, NONE):
+        subtitles = subtitles.strip().lower()
+    elif subtitles is not None:
+        if not one_video:
+            raise VideoVLMError(f"--subtitles {subtitles}: a subtitle file belongs to one "
+                                "video; for many, use auto (clip.srt, clip.en.vtt... next to "
+                                "each video, or a stream inside it) or none")
+        read_subtitle_file(subtitles)
+    return {"subtitles": subtitles, "subtitle_lang": subtitle_lang}
 
 batch_size_option = click.option(
     "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
