@@ -312,8 +312,7 @@ def _pick(candidates: list[_Candidate], lang: str | None, video: str) -> _Candid
     for c in candidates:
         if c.language == want:
             return c
-    name = langcodes.Language.get(lang).display_name()
-    raise InputError(f"{video}: no {name} ({lang}) subtitles; found "
+    raise InputError(f"{video}: no subtitles in {lang}; found "
                      f"{', '.join(c.label() for c in candidates)}: pick one with "
                      "--subtitle-lang, or pass --subtitles none")
 

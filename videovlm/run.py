@@ -291,6 +291,11 @@ class ModelRun:
             self.warn(f"{had} frames do not fit the model's context{self._where(group)} "
                       f"({exc}); re-planned with {len(frames)} frames{how}")
             return prompt, frames, cues
+        if with_dialogue and self.inputs.dialogue is not None:
+            raise VideoVLMError(
+                f"not even one frame and the dialogue fit the model's context of "
+                f"{self.model.context} tokens with max_new_tokens={max_new}: set [dialogue] "
+                "over_budget = \"trim\" in the recipe, or pass --subtitles none")
         raise VideoVLMError(
             f"not even one frame fits the model's context of {self.model.context} tokens with "
             f"max_new_tokens={max_new}: lower max_new_tokens in the recipe"
