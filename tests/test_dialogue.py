@@ -372,3 +372,40 @@ def test_cli_batch_refuses_one_file_for_a_folder(clips, capsys, tmp_path):
                     "--subtitles", str(clips["side"].with_suffix(".srt"))])
     err = capsys.readouterr().err
     assert code == 2 and "belongs to one video" in err and not (tmp_path / "out").exists()
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_finds_a_served_videos_subtitles_and_a_request_may_turn_them_off(
+        clips, tiny_smolvlm):
+    import httpx
+
+    from tests.helpers import ServeProcess
+    from videovlm.api import run_recipe
+
+    video = clips["side"]
+    proc = ServeProcess(["--model", str(tiny_smolvlm), "--media-root", str(video.parent)])
+    try:
+        def chat(ext: dict) -> httpx.Response:
+            return httpx.post(f"{proc.url}/v1/chat/completions", timeout=120, json={
+                "messages": [{"role": "user", "content": [
+                    {"type": "video_url", "video_url": {"url": video.as_uri()}},
+                    {"type": "text", "text": "Who speaks?"}]}],
+                "max_tokens": 3, "videovlm": {"n": N, **ext}})
+
+        said = chat({})
+        assert said.status_code == 200, said.text
+        extra = said.json()["videovlm"]
+        assert extra["dialogue"]["kind"] == "sidecar" and extra["dialogue"]["path"] == "clip.srt"
+        ref = run_recipe("qa", video, model=Model.load(str(tiny_smolvlm)),
+                         questions=["Who speaks?"], n=N)
+        assert said.json()["usage"]["prompt_tokens"] == ref.prompt["tokens"]
+        silent = chat({"subtitles": "none"})
+        assert silent.status_code == 200 and silent.json()["videovlm"]["dialogue"] is None
+        assert silent.json()["usage"]["prompt_tokens"] < ref.prompt["tokens"]
+        refused = chat({"subtitles": str(video.with_suffix(".srt"))})
+        assert refused.status_code == 400 and "auto" in refused.json()["error"]["message"]
+    finally:
+        assert proc.stop() == 0, proc.stderr
