@@ -111,7 +111,7 @@ def test_language_picks_among_streams_and_sidecars(clips):
     mkv = dialogue_of(clips["mkv"])  # no language asked: the default-flagged stream
     assert mkv.source["language"] == "fr" and mkv.source["format"] == "ssa"
     assert texts(mkv.cues) == ["bonjour à tous la suite", "au revoir"]
-    assert mkv.source["found"] == ["fr (stream 2)", "en (stream 1)"]
+    assert mkv.source["found"] == ["stream 2 (fr)", "stream 1 (en)"]
     for tag in ("en", "eng", "en-GB"):
         assert dialogue_of(clips["mkv"], subtitle_lang=tag).source["stream"] == 1
     side = dialogue_of(clips["side"])  # the plain sidecar first
@@ -123,7 +123,7 @@ def test_language_picks_among_streams_and_sidecars(clips):
         dialogue_of(clips["mkv"], subtitle_lang="de")
     assert str(exc.value).count("\n") == 0
     assert "no subtitles in de; found" in str(exc.value)
-    assert "fr (stream 2), en (stream 1)" in str(exc.value)
+    assert "found stream 2 (fr), stream 1 (en):" in str(exc.value)
 
 
 def test_none_and_a_named_file(clips):
@@ -372,6 +372,48 @@ def test_cli_batch_refuses_one_file_for_a_folder(clips, capsys, tmp_path):
                     "--subtitles", str(clips["side"].with_suffix(".srt"))])
     err = capsys.readouterr().err
     assert code == 2 and "belongs to one video" in err and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """A folder of two videos: one with a sidecar, one with a subtitle stream."""
+    d = tmp_path_factory.mktemp("folder")
+    media.make_video(d / "side.mp4", n_frames=FRAMES, fps=FPS, start_pts_s=START)
+    (d / "side.srt").write_text(srt_text(CUES), encoding="utf-8")
+    media.make_video(d / "inside.mkv", n_frames=FRAMES, fps=FPS, start_pts_s=START,
+                     subtitles=[Track("subrip", CUES, "eng")])
+    return d
+
+
+def test_cli_batch_and_eval_take_each_videos_subtitles(folder, tiny_idefics3, tmp_path, capsys):
+    from tests.helpers import records, write_questions
+
+    model = ["--model", str(tiny_idefics3), "-n", str(N), "--quiet"]
+    recipe = tmp_path / "fast.toml"
+    recipe.write_text('extends = "timeline"\n[generation]\nmax_new_tokens = 2\n',
+                      encoding="utf-8")
+    assert run_cli(["batch", str(folder), "-o", str(tmp_path / "b"), "--recipe", str(recipe),
+                    *model]) == 0
+    by_video = {Path(r["video"]["path"]).name: r for r in records(tmp_path / "b")}
+    assert by_video["side.mp4"]["dialogue"]["kind"] == "sidecar"
+    assert by_video["inside.mkv"]["dialogue"]["kind"] == "stream"
+    for r in by_video.values():
+        assert [c["text"] for s in r["segments"] for c in s["transcript"]] == [
+            t for _, _, t in CUES[:4]]
+
+    questions = write_questions(tmp_path / "q.jsonl", [
+        {"video": v, "question": "Who speaks first?", "choices": ["Ann", "Bob"], "answer": "A"}
+        for v in ("side.mp4", "inside.mkv")])
+    tokens = {}
+    for subs in ("auto", "none"):
+        out = tmp_path / f"eval-{subs}"
+        assert run_cli(["eval", str(questions), "--videos", str(folder), "-o", str(out),
+                        "--subtitles", subs, *model]) == 0
+        recs = records(out)
+        assert all((r["dialogue"] is None) == (subs == "none") for r in recs)
+        tokens[subs] = [r["prompt"]["tokens"] for r in recs]
+    assert all(a > b for a, b in zip(tokens["auto"], tokens["none"], strict=True))
+    capsys.readouterr()
 
 
 # -- serve -------------------------------------------------------------------------------------

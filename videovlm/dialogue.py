@@ -265,9 +265,8 @@ class _Candidate:
     format: str = ""
 
     def label(self) -> str:
-        lang = self.language or "no language"
         where = Path(self.path).name if self.stream is None else f"stream {self.stream}"
-        return f"{lang} ({where})"
+        return f"{where} ({self.language or 'no language tag'})"
 
 
 def sidecars(video: str | os.PathLike[str]) -> list[Path]:
@@ -314,7 +313,7 @@ def _pick(candidates: list[_Candidate], lang: str | None, video: str) -> _Candid
             return c
     raise InputError(f"{video}: no subtitles in {lang}; found "
                      f"{', '.join(c.label() for c in candidates)}: pick one with "
-                     "--subtitle-lang, or pass --subtitles none")
+                     "--subtitle-lang or --subtitles FILE, or pass --subtitles none")
 
 
 def find_dialogue(path: str | os.PathLike[str], info: VideoInfo,
@@ -357,6 +356,9 @@ def find_dialogue(path: str | os.PathLike[str], info: VideoInfo,
               "language": chosen.language, "format": chosen.format}
     if len(candidates) > 1:
         source["found"] = [c.label() for c in candidates]
+    # found, not asked for: say so (a person may not know the file has subtitles)
+    log.info("%s: %d subtitle cues from %s%s", Path(video).name, len(cues), chosen.label(),
+             f" (of {len(candidates)} found)" if len(candidates) > 1 else "")
     return Dialogue(cues, source)
 
 
