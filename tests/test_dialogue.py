@@ -47,20 +47,16 @@ CUES = [(0.1, 0.4, "alpha one"), (0.6, 1.3, "bravo two three"), (1.35, 1.45, "ch
 FRENCH = [(0.2, 0.9, r"{\i1}bonjour{\i0} à tous\Nla suite"), (1.6, 2.2, "au revoir")]
 
 
-def srt_text(cues) -> str:
+def subtitle_text(cues, vtt: bool = False) -> str:
+    """A SubRip file of ``cues`` (numbered, ``00:00:01,500``), or WebVTT (``00:00:01.500``)."""
     def t(s: float) -> str:
         ms = round(s * 1000)
-        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+        return (f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}"
+                f"{'.' if vtt else ','}{ms % 1000:03d}")
 
-    return "".join(f"{i}\n{t(a)} --> {t(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, 1))
-
-
-def vtt_text(cues) -> str:
-    def t(s: float) -> str:
-        ms = round(s * 1000)
-        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
-
-    return "WEBVTT\n\n" + "".join(f"{t(a)} --> {t(b)}\n{text}\n\n" for a, b, text in cues)
+    body = "".join(("" if vtt else f"{i}\n") + f"{t(a)} --> {t(b)}\n{text}\n\n"
+                   for i, (a, b, text) in enumerate(cues, 1))
+    return ("WEBVTT\n\n" if vtt else "") + body
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +71,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         Track("ass", FRENCH, "fre", default=True)])
     (d / "side").mkdir()
     side = media.make_video(d / "side" / "clip.mp4", **kw)
-    (d / "side" / "clip.srt").write_text(srt_text(CUES), encoding="utf-8")
-    (d / "side" / "clip.fr.vtt").write_text(vtt_text([(a, b, "<v Ann>" + t) for a, b, t
-                                                        in FRENCH[1:]]), encoding="utf-8")
+    (d / "side" / "clip.srt").write_text(subtitle_text(CUES), encoding="utf-8")
+    french = [(a, b, "<v Ann>" + t) for a, b, t in FRENCH[1:]]
+    (d / "side" / "clip.fr.vtt").write_text(subtitle_text(french, vtt=True), encoding="utf-8")
     garbled = d / "garbled.srt"
     garbled.write_text("this is not\nSubRip at all\n", encoding="utf-8")
     return {"mp4": mp4, "mkv": mkv, "side": side, "garbled": garbled, "dir": d}
@@ -250,7 +246,7 @@ def test_scene_mode_gives_each_scene_its_own_dialogue(tmp_path, model):
     clip = media.make_shots(tmp_path / "shots.mp4", cuts=[0, 25, 50], n_frames=75,
                             start_pts_s=START)
     cues = [(0.2, 0.5, "first scene"), (0.9, 1.2, "across the cut"), (2.3, 2.6, "last scene")]
-    (tmp_path / "shots.srt").write_text(srt_text(cues), encoding="utf-8")
+    (tmp_path / "shots.srt").write_text(subtitle_text(cues), encoding="utf-8")
     rec = load_recipe("describe").with_overrides(n=6, max_new_tokens=4)
     inputs = load_video(clip, rec, image_size=model.image_size)
     assert len(inputs.groups) == 3
@@ -379,7 +375,7 @@ def folder(tmp_path_factory) -> Path:
     """A folder of two videos: one with a sidecar, one with a subtitle stream."""
     d = tmp_path_factory.mktemp("folder")
     media.make_video(d / "side.mp4", n_frames=FRAMES, fps=FPS, start_pts_s=START)
-    (d / "side.srt").write_text(srt_text(CUES), encoding="utf-8")
+    (d / "side.srt").write_text(subtitle_text(CUES), encoding="utf-8")
     media.make_video(d / "inside.mkv", n_frames=FRAMES, fps=FPS, start_pts_s=START,
                      subtitles=[Track("subrip", CUES, "eng")])
     return d
