@@ -284,8 +284,12 @@ def sidecars(video: str | os.PathLike[str]) -> list[Path]:
 
 
 def _sidecar_language(video: Path, sidecar: Path) -> str | None:
-    """The language tag in a sidecar's name (``clip.en.srt``, ``clip.eng.forced.srt``)."""
-    extra = Path(sidecar.name).stem[len(video.stem):].strip(".")
+    """The language tag in a subtitle file's name (``clip.en.srt``, ``clip.eng.forced.srt``,
+    ``notes.fr.vtt``): the first dotted part after the video's name (or the file's own first
+    part) that is a language tag."""
+    stem = Path(sidecar.name).stem
+    head = video.stem if stem.startswith(video.stem + ".") else stem.split(".")[0]
+    extra = stem[len(head):].strip(".")
     return next((lang for part in extra.split(".") if (lang := _language(part))), None)
 
 
