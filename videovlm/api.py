@@ -29,8 +29,9 @@ from videovlm.result import Result
 from videovlm.run import Asked, Asker, ModelRun, PrefixStore
 from videovlm.text import option_texts
 from videovlm.video import VideoInputs, load_video
+from videovlm.windows import Span
 
-__all__ = ["VideoInputs", "ask", "describe", "load_video", "option_texts", "run_model",
+__all__ = ["VideoInputs", "ask", "describe", "find", "load_video", "option_texts", "run_model",
            "run_recipe"]
 
 
@@ -79,8 +80,15 @@ def run_model(
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
     asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
              for q, c in zip(questions or [], question_choices, strict=True)]
+    s = inputs.sampling
+
+    def load(span: Span, n: int) -> VideoInputs:  # a window, decoded like the run's frames
+        return load_video(inputs.path, rec, n=n, image_size=model.image_size,
+                          backend=s["backend"], fit=s["fit"], seek=s["seek"], info=inputs.info,
+                          span=span)
+
     return task.runner(ModelRun(model, inputs, rec, asked, asker=asker, prefixes=prefixes,
-                                streamer=streamer))
+                                streamer=streamer, load=load))
 
 
 def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:
@@ -178,3 +186,41 @@ def ask(
         raise VideoVLMError("multiple choice needs at least two --choices")
     return run_recipe(ask_recipe(choices, recipe), path, model=model, questions=qs,
                       choices=choices, device=device, dtype=dtype, n=n, backend=backend)
+
+
+def find_recipe(recipe: Recipe | str | None, *, window_s: float | None = None,
+                threshold: float | None = None, per_call: int | None = None) -> Recipe:
+    """The recipe ``find`` runs: ``recipe`` or the find task's, with the window length, the
+    threshold and the windows per call overridden where given; a recipe of another task is
+    one line."""
+    rec = _recipe(recipe or tasks.get(tasks.FIND_TASK).recipe)
+    if rec.task != tasks.FIND_TASK:
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe, not a "
+                            f"{tasks.FIND_TASK!r} one: run it with `videovlm run`")
+    return rec.with_overrides(window_s=window_s, score_threshold=threshold,
+                              windows_per_call=per_call)
+
+
+def find(
+    path: str | os.PathLike[str],
+    query: str,
+    *,
+    model: Model | str | None = None,
+    window_s: float | None = None,
+    threshold: float | None = None,
+    n: int | None = None,
+    per_call: int | None = None,
+    recipe: Recipe | str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Result:
+    """When ``query`` is visible in one video: the video cut into windows of ``window_s``
+    seconds, each scored from its own ``n`` frames (P(yes) that the query is visible), and the
+    windows at or above ``threshold`` merged into ranges (``result.relevance``; the ranges are
+    also ``result.segments``). ``per_call`` windows decode together in one batched call.
+    Defaults are the find recipe's."""
+    rec = find_recipe(recipe, window_s=window_s, threshold=threshold, per_call=per_call)
+    text = tasks.check_query(None, query)
+    return run_recipe(rec, path, model=model, questions=[text], device=device, dtype=dtype,
+                      n=n, backend=backend)
