@@ -92,8 +92,10 @@ def _facts(result: Result) -> list[tuple[str, str]]:
         ("Codec", str(v.get("codec"))),
     ]
     if s.get("frames") is not None:
+        asked = (f"({s.get('requested')} per window)" if result.relevance is not None
+                 else f"of {s.get('requested')} requested")
         rows.append(("Frames shown to the model",
-                     f"{len(s['frames'])} of {s.get('requested')} requested, "
+                     f"{len(s['frames'])} {asked}, "
                      f"{s.get('image_size')} px ({s.get('fit')}), {s.get('backend')} decoder"))
     if result.model:
         rows.append(("Model", f"{result.model.get('id')} ({result.model.get('device')}, "
@@ -173,13 +175,14 @@ def _relevance_line(found: Relevance) -> str:
 
 
 CURVE_SIZE = (960, 180)  # the relevance curve's drawing box, px (it scales to the page)
+_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)  # seconds
 
 
 def _curve_svg(found: Relevance, duration_s: float) -> str:
     """The relevance curve as inline SVG (the page stays self-contained): each window's score
     as a step over its span, the ranges shaded, the threshold dashed, times along the bottom."""
     w, h = CURVE_SIZE
-    left, right, top, bottom = 36, 8, 8, 24
+    left, right, top, bottom = 36, 24, 8, 24
     span = max(duration_s, max((x.end_s for x in found.windows), default=0.0)) or 1.0
 
     def x(t: float) -> float:
@@ -202,9 +205,10 @@ def _curve_svg(found: Relevance, duration_s: float) -> str:
               for v in (0, 1)]
     parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(found.threshold)}" '
                  f'y2="{y(found.threshold)}" class="threshold"/>')
-    ticks = 6
-    parts += [f'<text x="{x(span * k / ticks)}" y="{h - 6}" text-anchor="middle">'
-              f"{html.escape(format_time(span * k / ticks, 0))}</text>" for k in range(ticks + 1)]
+    step = next((s for s in _TICK_STEPS if span / s <= 8), _TICK_STEPS[-1])
+    parts += [f'<text x="{x(k * step)}" y="{h - 6}" text-anchor="middle">'
+              f"{html.escape(format_time(k * step, 0))}</text>"
+              for k in range(int(span // step) + 1)]
     parts.append(f'<polyline points="{steps}" class="score"/>')
     parts.append("</svg>")
     return "".join(parts)
