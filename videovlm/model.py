@@ -16,7 +16,8 @@ call that runs the vision tower, then :meth:`Model.encode_prefix`) and continue 
 cache (:meth:`Model.answer`, :meth:`Model.choose`), cropped back to the video after each answer,
 instead of re-encoding thousands of image tokens per question. Multiple choice reads each
 answer's best option letter from that same generation, so a rambling answer costs no second
-pass over the frames.
+pass over the frames; ``find`` reads P(yes) against P(no) by the same rule
+(:func:`_letter_scores`).
 """
 
 from __future__ import annotations
@@ -633,7 +634,7 @@ class Model:
         score, and what a one-token greedy decode restricted to the letters would write). The
         letter is read from the raw logits, so sampling or a repetition penalty in
         ``generation`` change the text, not the letter. It is ``None`` only when the tokenizer
-        has no single token for any letter.
+        has no token that begins any letter (:meth:`_letter_ids`).
         """
         replies = self._answer(Ask(prefix, tuple(tails), tuple(letters)), batch_size, generation)
         return [(r.text, r.choice) for r in replies]
@@ -694,7 +695,7 @@ class Model:
     def answer_together(self, asks: Sequence[Ask], *, batch_size: int = QUESTIONS_PER_CALL,
                         **generation: Any) -> list[list[Reply]]:
         """Several videos' prompts in batched generations: for each :class:`Ask`, its answers
-        (text, best letter or None), as :meth:`answer`, :meth:`choose` or :meth:`generate_text`
+        (a :class:`Reply` per tail), as :meth:`answer`, :meth:`choose` or :meth:`generate_text`
         give them one video at a time.
 
         On a GPU one sequence decoding leaves the chip idle: here every tail of every ask is a
