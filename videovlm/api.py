@@ -127,6 +127,7 @@ def describe_recipe(mode: str | None, recipe: Recipe | str | None) -> Recipe:
     task = tasks.for_mode(mode) if mode else None
     rec = _recipe(recipe or (task or tasks.get(tasks.DEFAULT_TASK)).recipe)
     own = tasks.get(rec.task)
+    _refuse_find(rec)
     if not own.describes:
         raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
                             "`videovlm ask` or `videovlm run`")
@@ -159,7 +160,16 @@ def describe(
 def ask_recipe(choices: Sequence[str] | None, recipe: Recipe | str | None) -> Recipe:
     """The recipe ``ask`` runs: ``recipe``, or the question task's default (multiple choice
     with ``choices``)."""
-    return _recipe(recipe or tasks.for_questions(bool(choices)).recipe)
+    rec = _recipe(recipe or tasks.for_questions(bool(choices)).recipe)
+    _refuse_find(rec)
+    return rec
+
+
+def _refuse_find(rec: Recipe) -> None:
+    """A find recipe given to ``describe`` or ``ask``: one line naming the command for it."""
+    if rec.task == tasks.FIND_TASK:
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
+                            f"`videovlm {tasks.FIND_TASK} VIDEO QUERY` or `videovlm run`")
 
 
 def ask(
