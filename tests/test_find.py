@@ -202,3 +202,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(shots, tiny_smolvlm, capsys, args,
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("videovlm: error: ") and message in lines[0]
+
+
+def test_run_takes_the_query_as_its_question_and_ask_refuses_find(shots, tiny_smolvlm,
+                                                                   capsys) -> None:
+    code, out, err = run_cli(capsys, "run", "find", str(shots), "-q", QUERY, "--model",
+                             str(tiny_smolvlm), "--quantize", "none", "--quiet")
+    assert code == 0, err
+    found = json.loads(out)["relevance"]
+    assert found["query"] == QUERY and found["windows"][-1]["end_s"] == probe(shots).duration_s
+    code, out, err = run_cli(capsys, "ask", str(shots), "-q", QUERY, "--recipe", "find")
+    assert code == 2 and out == "" and "videovlm find VIDEO QUERY" in err
+    assert len(err.strip().splitlines()) == 1
