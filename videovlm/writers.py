@@ -136,7 +136,9 @@ def _md(result: Result, stem: str) -> dict[str, bytes]:
     lines = [f"# {_title(result)}", ""]
     if result.frames:
         out[_sheet_name(stem)] = _sheet_jpeg(result.frames)
-        lines += [f"![Contact sheet: the frames the model saw]({_sheet_name(stem)})", ""]
+        seen = ("each range's best frame" if result.relevance is not None
+                else "the frames the model saw")
+        lines += [f"![Contact sheet: {seen}]({_sheet_name(stem)})", ""]
     lines += ["| | |", "|---|---|"]
     lines += [f"| {k} | {val} |" for k, val in _facts(result)]
     lines.append("")
@@ -169,8 +171,10 @@ def _relevance_line(found: Relevance) -> str:
     """What find looked for and how, and what it found, in one sentence (md and html)."""
     ranges = (f"{len(found.ranges)} range{'s' if len(found.ranges) != 1 else ''}"
               if found.ranges else "no range")
-    return (f"Looked for {found.query!r} in {len(found.windows)} windows of "
-            f"{found.window_s:g} s ({found.frames_per_window} frames each): {ranges} at or "
+    n = len(found.windows)
+    each = (found.windows[-1].end_s - found.windows[0].start_s) / n if n else found.window_s
+    return (f"Looked for {found.query!r} in {n} windows of {each:.3g} s (asked: "
+            f"{found.window_s:g} s; {found.frames_per_window} frames each): {ranges} at or "
             f"above the threshold {found.threshold:.2f}.")
 
 
