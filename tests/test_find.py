@@ -214,3 +214,32 @@ def test_run_takes_the_query_as_its_question_and_ask_refuses_find(shots, tiny_sm
     code, out, err = run_cli(capsys, "ask", str(shots), "-q", QUERY, "--recipe", "find")
     assert code == 2 and out == "" and "videovlm find VIDEO QUERY" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_batch_runs_find_per_video_with_windows_of_videos_together(model, shots, tiny_smolvlm,
+                                                                   tmp_path, capsys) -> None:
+    """``batch --recipe find``: the CPU stage only probes, each video's windows are decoded in
+    its model stage, and with ``--batch-size`` the videos' windows are answered together (one
+    ask at a time per video, batched across videos): every score is the one it gets alone."""
+    import shutil
+
+    from tests.helpers import records
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(shots, folder / name)
+    questions = tmp_path / "q.txt"
+    questions.write_text(QUERY + "\n")
+    alone = find(shots, QUERY, model=model).relevance.windows
+    code, _, err = run_cli(capsys, "batch", str(folder), "-o", str(tmp_path / "out"), "--recipe",
+                           "find", "--questions", str(questions), "--batch-size", "2",
+                           "--model", str(tiny_smolvlm), "--quantize", "none", "--quiet")
+    assert code == 0, err
+    done = records(tmp_path / "out")
+    assert len(done) == 2 and all(r["error"] is None for r in done)
+    for r in done:
+        windows = r["relevance"]["windows"]
+        assert [(w["start_s"], w["end_s"]) for w in windows] == \
+            [(w.start_s, w.end_s) for w in alone]
+        assert [w["score"] for w in windows] == pytest.approx([w.score for w in alone], abs=1e-4)
