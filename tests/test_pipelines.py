@@ -36,7 +36,8 @@ def error_of(path_or_name: str | Path) -> str:
 
 
 def test_builtins_one_per_task_with_defaults_filled() -> None:
-    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme", "mcq", "qa", "timeline"]
+    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme", "find", "mcq", "qa",
+                              "timeline"]
     recipes = {r.name: r for r in list_recipes()}
     assert {r.task for r in recipes.values()} == set(TASKS)
     for r in recipes.values():
@@ -53,6 +54,7 @@ def test_builtins_one_per_task_with_defaults_filled() -> None:
     SceneSettings(**describe.scenes)  # the [scenes] table feeds detect_scenes as is
     assert describe.scenes["detector"] == "adaptive"
     assert recipes["qa"].scenes == {}
+    assert recipes["qa"].windows == {} and set(recipes["find"].windows) == set(SCHEMA["windows"])
     # in this editable checkout the built-ins are the repo's own files
     assert Path(describe.path).resolve() == (REPO_PIPELINES / "describe.toml").resolve()
 
@@ -203,7 +205,7 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, body: str, expected: str) -
 
 def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
     assert "did you mean 'timeline'" in error_of("timelne")
-    names = "describe, eval_cinepile, eval_videomme, mcq, qa, timeline"
+    names = "describe, eval_cinepile, eval_videomme, find, mcq, qa, timeline"
     assert names in error_of("nothing-like-it")
     assert "not found" in error_of(tmp_path / "absent.toml")
 

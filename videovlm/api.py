@@ -29,8 +29,9 @@ from videovlm.result import Result
 from videovlm.run import Asked, Asker, ModelRun, PrefixStore
 from videovlm.text import option_texts
 from videovlm.video import VideoInputs, load_video
+from videovlm.windows import Span
 
-__all__ = ["VideoInputs", "ask", "describe", "load_video", "option_texts", "run_model",
+__all__ = ["VideoInputs", "ask", "describe", "find", "load_video", "option_texts", "run_model",
            "run_recipe"]
 
 
@@ -79,8 +80,19 @@ def run_model(
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
     asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
              for q, c in zip(questions or [], question_choices, strict=True)]
+    s = inputs.sampling
+
+    # a window's recipe: the video's dialogue was read with the run's frames (none found:
+    # no window looks again)
+    windows_rec = rec if inputs.dialogue is not None else rec.with_overrides(subtitles="none")
+
+    def load(span: Span, n: int) -> VideoInputs:  # a window, decoded like the run's frames
+        return load_video(inputs.path, windows_rec, n=n, image_size=model.image_size,
+                          backend=s["backend"], fit=s["fit"], seek=s["seek"], info=inputs.info,
+                          span=span, dialogue=inputs.dialogue)
+
     return task.runner(ModelRun(model, inputs, rec, asked, asker=asker, prefixes=prefixes,
-                                streamer=streamer))
+                                streamer=streamer, load=load))
 
 
 def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:
@@ -119,6 +131,7 @@ def describe_recipe(mode: str | None, recipe: Recipe | str | None) -> Recipe:
     task = tasks.for_mode(mode) if mode else None
     rec = _recipe(recipe or (task or tasks.get(tasks.DEFAULT_TASK)).recipe)
     own = tasks.get(rec.task)
+    _refuse_find(rec)
     if not own.describes:
         raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
                             "`videovlm ask` or `videovlm run`")
@@ -155,7 +168,16 @@ def describe(
 def ask_recipe(choices: Sequence[str] | None, recipe: Recipe | str | None) -> Recipe:
     """The recipe ``ask`` runs: ``recipe``, or the question task's default (multiple choice
     with ``choices``)."""
-    return _recipe(recipe or tasks.for_questions(bool(choices)).recipe)
+    rec = _recipe(recipe or tasks.for_questions(bool(choices)).recipe)
+    _refuse_find(rec)
+    return rec
+
+
+def _refuse_find(rec: Recipe) -> None:
+    """A find recipe given to ``describe`` or ``ask``: one line naming the command for it."""
+    if rec.task == tasks.FIND_TASK:
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
+                            f"`videovlm {tasks.FIND_TASK} VIDEO QUERY` or `videovlm run`")
 
 
 def ask(
@@ -187,3 +209,41 @@ def ask(
                                                      subtitle_lang=subtitle_lang)
     return run_recipe(rec, path, model=model, questions=qs, choices=choices, device=device,
                       dtype=dtype, n=n, backend=backend)
+
+
+def find_recipe(recipe: Recipe | str | None, *, window_s: float | None = None,
+                threshold: float | None = None, per_call: int | None = None) -> Recipe:
+    """The recipe ``find`` runs: ``recipe`` or the find task's, with the window length, the
+    threshold and the windows per call overridden where given; a recipe of another task is
+    one line."""
+    rec = _recipe(recipe or tasks.get(tasks.FIND_TASK).recipe)
+    if rec.task != tasks.FIND_TASK:
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe, not a "
+                            f"{tasks.FIND_TASK!r} one: run it with `videovlm run`")
+    return rec.with_overrides(window_s=window_s, score_threshold=threshold,
+                              windows_per_call=per_call)
+
+
+def find(
+    path: str | os.PathLike[str],
+    query: str,
+    *,
+    model: Model | str | None = None,
+    window_s: float | None = None,
+    threshold: float | None = None,
+    n: int | None = None,
+    per_call: int | None = None,
+    recipe: Recipe | str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Result:
+    """When ``query`` is visible in one video: the video cut into windows of ``window_s``
+    seconds, each scored from its own ``n`` frames (P(yes) that the query is visible), and the
+    windows at or above ``threshold`` merged into ranges (``result.relevance``; the ranges are
+    also ``result.segments``). ``per_call`` windows decode together in one batched call.
+    Defaults are the find recipe's."""
+    rec = find_recipe(recipe, window_s=window_s, threshold=threshold, per_call=per_call)
+    text = tasks.check_query(None, query)
+    return run_recipe(rec, path, model=model, questions=[text], device=device, dtype=dtype,
+                      n=n, backend=backend)

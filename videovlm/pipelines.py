@@ -81,6 +81,14 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "downscale_width": Option(int, 256, "width frames are shrunk to for detection", min=16,
                                   max=4096),
     },
+    "windows": {
+        "window_s": Option(float, 10.0, "seconds per window; each window is scored from its "
+                           "own frames (sampling.n of them)", min=0.1),
+        "score_threshold": Option(float, 0.5, "a window whose score (P(yes)) is at least this "
+                                  "is part of a range", min=0, max=1),
+        "windows_per_call": Option(int, 8, "windows whose prompts decode together in one "
+                                   "batched call (1: one at a time)", min=1, max=256),
+    },
     "generation": {
         "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call",
                                  min=1, max=8192),
@@ -131,8 +139,11 @@ PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "summary": (*_COMMON, "descriptions"),
     "question": (*_COMMON, "question", "options"),
     "dialogue": ("text", "start", "end"),
+    "query": (*_COMMON, "query", "start", "end"),
 }
 SECTIONS: tuple[str, ...] = (*SCHEMA, "prompts")
+MODE_SECTIONS: dict[str, str] = {"scenes": "scenes", "windows": "windows"}
+"""Tables that only tasks of one mode read (section -> mode): elsewhere they are refused."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,7 @@ class Recipe:
     path: str
     sampling: dict[str, Any] = field(default_factory=dict)
     scenes: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -177,8 +189,8 @@ class Recipe:
         """
         sections: dict[str, Any] = {
             "sampling": dict(self.sampling), "scenes": dict(self.scenes),
-            "generation": dict(self.generation), "outputs": {"formats": list(self.outputs)},
-            "dialogue": dict(self.dialogue),
+            "windows": dict(self.windows), "generation": dict(self.generation),
+            "outputs": {"formats": list(self.outputs)}, "dialogue": dict(self.dialogue),
         }
         for key, value in overrides.items():
             if value is None:
@@ -195,6 +207,7 @@ class Recipe:
         _check_dialogue("option ", sections["dialogue"])
         return dataclasses.replace(
             self, sampling=sections["sampling"], scenes=sections["scenes"],
+            windows=sections["windows"],
             generation=sections["generation"], outputs=sections["outputs"]["formats"],
             dialogue=sections["dialogue"],
         )
@@ -328,8 +341,9 @@ def _merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any
             out[key] = value
     if "name" not in child:
         out.pop("name", None)  # a derived recipe is named after its own file
-    if not _uses_scenes(out.get("task")) and "scenes" not in child:
-        out.pop("scenes", None)  # a scene-mode recipe turned into another task: scenes unused
+    for section in MODE_SECTIONS:
+        if not _uses(section, out.get("task")) and section not in child:
+            out.pop(section, None)  # e.g. a scene-mode recipe turned into another task
     return out
 
 
@@ -358,9 +372,9 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
     sections: dict[str, dict[str, Any]] = {}
     for section, options in SCHEMA.items():
         given = raw.get(section, {})
-        if section == "scenes" and given and not _uses_scenes(task):
-            scene_tasks = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses_scenes(t))
-            raise RecipeError(f"recipe {label}: [scenes] only applies to task {scene_tasks}, "
+        if given and not _uses(section, task):
+            users = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses(section, t))
+            raise RecipeError(f"recipe {label}: [{section}] only applies to task {users}, "
                               f"not {task!r}; remove the table")
         values: dict[str, Any] = {}
         for key, value in given.items():
@@ -376,8 +390,9 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         sections[section] = values
     if _uses_scenes(task):
         _check_scenes(f"recipe {label}", sections["scenes"])
-    else:
-        sections["scenes"] = {}
+    for section in MODE_SECTIONS:
+        if not _uses(section, task):
+            sections[section] = {}
     _check_dialogue(f"recipe {label}: dialogue.", sections["dialogue"])
     prompts, family_prompts = _check_prompts(label, task, raw.get("prompts", {}))
     return Recipe(
@@ -387,6 +402,7 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         path=path,
         sampling=sections["sampling"],
         scenes=sections["scenes"],
+        windows=sections["windows"],
         prompts=prompts,
         generation=sections["generation"],
         outputs=sections["outputs"]["formats"],
@@ -396,8 +412,14 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
     )
 
 
+def _uses(section: str, task: str | None) -> bool:
+    """Whether ``task`` reads ``section`` (every task reads the tables no mode owns)."""
+    mode = MODE_SECTIONS.get(section)
+    return mode is None or (task in tasks.TASKS and tasks.TASKS[task].mode == mode)
+
+
 def _uses_scenes(task: str | None) -> bool:
-    return task in tasks.TASKS and tasks.TASKS[task].mode == "scenes"
+    return _uses("scenes", task)
 
 
 def _check_scenes(where: str, scenes: dict[str, Any]) -> None:

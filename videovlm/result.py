@@ -72,6 +72,62 @@ class Answer:
 
 
 @dataclass
+class Window:
+    """One window of ``find``: its span (frame times), the frames the model saw in it, the
+    model's answer, and ``score``, P(yes) at the answer's first token, in [0, 1]."""
+
+    start_s: float
+    end_s: float
+    score: float
+    answer: str
+    frames: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "score": round(self.score, 6),
+                "answer": self.answer, "frames": self.frames}
+
+
+@dataclass
+class Range:
+    """Consecutive windows whose scores reach the threshold, merged: from the first one's start
+    to the last one's end, with the peak window's score and span, and ``best_frame``, the index
+    of the frame on screen at the middle of the peak window (the report's picture)."""
+
+    start_s: float
+    end_s: float
+    peak_score: float
+    peak_start_s: float
+    peak_end_s: float
+    best_frame: int | None = None
+    best_time_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s,
+                "peak_score": round(self.peak_score, 6), "peak_start_s": self.peak_start_s,
+                "peak_end_s": self.peak_end_s, "best_frame": self.best_frame,
+                "best_time_s": self.best_time_s}
+
+
+@dataclass
+class Relevance:
+    """What ``find`` found: the query, how the video was windowed and scored, every window's
+    score in time order (the relevance curve, covering the video once), and the ranges."""
+
+    query: str
+    threshold: float
+    window_s: float
+    frames_per_window: int
+    windows: list[Window] = field(default_factory=list)
+    ranges: list[Range] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "threshold": self.threshold, "window_s": self.window_s,
+                "frames_per_window": self.frames_per_window,
+                "windows": [w.to_dict() for w in self.windows],
+                "ranges": [r.to_dict() for r in self.ranges]}
+
+
+@dataclass
 class Result:
     """One video's outcome: facts, how it was sampled and asked, and what the model said."""
 
@@ -90,14 +146,16 @@ class Result:
     mode: str | None = None  # "timeline" | "scenes" | "ask" ...
     segments_parsed: bool = True  # False: the model's text had no times; one segment holds it all
     dialogue: dict[str, Any] | None = None  # its source and use (see the module docstring)
+    relevance: Relevance | None = None  # find's windows and ranges (its segments are the ranges)
     created_at: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
     frames: list[Any] = field(default_factory=list, repr=False)  # decoded Frames; not serialised
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of the output contract (frames' pixels are left out)."""
-        return {
+        """The JSON object of the output contract (frames' pixels are left out); ``relevance``
+        only for ``find``."""
+        out = {
             "schema_version": SCHEMA_VERSION,
             "videovlm_version": __version__,
             "created_at": self.created_at,
@@ -117,3 +175,6 @@ class Result:
             "warnings": self.warnings,
             "error": self.error,
         }
+        if self.relevance is not None:
+            out["relevance"] = self.relevance.to_dict()
+        return out

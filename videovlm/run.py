@@ -29,7 +29,7 @@ from num2words import num2words
 from videovlm.decode import Frame, decode_with_backend
 from videovlm.dialogue import Cue, assign_cues, frame_slices, trim_lines, word_count
 from videovlm.errors import VideoVLMError
-from videovlm.model import DEFAULT_MAX_NEW_TOKENS, Ask, Model, Prefix
+from videovlm.model import DEFAULT_MAX_NEW_TOKENS, Ask, Model, Prefix, Reply
 from videovlm.pack import (
     OverBudget,
     Prompt,
@@ -45,15 +45,21 @@ from videovlm.result import Result
 if TYPE_CHECKING:
     from videovlm.pipelines import Recipe
     from videovlm.video import Group, VideoInputs
+    from videovlm.windows import Span
 
 log = logging.getLogger("videovlm")
 
-Answers = list[tuple[str, str | None]]
+Answers = list[Reply]
 Asker = Callable[[Ask, Mapping[str, Any]], tuple[Answers, float]]
 """Who answers a run's prompts when it is not the run itself: given an :class:`Ask` and its
 generation settings, the answers (:meth:`Model.answer_one`'s) and the seconds of generation
 they cost. ``batch --batch-size`` passes one that gathers several videos' asks into one
 batched call (:mod:`videovlm.batch.together`); its seconds are that call's, shared."""
+Loader = Callable[["Span", int], "VideoInputs"]
+"""The CPU stage for one part of a run's video: ``n`` frames inside a span, decoded and
+prepared like the run's own (:func:`videovlm.video.load_video` with the run's probe and
+sampling settings). Handed to the run by whoever made it (:func:`videovlm.api.run_model`):
+the CPU stage's module sits above this one in the import graph."""
 
 
 def generation_settings(recipe: Recipe) -> dict[str, Any]:
@@ -93,11 +99,17 @@ class ModelRun:
     ``prefixes`` keeps encoded prefixes across runs (a follow-up question then costs only the
     question); ``streamer`` (transformers' ``put``/``end`` protocol) sees every model call's
     tokens as they are generated, and is never part of the recorded generation settings.
+    ``load`` decodes a part of the video on demand (:meth:`window`).
+
+    A run keeps its prompts' token counts and the times of the frames they held, not the
+    prompts or frames themselves (only those :meth:`prompt` is told to keep, or
+    :meth:`keep`), so a run over hundreds of windows holds one batch of windows at a time.
     """
 
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
                  questions: Sequence[Asked] = (), *, asker: Asker | None = None,
-                 prefixes: PrefixStore | None = None, streamer: Any = None) -> None:
+                 prefixes: PrefixStore | None = None, streamer: Any = None,
+                 load: Loader | None = None) -> None:
         self.model = model
         self.inputs = inputs
         self.recipe = recipe
@@ -107,11 +119,13 @@ class ModelRun:
         self._live = {} if streamer is None else {"streamer": streamer}
         self._warnings: list[str] = []
         self._timing: dict[str, float] = {"pack": 0.0, "generate": 0.0}
-        self._used: dict[int, Frame] = {}
-        self._prompts: list[Prompt] = []
+        self._seen: dict[int, float] = {}  # every frame a prompt held: index -> time_s
+        self._kept: dict[int, Frame] = {}  # the frames the result carries (reports)
+        self._tokens: list[tuple[int, int]] = []  # each prompt's (tokens, budget)
         self._shown: dict[Cue, None] = {}  # cues some prompt showed, in order
         self._trimmed = False
         self._asker = asker
+        self._load = load
         cache = model.frame_cache
         self._cache_before = cache.stats.to_dict() if cache else None
 
@@ -150,15 +164,19 @@ class ModelRun:
     def _intro(self, n_frames: int) -> str | None:
         return self.fill("intro", n_frames) if self.recipe.has_prompt("intro") else None
 
-    def prompt(self, group: Group, task: str, *, max_new_tokens: int | None = None
+    def prompt(self, group: Group, task: str, *, max_new_tokens: int | None = None,
+               inputs: VideoInputs | None = None, keep: bool = True
                ) -> tuple[Prompt, list[Frame]]:
         """The prompt for ``group``'s frames and task (final text), with room for
         ``max_new_tokens`` (default: the recipe's), each frame followed by its dialogue; over
         budget: re-planned with fewer frames, or the dialogue trimmed (the recipe's
-        ``[dialogue] over_budget``). Returns the frames it holds."""
+        ``[dialogue] over_budget``). Returns the frames it holds. ``group`` indexes ``inputs``
+        (default: the run's; a window's from :meth:`window`); ``keep=False`` records the
+        frames' times, not their pixels."""
         max_new = int(max_new_tokens or self.generation["max_new_tokens"])
-        frames = [self.inputs.frames[i] for i in group.frames]
-        images = [self.inputs.images[i] for i in group.frames]
+        source = inputs or self.inputs
+        frames = [source.frames[i] for i in group.frames]
+        images = [source.images[i] for i in group.frames]
         cues = self._cues_for(group, [f.time_s for f in frames], group.planned)
         try:
             with self.timed("pack"):
@@ -175,10 +193,28 @@ class ModelRun:
             else:  # fewer frames: with all their dialogue, or (trim) the frames alone
                 prompt, frames, cues = self._replan(group, task, len(frames), max_new, exc,
                                                     with_dialogue=not trim)
-        self._prompts.append(prompt)
-        self._used.update((f.index, f) for f in frames)
+        self._tokens.append((prompt.tokens, prompt.budget))
+        self._seen.update((f.index, f.time_s) for f in frames)
         self._shown.update(dict.fromkeys(c for frame_cues in cues or [] for c in frame_cues))
+        if keep:
+            self.keep(frames)
         return prompt, frames
+
+    def keep(self, frames: Sequence[Frame]) -> None:
+        """Carry ``frames`` in the result (the HTML report's thumbnails, the contact sheet)."""
+        self._kept.update((f.index, f) for f in frames)
+
+    def window(self, span: Span, n: int | None = None) -> VideoInputs:
+        """``n`` frames inside ``span`` (default: the run's frame budget) decoded and prepared
+        by the selection rule, as one group: a windowed task decodes a window when it gets to
+        it, so memory holds the windows at hand, not the video. Its decode and prepare seconds
+        count in the run's timing."""
+        if self._load is None:
+            raise RuntimeError("this run was made without a loader: it cannot decode windows")
+        inputs = self._load(span, n or int(self.inputs.sampling["requested"]))
+        for stage in ("decode", "prepare"):
+            self._timing[stage] = self._timing.get(stage, 0.0) + inputs.timing_s.get(stage, 0.0)
+        return inputs
 
     # -- dialogue ------------------------------------------------------------------------------
 
@@ -307,11 +343,11 @@ class ModelRun:
         """The model's answer to one prompt, with the recipe's generation settings (its frames
         from the frame cache where they are there)."""
         prefix = self.encode(prompt)
-        return self._answers(Ask(prefix, (prompt.tail,)), self.generation)[0][0]
+        return self._answers(Ask(prefix, (prompt.tail,)), self.generation)[0].text
 
     def generate_text(self, text: str) -> str:
         """The model's answer to a text-only prompt (a summary), with the recipe's settings."""
-        return self._answers(Ask(None, (text,)), self.generation)[0][0]
+        return self._answers(Ask(None, (text,)), self.generation)[0].text
 
     def _answers(self, ask: Ask, generation: Mapping[str, Any]) -> Answers:
         """Every model answer of a run comes through here: from the model itself, or from the
@@ -340,18 +376,29 @@ class ModelRun:
 
     def answer(self, prefix: Prefix, prompt: Prompt, tasks: Sequence[str],
                generation: dict[str, Any], letters: Sequence[str] | None = None
-               ) -> list[tuple[str, str | None]]:
+               ) -> list[Reply]:
         """Answers to ``tasks`` (final question texts) from ``prefix``, each with the letter
-        the model scores highest when ``letters`` are given (else None)."""
+        the model scores highest and the letters' probabilities when ``letters`` are given."""
         tails = tuple(prompt.tail_for(t) for t in tasks)
         return self._answers(Ask(prefix, tails, None if letters is None else tuple(letters)),
                              generation)
+
+    def answer_together(self, asks: Sequence[Ask], per_call: int) -> list[Answers]:
+        """Several prompts with their own prefixes (a batch of windows) answered with the
+        recipe's settings, ``per_call`` rows per batched generation
+        (:meth:`Model.answer_together`: each answer is the one it gets alone). Through the
+        run's asker one ask at a time, which batches them with other videos' instead; one at a
+        time also when a streamer watches (it follows one sequence)."""
+        if self._asker is not None or self._live:
+            return [self._answers(ask, self.generation) for ask in asks]
+        with self.timed("generate"):
+            return self.model.answer_together(asks, batch_size=per_call, **self.generation)
 
     # -- the result ----------------------------------------------------------------------------
 
     @property
     def frames_used(self) -> int:
-        return len(self._used)
+        return len(self._seen)
 
     def _dialogue_record(self) -> dict[str, Any] | None:
         """The result's ``dialogue``: where it came from, how many cues, how many the prompts
@@ -370,14 +417,14 @@ class ModelRun:
         """The run's :class:`Result`: the frames its prompts held, its prompts' token counts,
         its warnings and timings, and the runner's ``fields`` (segments, answers...)."""
         info = self.inputs.info
-        frames = sorted(self._used.values(), key=lambda f: f.index)
         sampling = {**self.inputs.sampling,
-                    "frames": [{"index": f.index, "time_s": round(f.time_s, 6)} for f in frames]}
-        prompt = {"tokens": max(p.tokens for p in self._prompts),
-                  "budget": self._prompts[0].budget, "recipe": self.recipe.name}
-        if len(self._prompts) > 1:
-            prompt.update(calls=len(self._prompts),
-                          total_tokens=sum(p.tokens for p in self._prompts))
+                    "frames": [{"index": i, "time_s": round(t, 6)}
+                               for i, t in sorted(self._seen.items())]}
+        prompt = {"tokens": max(t for t, _ in self._tokens),
+                  "budget": self._tokens[0][1], "recipe": self.recipe.name}
+        if len(self._tokens) > 1:
+            prompt.update(calls=len(self._tokens),
+                          total_tokens=sum(t for t, _ in self._tokens))
         timing = dict(self.inputs.timing_s)
         for stage, seconds in self._timing.items():
             timing[stage] = timing.get(stage, 0.0) + seconds
@@ -395,7 +442,7 @@ class ModelRun:
             prompt=prompt,
             generation=dict(self.generation),
             warnings=list(self._warnings),
-            frames=frames,
+            frames=sorted(self._kept.values(), key=lambda f: f.index),
             timing_s=timing,
             cache=cache,
             mode=self.inputs.mode,

@@ -3,8 +3,10 @@
 :func:`load_video` returns a picklable :class:`VideoInputs` that a worker process or a Ray task
 can hand over to the model stage (:mod:`videovlm.run`), which needs nothing else from the file.
 How the frames are picked and grouped is the recipe's task's mode (:mod:`videovlm.tasks`):
-``scenes`` finds the cuts and shares the frame budget across scenes; every other mode plans the
-whole video at once.
+``scenes`` finds the cuts and shares the frame budget across scenes; ``windows`` only probes
+(its task decodes one window at a time in the model stage, through :func:`load_video` with a
+span, so memory never holds the whole video's frames); every other mode plans the whole video
+at once.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dic
               ) -> tuple[list[FrameRef], list[tuple[float, float, list[int], int]]]:
     """The planned frames and, per group, its time span, frame indices and the count the
     selection rule was asked for (inside ``span`` when one is given)."""
+    if mode == "windows" and span is None:
+        return [], [(0.0, info.duration_s, [], 0)]  # each window is planned when it is decoded
     if mode != "scenes":
         start, end = span or (0.0, info.duration_s)
         refs = plan(info, n, seek=seek, start_s=start,

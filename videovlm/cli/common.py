@@ -47,23 +47,30 @@ def _stack(*options: Decorator) -> Decorator:
     return decorate
 
 
-model_options = _stack(
-    click.option("--model", "model_id", metavar="ID|PATH", default=None,
-                 help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
-                      "HuggingFaceTB/SmolVLM-Instruct]."),
-    click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
-                 help="Where the model runs [default: cuda > mps > cpu]."),
-    click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
-                 help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
-    click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
-                 help="Frame budget for the whole video [default: the recipe's, 50]."),
-    click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
-                 help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
-                      "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
-    click.option("--no-cache", "no_cache", is_flag=True,
-                 help="Neither read nor store encoded frames in the frame cache "
-                      "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or ~/.cache/videovlm]."),
-)
+def model_options_for(frames_help: str) -> Decorator:
+    """The model options, with ``-n``'s help saying what the command's frame budget covers (the
+    whole video, or each window of ``find``)."""
+    return _stack(
+        click.option("--model", "model_id", metavar="ID|PATH", default=None,
+                     help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
+                          "HuggingFaceTB/SmolVLM-Instruct]."),
+        click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
+                     help="Where the model runs [default: cuda > mps > cpu]."),
+        click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
+                     help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
+        click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
+                     help=frames_help),
+        click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
+                     help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
+                          "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
+        click.option("--no-cache", "no_cache", is_flag=True,
+                     help="Neither read nor store encoded frames in the frame cache "
+                          "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or "
+                          "~/.cache/videovlm]."),
+    )
+
+
+model_options = model_options_for("Frame budget for the whole video [default: the recipe's, 50].")
 """The options every command that runs the model shares: --model, --device, --dtype, -n,
 --quantize, --no-cache."""
 
