@@ -24,6 +24,7 @@ from videovlm.model import QUANTIZATIONS, Model
 from videovlm.pipelines import KEY_SECTION, SCHEMA
 from videovlm.questions import QuestionsFileError
 from videovlm.sheet import contact_sheet
+from videovlm.speech import DEFAULT_ASR_MODEL, SpeechModel
 from videovlm.writers import parse_formats, write
 
 if TYPE_CHECKING:
@@ -46,25 +47,41 @@ def _stack(*options: Decorator) -> Decorator:
     return decorate
 
 
+device_option = click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
+                             help="Where the model runs [default: cuda > mps > cpu].")
+dtype_option = click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
+                            help="Model weights' type [default: bfloat16 on GPU, float32 on CPU].")
+quantize_option = click.option(
+    "--quantize", type=click.Choice(QUANTIZATIONS), default=None,
+    help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights as loaded "
+         "[default: auto, int8 on the CPU, none on a GPU].")
+
 model_options = _stack(
     click.option("--model", "model_id", metavar="ID|PATH", default=None,
                  help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
                       "HuggingFaceTB/SmolVLM-Instruct]."),
-    click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
-                 help="Where the model runs [default: cuda > mps > cpu]."),
-    click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
-                 help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
+    device_option,
+    dtype_option,
     click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
                  help="Frame budget for the whole video [default: the recipe's, 50]."),
-    click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
-                 help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
-                      "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
+    quantize_option,
     click.option("--no-cache", "no_cache", is_flag=True,
                  help="Neither read nor store encoded frames in the frame cache "
                       "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or ~/.cache/videovlm]."),
 )
 """The options every command that runs the model shares: --model, --device, --dtype, -n,
 --quantize, --no-cache."""
+
+
+asr_options = _stack(
+    click.option("--asr-model", "asr_model_id", metavar="ID|PATH", default=None,
+                 help=f"Speech-recognition model: a Whisper hub id or local checkpoint folder "
+                      f"[default: $VIDEOVLM_ASR_MODEL or {DEFAULT_ASR_MODEL}]."),
+    click.option("--asr-language", metavar="CODE", default=None,
+                 help="The language spoken (en, fr, ...) [default: detected per 30 s window]."),
+)
+"""The speech-recognition options (--asr-model, --asr-language): ``transcribe``'s, and those of
+every command that takes ``--transcribe``."""
 
 
 def schema_options(*keys: str) -> Decorator:
@@ -170,20 +187,32 @@ def say_problems(exc: QuestionsFileError) -> None:
 def load_model(model_id: str | None, device: str | None, dtype: str | None,
                quiet: bool = False, no_cache: bool = False,
                quantize: str | None = None) -> Model:
-    """Load the model once per command, saying which one and where (unless quiet).
-
-    Hugging Face's own "Loading weights" bar is switched off when nobody watches a terminal or
-    ``--quiet`` was given: in a log it is noise between our lines.
-    """
-    if quiet or not sys.stderr.isatty():
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    """Load the model once per command, saying which one and where (unless quiet)."""
+    _hub_bars(quiet)
     model = Model.load(model_id, device=device, dtype=dtype, quantize=quantize,
                        cache=not no_cache)
     logging.getLogger("videovlm").info("loaded %s on %s (%s, quantization %s)", model.id,
                                        model.device, model.dtype, model.quantization)
     return model
+
+
+def load_speech_model(model_id: str | None, device: str | None, dtype: str | None,
+                      quiet: bool = False, quantize: str | None = None) -> SpeechModel:
+    """Load the speech-recognition model once per command, saying which one (unless quiet)."""
+    _hub_bars(quiet)
+    model = SpeechModel.load(model_id, device=device, dtype=dtype, quantize=quantize)
+    logging.getLogger("videovlm").info("loaded %s on %s (%s, quantization %s)", model.id,
+                                       model.device, model.dtype, model.quantization)
+    return model
+
+
+def _hub_bars(quiet: bool) -> None:
+    """Hugging Face's own "Loading weights" bar off when nobody watches a terminal or
+    ``--quiet`` was given: in a log it is noise between our lines."""
+    if quiet or not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def stems(videos: Sequence[str]) -> list[str]:
