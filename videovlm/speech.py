@@ -84,11 +84,14 @@ def open_audio(path: str | os.PathLike[str], video_start_s: float = 0.0) -> Audi
     """
     import av
 
-    container = av.open(os.fspath(path), metadata_errors="ignore")
+    try:
+        container = av.open(os.fspath(path), metadata_errors="ignore")
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{path}: not a readable media file ({exc})") from None
     if not container.streams.audio:
         container.close()
         return None
-    chunks = _resampled(container, container.streams.audio[0])
+    chunks = _resampled(container, container.streams.audio[0], os.fspath(path))
     try:
         first_time, first = next(chunks)
     except StopIteration:  # a track that decodes to nothing: no speech either
@@ -100,20 +103,29 @@ def open_audio(path: str | os.PathLike[str], video_start_s: float = 0.0) -> Audi
     return Audio(start_s=first_time - video_start_s, chunks=samples)
 
 
-def _resampled(container: Any, stream: Any) -> Iterator[tuple[float, np.ndarray]]:
-    """(the decoded frame's time in seconds, its samples at 16 kHz mono float32), frame by frame;
-    the container is closed when the stream ends or the reader stops."""
+def _resampled(container: Any, stream: Any, path: str) -> Iterator[tuple[float, np.ndarray]]:
+    """(the first decoded frame's time in seconds, the samples at 16 kHz mono float32), frame by
+    frame; the container is closed when the stream ends or the reader stops. A track that
+    breaks off (a cut-off file) ends there, with a warning: what was heard is still said."""
     import av
 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     stream.thread_type = "AUTO"
     first_time: float | None = None
+    heard = 0
     try:
-        for frame in container.decode(stream):
-            if first_time is None and frame.time is not None:
-                first_time = float(frame.time)
-            for out in resampler.resample(frame):
-                yield first_time or 0.0, out.to_ndarray().reshape(-1)
+        try:
+            for frame in container.decode(stream):
+                if first_time is None and frame.time is not None:
+                    first_time = float(frame.time)
+                for out in resampler.resample(frame):
+                    heard += out.samples
+                    yield first_time or 0.0, out.to_ndarray().reshape(-1)
+        except av.FFmpegError as exc:
+            if first_time is None:
+                raise
+            log.warning("%s: the audio track breaks off after %.1f s (%s); transcribed up to "
+                        "there", path, heard / SAMPLE_RATE, exc)
         for out in resampler.resample(None):
             yield first_time or 0.0, out.to_ndarray().reshape(-1)
     finally:
@@ -284,6 +296,9 @@ class SpeechModel:
 
         features = self.feature_extractor(samples, sampling_rate=SAMPLE_RATE,
                                           return_tensors="pt").input_features
+        # transformers runs the encoder once more for the no-speech probability, and once more
+        # to detect the language when none is given; handing it encoder_outputs instead of
+        # features breaks its no-speech detector (transformers 5.24), so the features it is
         with torch.inference_mode(), _transformers_errors_only():
             out = self.network.generate(
                 input_features=features.to(self.device, getattr(torch, self.dtype)),

@@ -38,6 +38,20 @@ Shapes: ``tiny`` keeps each family's image layout (384 px / patch 14 / scale 3 -
 seconds); ``256m`` and ``2b`` are the public dimensions with random weights, so their timings are
 the real model's. The default family of a shape is the model it mirrors (``256m`` -> smolvlm,
 ``tiny`` and ``2b`` -> idefics3).
+
+Whisper (:func:`make_whisper_checkpoint`, ``tiny-asr``), for speech recognition: the real
+``WhisperForConditionalGeneration``. ``base`` and ``small`` have openai/whisper-base's and
+-small's dimensions (openai/whisper's ``ModelDimensions``: 80 mels, 1500 audio positions, 448
+text positions, width 512 / 768, 8 / 12 heads, 6 / 12 layers each side, feed-forward 4x the
+width, vocabulary 51865). The token layout is the multilingual tokenizer's: 50257 byte-level
+BPE entries (here trained offline on the corpus below, padded with unreachable entries), then
+``<|endoftext|>`` 50257, ``<|startoftranscript|>`` 50258, the 99 languages ``<|en|>`` 50259 to
+``<|su|>`` 50357, ``<|translate|>``, ``<|transcribe|>``, ``<|startoflm|>``, ``<|startofprev|>``,
+``<|nospeech|>``, ``<|notimestamps|>`` 50363 and the 1501 timestamps ``<|0.00|>`` 50364 to
+``<|30.00|>`` 51864; the generation config carries what timestamped multilingual generation
+reads (``no_timestamps_token_id``, ``lang_to_id``, ``task_to_id``, ``max_initial_timestamp_index``
+50 = 1 s, ``begin_suppress_tokens`` space and end of text). ``tiny`` keeps that layout after a
+small BPE, with width 64 and 2 layers.
 """
 
 from __future__ import annotations
@@ -419,7 +433,8 @@ def _language_tokens() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m videovlm.testing tiny-model DIR [--family F] [--shape S] [--context N]``."""
+    """``python -m videovlm.testing tiny-model DIR [--family F] [--shape S] [--context N]``, or
+    ``tiny-asr DIR [--shape tiny|base|small]`` (Whisper)."""
     parser = argparse.ArgumentParser(prog="python -m videovlm.testing")
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("tiny-model", help="write a random-weight checkpoint of the real model")
@@ -427,7 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--family", choices=FAMILIES, default=None)
     tiny.add_argument("--shape", choices=SHAPES, default="tiny")
     tiny.add_argument("--context", type=int, default=None, help="override the positions")
+    asr = sub.add_parser("tiny-asr", help="write a random-weight Whisper checkpoint")
+    asr.add_argument("dir")
+    asr.add_argument("--shape", choices=ASR_SHAPES, default="tiny")
     args = parser.parse_args(argv)
+    if args.command == "tiny-asr":
+        print(make_whisper_checkpoint(args.dir, args.shape))
+        return 0
     path = make_checkpoint(args.dir, args.family, args.shape, context=args.context)
     print(path)
     return 0
