@@ -184,9 +184,13 @@ def test_transcribe_command_prints_subrip_without_an_output_folder(tiny_whisper,
     (["--asr-model", "/no/such/whisper"], "--asr-model takes a checkpoint folder"),
     (["-o", "OUT", "-f", "srt,docx"], "unknown transcript format 'docx'"),
     (["-f", "srt"], "-f/--format needs an output folder"),
+    (["--asr-model", "TINY", "--asr-language", "klingon", "--quiet"],
+     "unknown speech language 'klingon'"),
 ])
-def test_transcribe_command_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
-    args = [str(tmp_path / a) if a == "OUT" else a for a in args]
+def test_transcribe_command_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys,
+                                                         tiny_whisper):
+    names = {"OUT": str(tmp_path / "out"), "TINY": str(tiny_whisper)}
+    args = [names.get(a, a) for a in args]
     assert run_cli(["transcribe", str(SPEECH), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("videovlm: error:")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from videovlm.dialogue import Cue
-from videovlm.errors import InputError, ModelError
+from videovlm.errors import InputError, ModelError, VideoVLMError
 from videovlm.model import pick_runtime, resolve
 from videovlm.probe import VideoInfo, probe
 
@@ -258,6 +258,7 @@ class SpeechModel:
         ``generation``: more ``generate`` arguments (benchmarks fix ``max_new_tokens``). A video
         with no audio track gives no cue and logs one warning.
         """
+        language = self._language(language)
         info = info or probe(path)
         audio = open_audio(path, info.start_s)
         if audio is None:
@@ -283,6 +284,21 @@ class SpeechModel:
             else:
                 window.advance(len(samples))
 
+    def _language(self, language: str | None) -> str | None:
+        """``language`` as Whisper's code (``fr`` for ``French`` too); a language this model
+        does not know is one line, before any work."""
+        if language is None:
+            return None
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+        code = language.strip().lower()
+        code = TO_LANGUAGE_CODE.get(code, code)
+        known = getattr(self.network.generation_config, "lang_to_id", None) or {}
+        if code not in LANGUAGES or f"<|{code}|>" not in known:
+            raise VideoVLMError(f"unknown speech language {language!r}: give a Whisper language "
+                                "code such as en, fr, de, es, ja or zh (or its English name)")
+        return code
+
     def transcribe(self, path: str | os.PathLike[str], *, info: VideoInfo | None = None,
                    language: str | None = None, **generation: Any) -> list[Cue]:
         """:meth:`cues`, all of them, in time order."""
@@ -298,7 +314,7 @@ class SpeechModel:
                                           return_tensors="pt").input_features
         # transformers runs the encoder once more for the no-speech probability, and once more
         # to detect the language when none is given; handing it encoder_outputs instead of
-        # features breaks its no-speech detector (transformers 5.24), so the features it is
+        # features breaks its no-speech detector (transformers 5.24), so it gets the features
         with torch.inference_mode(), _transformers_errors_only():
             out = self.network.generate(
                 input_features=features.to(self.device, getattr(torch, self.dtype)),
