@@ -9,7 +9,7 @@ window. So no word is split between windows and no overlap has to be stitched ba
 chunked alternative, overlapping windows merged by their longest common token run, guesses at the
 seams), and only one window of samples (~2 MB) and one decoded audio frame are ever in memory,
 whatever the track's length. Windows cannot be batched this way (each starts where the last one
-ended); on a CPU a batch buys little, and on a GPU a 10-minute talk still takes seconds.
+ended); on a CPU a batch would buy little.
 
 Silence is skipped as Whisper does (a window whose "no speech" probability is over 0.6 and whose
 text is unlikely, mean log-probability under -1, gives no cue), which keeps the model from
@@ -42,8 +42,8 @@ log = logging.getLogger("videovlm")
 
 DEFAULT_ASR_MODEL = "openai/whisper-base"
 """The speech model used when none is named: multilingual (99 languages), 74 M parameters; on
-2 CPU cores it transcribes a minute of speech in seconds where whisper-small takes about three
-times as long (benchmarks/results/asr.md)."""
+2 CPU cores (int8) a minute of speech cost it 30 CPU-seconds, whisper-small 105
+(benchmarks/results/asr.md)."""
 SAMPLE_RATE = 16_000
 """What every Whisper hears: 16 kHz mono."""
 NO_SPEECH_THRESHOLD = 0.6
