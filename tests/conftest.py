@@ -246,3 +246,15 @@ def frame_cache_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> Ite
         os.environ.pop("VIDEOVLM_CACHE", None)
     else:
         os.environ["VIDEOVLM_CACHE"] = before
+
+
+# --- Speech-recognition fixtures (asr): a random-weight Whisper of the real architecture ---------
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny WhisperForConditionalGeneration (80 mel bins, 30 s windows, Whisper's token
+    layout with timestamps), loaded by SpeechModel.load(path) like a downloaded one."""
+    from videovlm.testing import make_whisper_checkpoint
+
+    return make_whisper_checkpoint(tmp_path_factory.mktemp("tiny_whisper"), "tiny")

@@ -415,3 +415,38 @@ def truncate(src: str | Path, dst: str | Path, keep: float) -> Path:
 def indices_of(frames: Sequence[np.ndarray]) -> list[int]:
     """The drawn index of each upright frame."""
     return [read_index(f) for f in frames]
+
+
+def shift_streams(src: str | Path, dst: str | Path, video_s: float, audio_s: float) -> Path:
+    """``src``'s pictures and sound in ``dst`` (MKV), the video's packets copied with their
+    timestamps moved by ``video_s``, the audio decoded and stored as 16-bit PCM from ``audio_s``
+    on: PCM has no encoder delay (AAC's priming samples), so each stream starts exactly where
+    the test put it, and two files shifted differently hold the very same samples."""
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        video_in = inp.streams.video[0]
+        video = out.add_stream_from_template(video_in)
+        audio_in = inp.streams.audio[0]
+        rate = audio_in.rate
+        audio = out.add_stream("pcm_s16le", rate=rate)
+        audio.layout = "mono"
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        written = 0
+        for packet in inp.demux(video_in, audio_in):
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "video":
+                delta = round(Fraction(video_s).limit_denominator(1000) / packet.time_base)
+                packet.pts += delta
+                packet.dts += delta
+                packet.stream = video
+                out.mux(packet)
+                continue
+            for frame in packet.decode():
+                for pcm in resampler.resample(frame):
+                    pcm.pts = round(audio_s * rate) + written
+                    pcm.time_base = Fraction(1, rate)
+                    written += pcm.samples
+                    out.mux(audio.encode(pcm))
+        out.mux(audio.encode(None))
+    return dst

@@ -6,9 +6,10 @@ Lazy imports, in one place: these libraries are imported only inside the functio
 them, so ``import videovlm`` and ``videovlm frames`` never load a deep-learning stack and a
 missing optional one is simply absent: ``torch``, ``transformers`` and ``huggingface_hub`` (the
 model stage), ``av``, ``cv2``, ``decord`` and ``torchcodec`` (each decoding backend, when it
-runs), ``scenedetect`` (scene mode), ``ray`` (the Ray engine). ``Model``, ``describe`` and
-``ask`` below load on first use for the same reason. Every other import, every videovlm module
-included, sits at the top of its file. The map of the modules is ``docs/ARCHITECTURE.md``.
+runs), ``scenedetect`` (scene mode), ``ray`` (the Ray engine). ``Model``, ``describe``,
+``ask``, ``SpeechModel`` and ``transcribe`` below load on first use for the same reason. Every
+other import, every videovlm module included, sits at the top of its file. The map of the
+modules is ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "Model",
     "Result",
     "Segment",
+    "SpeechModel",
     "VideoInfo",
     "__version__",
     "ask",
@@ -35,11 +37,13 @@ __all__ = [
     "plan",
     "probe",
     "sample_frames",
+    "transcribe",
 ]
 
 # Loaded on first use, so ``import videovlm`` (and ``videovlm frames``) never imports torch.
 _LAZY = {"Model": "videovlm.model", "describe": "videovlm.api", "ask": "videovlm.api",
-         "find": "videovlm.api"}
+         "find": "videovlm.api",
+         "SpeechModel": "videovlm.speech", "transcribe": "videovlm.speech"}
 
 
 def __getattr__(name: str):

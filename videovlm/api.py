@@ -153,15 +153,20 @@ def describe(
     dtype: str | None = None,
     subtitles: str | None = None,
     subtitle_lang: str | None = None,
+    transcribe: bool | None = None,
+    asr_model: str | None = None,
 ) -> Result:
     """Timestamped descriptions of one video: per scene (default) or one timeline prompt.
 
     ``mode`` picks the describing task (:data:`videovlm.tasks.DESCRIBE_MODES`); the recipe
     defaults to that task's. ``n`` is the frame budget for the whole video. ``subtitles``
-    (``auto``, ``none`` or a file) and ``subtitle_lang`` override the recipe's ``[dialogue]``.
+    (``auto``, ``none`` or a file) and ``subtitle_lang`` override the recipe's ``[dialogue]``;
+    ``transcribe`` takes the dialogue from speech recognition instead (``asr_model``: a
+    Whisper ``ID|PATH``).
     """
-    rec = describe_recipe(mode, recipe).with_overrides(subtitles=subtitles,
-                                                       subtitle_lang=subtitle_lang)
+    rec = describe_recipe(mode, recipe).with_overrides(
+        subtitles=subtitles, subtitle_lang=subtitle_lang, transcribe=transcribe,
+        asr_model=asr_model)
     return run_recipe(rec, path, model=model, device=device, dtype=dtype, n=n, backend=backend)
 
 
@@ -193,20 +198,23 @@ def ask(
     dtype: str | None = None,
     subtitles: str | None = None,
     subtitle_lang: str | None = None,
+    transcribe: bool | None = None,
+    asr_model: str | None = None,
 ) -> Result:
     """Answer questions about one video, encoding its frames once for all of them.
 
     With ``choices`` every question is multiple choice: the options are shown as ``A. text``
-    lines and each answer's ``choice`` is a valid letter. ``subtitles`` and ``subtitle_lang``
-    are :func:`describe`'s.
+    lines and each answer's ``choice`` is a valid letter. ``subtitles``, ``subtitle_lang``,
+    ``transcribe`` and ``asr_model`` are :func:`describe`'s.
     """
     qs = [questions] if isinstance(questions, str) else list(questions)
     if not qs or not all(q.strip() for q in qs):
         raise VideoVLMError("give at least one non-empty question (-q)")
     if choices is not None and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
-    rec = ask_recipe(choices, recipe).with_overrides(subtitles=subtitles,
-                                                     subtitle_lang=subtitle_lang)
+    rec = ask_recipe(choices, recipe).with_overrides(
+        subtitles=subtitles, subtitle_lang=subtitle_lang, transcribe=transcribe,
+        asr_model=asr_model)
     return run_recipe(rec, path, model=model, questions=qs, choices=choices, device=device,
                       dtype=dtype, n=n, backend=backend)
 

@@ -74,13 +74,18 @@ class DialogueSettings:
 
     subtitles: str = AUTO
     subtitle_lang: str | None = None
-    # speech recognition (``--transcribe``) adds its own fields here and its source in
-    # :func:`find_dialogue`
+    # speech recognition (``--transcribe``): the audio's transcript is the dialogue instead
+    # (:func:`videovlm.speech.speech_dialogue`), with this model and language
+    transcribe: bool = False
+    asr_model: str | None = None
+    asr_language: str | None = None
 
     @classmethod
     def from_recipe(cls, section: dict[str, Any]) -> DialogueSettings:
         return cls(subtitles=section.get("subtitles", AUTO),
-                   subtitle_lang=section.get("subtitle_lang"))
+                   subtitle_lang=section.get("subtitle_lang"),
+                   transcribe=bool(section.get("transcribe", False)),
+                   asr_model=section.get("asr_model"), asr_language=section.get("asr_language"))
 
     @property
     def off(self) -> bool:
@@ -330,8 +335,8 @@ def find_dialogue(path: str | os.PathLike[str], info: VideoInfo,
     the first in ``settings.subtitle_lang`` when one is asked. Times are moved onto the
     frames' clock: a stream's packets are on the container's timeline (the video's first
     frame is ``info.start_s`` on it); a sidecar is timed from the start of playback, the
-    container's start, as players show it. (Speech recognition, ``--transcribe``, plugs in here
-    as one more source returning its cues.)
+    container's start, as players show it. (Speech recognition, ``--transcribe``, is the other
+    source: :func:`videovlm.speech.speech_dialogue`, chosen by :func:`videovlm.video.load_video`.)
     """
     if settings.off:
         return None

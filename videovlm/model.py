@@ -60,8 +60,8 @@ _DTYPES = {
 }
 _DEVICES = ("cuda", "mps", "cpu")
 _HOW_TO_GET = (
-    "pass a local checkpoint with --model PATH, or set HF_HUB_OFFLINE=1 with a cached copy, or run "
-    "`hf download {id}` on a connected machine"
+    "pass a local checkpoint with {option} PATH, or set HF_HUB_OFFLINE=1 with a cached copy, or "
+    "run `hf download {id}` on a connected machine"
 )
 
 
@@ -70,11 +70,14 @@ def default_model_id() -> str:
     return os.environ.get("VIDEOVLM_MODEL") or DEFAULT_MODEL
 
 
-def resolve(model_id: str) -> tuple[Path, str | None]:
+def resolve(model_id: str, *, option: str = "--model",
+            example: str = DEFAULT_MODEL) -> tuple[Path, str | None]:
     """A local folder for ``model_id`` and its revision; fail fast (one line) when there is none.
 
     A hub id is looked up in the local cache first; only when it is missing do we ask the hub,
     with short timeouts, so an offline machine answers in seconds instead of retrying for minutes.
+    ``option`` and ``example`` are what the messages name (``--asr-model`` and a Whisper id for
+    the speech model, :mod:`videovlm.speech`): every model is found by this one rule.
     """
     path = Path(model_id).expanduser()
     if path.is_dir():
@@ -84,8 +87,8 @@ def resolve(model_id: str) -> tuple[Path, str | None]:
     if path.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
         what = "a file, not a folder" if path.exists() else "no such folder"
         raise ModelError(
-            f"model {model_id!r} not found ({what}): --model takes a checkpoint folder (with "
-            "config.json) or a hub id like HuggingFaceTB/SmolVLM-Instruct"
+            f"model {model_id!r} not found ({what}): {option} takes a checkpoint folder (with "
+            f"config.json) or a hub id like {example}"
         )
 
     from huggingface_hub import snapshot_download
@@ -100,13 +103,13 @@ def resolve(model_id: str) -> tuple[Path, str | None]:
         if offline:
             raise ModelError(
                 f"model {model_id} is not in the local cache and HF_HUB_OFFLINE is set: "
-                + _HOW_TO_GET.format(id=model_id)
+                + _HOW_TO_GET.format(id=model_id, option=option)
             ) from None
-        folder = _download(model_id)
+        folder = _download(model_id, option)
     return Path(folder), Path(folder).name
 
 
-def _download(model_id: str) -> str:
+def _download(model_id: str, option: str) -> str:
     """Download from the hub, failing in seconds when it cannot be reached."""
     from huggingface_hub import HfApi, snapshot_download
 
@@ -116,15 +119,25 @@ def _download(model_id: str) -> str:
         reason = type(exc).__name__
         raise ModelError(
             f"model {model_id} is not downloaded and the Hugging Face Hub cannot be reached "
-            f"({reason}): " + _HOW_TO_GET.format(id=model_id)
+            f"({reason}): " + _HOW_TO_GET.format(id=model_id, option=option)
         ) from None
     try:
         return snapshot_download(model_id, etag_timeout=10)
     except Exception as exc:
         raise ModelError(
             f"downloading {model_id} failed ({type(exc).__name__}): "
-            + _HOW_TO_GET.format(id=model_id)
+            + _HOW_TO_GET.format(id=model_id, option=option)
         ) from None
+
+
+def pick_runtime(device: str | None, dtype: str | None,
+                 quantize: str | None) -> tuple[str, str, str]:
+    """The device, dtype and quantization a model runs with, from the user's choices (``None``
+    or ``auto``: cuda > mps > cpu, bf16 on a GPU and fp32 on the CPU, int8 on the CPU in fp32);
+    a bad choice is one ``ModelError`` line. Shared by every model videovlm loads."""
+    dev = _pick_device(device)
+    dt = _pick_dtype(dtype, dev)
+    return dev, dt, _pick_quantization(quantize, dev, dt)
 
 
 def _pick_device(device: str | None) -> str:
@@ -350,9 +363,7 @@ class Model:
                 f"{model_id} is a {config.get('model_type')!r} model; videovlm runs SmolVLM "
                 "checkpoints (model_type idefics3 or smolvlm)"
             )
-        dev = _pick_device(device)
-        dt = _pick_dtype(dtype, dev)
-        quant = _pick_quantization(quantize, dev, dt)
+        dev, dt, quant = pick_runtime(device, dtype, quantize)
 
         import torch
         from transformers import AutoModelForImageTextToText, AutoTokenizer

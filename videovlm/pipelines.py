@@ -112,6 +112,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "over_budget": Option(str, "fewer_frames", "when the dialogue does not fit the "
                               "context: fewer frames, or trim the dialogue",
                               choices=OVER_BUDGET_RULES),
+        "transcribe": Option(bool, False, "speech recognition (Whisper) on the audio track: its "
+                             "timed text is the dialogue, instead of subtitles"),
+        "asr_model": Option(str, None, "the speech-recognition model (a Whisper hub id or "
+                            "local folder; unset: $VIDEOVLM_ASR_MODEL or openai/whisper-base)"),
+        "asr_language": Option(str, None, "the language spoken (en, fr...; unset: detected)"),
     },
     "outputs": {
         "formats": Option(list, ["json"], "files written per video", choices=(*WRITERS, "all")),

@@ -38,6 +38,20 @@ Shapes: ``tiny`` keeps each family's image layout (384 px / patch 14 / scale 3 -
 seconds); ``256m`` and ``2b`` are the public dimensions with random weights, so their timings are
 the real model's. The default family of a shape is the model it mirrors (``256m`` -> smolvlm,
 ``tiny`` and ``2b`` -> idefics3).
+
+Whisper (:func:`make_whisper_checkpoint`, ``tiny-asr``), for speech recognition: the real
+``WhisperForConditionalGeneration``. ``base`` and ``small`` have openai/whisper-base's and
+-small's dimensions (openai/whisper's ``ModelDimensions``: 80 mels, 1500 audio positions, 448
+text positions, width 512 / 768, 8 / 12 heads, 6 / 12 layers each side, feed-forward 4x the
+width, vocabulary 51865). The token layout is the multilingual tokenizer's: 50257 byte-level
+BPE entries (here trained offline on the corpus below, padded with unreachable entries), then
+``<|endoftext|>`` 50257, ``<|startoftranscript|>`` 50258, the 99 languages ``<|en|>`` 50259 to
+``<|su|>`` 50357, ``<|translate|>``, ``<|transcribe|>``, ``<|startoflm|>``, ``<|startofprev|>``,
+``<|nospeech|>``, ``<|notimestamps|>`` 50363 and the 1501 timestamps ``<|0.00|>`` 50364 to
+``<|30.00|>`` 51864; the generation config carries what timestamped multilingual generation
+reads (``no_timestamps_token_id``, ``lang_to_id``, ``task_to_id``, ``max_initial_timestamp_index``
+50 = 1 s, ``begin_suppress_tokens`` space and end of text). ``tiny`` keeps that layout after a
+small BPE, with width 64 and 2 layers.
 """
 
 from __future__ import annotations
@@ -300,8 +314,127 @@ def make_checkpoint(
     return out
 
 
+# --- Whisper (speech recognition) ----------------------------------------------------------------
+
+ASR_SHAPES: tuple[str, ...] = ("tiny", "base", "small")
+
+
+@dataclass(frozen=True)
+class _AsrDims:
+    """One Whisper's sizes: encoder and decoder share width, heads and feed-forward size."""
+
+    d_model: int
+    layers: int
+    heads: int
+    ffn: int
+    base_vocab: int | None  # byte-level BPE entries before the specials; None: as trained
+    positions: int  # the decoder's: tokens one 30 s window may hold, prompt included
+
+
+def _asr_dims(shape: str) -> _AsrDims:
+    """``base``/``small``: openai/whisper-base and -small's ``config.json``; ``tiny``: a few MB,
+    whose decoder holds 64 positions instead of 448 (random weights rarely end a window early:
+    a window then costs 60 tokens, not 444, and tests stay fast, as the VLM's ``--context``)."""
+    if shape == "tiny":
+        return _AsrDims(64, 2, 4, 128, None, 64)
+    if shape == "base":
+        return _AsrDims(512, 6, 8, 2048, 50257, 448)
+    if shape == "small":
+        return _AsrDims(768, 12, 12, 3072, 50257, 448)
+    raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(ASR_SHAPES)}")
+
+
+# Whisper's vocabulary after the byte-level BPE, in its order (openai/whisper-base's
+# tokenizer.json; the multilingual models before large-v3 have 99 languages, LANGUAGES' first).
+_ASR_TASKS = ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
+              "<|nospeech|>", "<|notimestamps|>"]
+_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>, one per 20 ms
+
+
+def _whisper_tokenizer(base_vocab: int | None):  # -> WhisperTokenizer
+    """Whisper's tokenizer layout on a byte-level BPE trained offline on :data:`_CORPUS`:
+    ``<|endoftext|>`` right after the BPE entries, then ``<|startoftranscript|>``, the 99
+    language tokens, the task and control tokens and the 1501 timestamps, as the hub's. With
+    ``base_vocab`` the BPE is padded with unreachable entries to that size, so every id of the
+    real model (51865 for the multilingual ones) is where it is there."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers.models.whisper.tokenization_whisper import WhisperTokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=1024, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = dict(state["vocab"])
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    for i in range(len(vocab), base_vocab or len(vocab)):
+        vocab[f"unused{i}"] = i
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges)
+    specials = ["<|endoftext|>", "<|startoftranscript|>", *_language_tokens(), *_ASR_TASKS]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(_TIMESTAMPS)])
+    return tokenizer
+
+
+def make_whisper_checkpoint(dir: str | os.PathLike[str], shape: str = "tiny", *,
+                            seed: int = 0) -> Path:
+    """Write a random-weight ``WhisperForConditionalGeneration`` with the real tokenizer layout,
+    feature extractor (80 mel bins, 16 kHz, 30 s windows) and generation config (the fields
+    timestamped, multilingual generation reads: ``no_timestamps_token_id``, ``lang_to_id``,
+    ``task_to_id``, ``max_initial_timestamp_index``...) to ``dir``; return its path.
+    ``base``/``small`` have those models' layer sizes, so their timings are the real ones."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
+
+    dims = _asr_dims(shape)
+    out = Path(dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _whisper_tokenizer(dims.base_vocab)
+    ids = tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=dims.d_model,
+        encoder_layers=dims.layers, decoder_layers=dims.layers,
+        encoder_attention_heads=dims.heads, decoder_attention_heads=dims.heads,
+        encoder_ffn_dim=dims.ffn, decoder_ffn_dim=dims.ffn,
+        max_source_positions=1500, max_target_positions=dims.positions,
+        pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
+        begin_suppress_tokens=[ids("Ġ"), eot], tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    lang_to_id = {token: ids(token) for token in _language_tokens()}
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
+        max_length=448, begin_suppress_tokens=[ids("Ġ"), eot], suppress_tokens=[],
+        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
+        is_multilingual=True, lang_to_id=lang_to_id,
+        task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
+        forced_decoder_ids=None, max_initial_timestamp_index=50, return_timestamps=False,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160,
+                            chunk_length=30, n_fft=400).save_pretrained(out)
+    return out
+
+
+def _language_tokens() -> list[str]:
+    """``<|en|>`` ... : the 99 languages of the multilingual Whisper models before large-v3."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return [f"<|{code}|>" for code in list(LANGUAGES)[:99]]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m videovlm.testing tiny-model DIR [--family F] [--shape S] [--context N]``."""
+    """``python -m videovlm.testing tiny-model DIR [--family F] [--shape S] [--context N]``, or
+    ``tiny-asr DIR [--shape tiny|base|small]`` (Whisper)."""
     parser = argparse.ArgumentParser(prog="python -m videovlm.testing")
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("tiny-model", help="write a random-weight checkpoint of the real model")
@@ -309,7 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--family", choices=FAMILIES, default=None)
     tiny.add_argument("--shape", choices=SHAPES, default="tiny")
     tiny.add_argument("--context", type=int, default=None, help="override the positions")
+    asr = sub.add_parser("tiny-asr", help="write a random-weight Whisper checkpoint")
+    asr.add_argument("dir")
+    asr.add_argument("--shape", choices=ASR_SHAPES, default="tiny")
     args = parser.parse_args(argv)
+    if args.command == "tiny-asr":
+        print(make_whisper_checkpoint(args.dir, args.shape))
+        return 0
     path = make_checkpoint(args.dir, args.family, args.shape, context=args.context)
     print(path)
     return 0

@@ -25,6 +25,7 @@ from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare
 from videovlm.probe import VideoInfo, probe
 from videovlm.scenes import allocate_frames, detect_scenes
+from videovlm.speech import speech_dialogue
 from videovlm.windows import Span
 
 
@@ -131,7 +132,9 @@ def load_video(
 
     if dialogue is None:
         t0 = time.perf_counter()
-        dialogue = find_dialogue(path, info, DialogueSettings.from_recipe(rec.dialogue))
+        settings = DialogueSettings.from_recipe(rec.dialogue)
+        source = speech_dialogue if settings.transcribe else find_dialogue
+        dialogue = source(path, info, settings)
         timing["dialogue"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

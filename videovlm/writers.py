@@ -17,13 +17,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import srt
 import webvtt
 from PIL import Image
 from webvtt.models import Timestamp
 
+from videovlm.dialogue import Cue
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write, format_time
 from videovlm.result import Relevance, Result
@@ -56,30 +57,48 @@ def _jsonl(result: Result, stem: str) -> dict[str, bytes]:
     return {f"{stem}.jsonl": (text + "\n").encode()}
 
 
-def _srt(result: Result, stem: str) -> dict[str, bytes]:
+class Timed(Protocol):
+    """Anything shown from ``start_s`` to ``end_s``: a result's segment, a line of dialogue."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+def srt_bytes(items: Sequence[Timed]) -> bytes:
+    """SubRip of timed texts, one cue each: the one home of SRT (segments and transcripts)."""
     subs = [
         srt.Subtitle(
             index=i,
-            start=_dt.timedelta(seconds=seg.start_s),
-            end=_dt.timedelta(seconds=seg.end_s),
-            content=_cue_lines(seg.text),
+            start=_dt.timedelta(seconds=item.start_s),
+            end=_dt.timedelta(seconds=item.end_s),
+            content=_cue_lines(item.text),
         )
-        for i, seg in enumerate(result.segments, 1)
+        for i, item in enumerate(items, 1)
     ]
-    return {f"{stem}.srt": srt.compose(subs).encode()}
+    return srt.compose(subs).encode()
+
+
+def vtt_bytes(items: Sequence[Timed]) -> bytes:
+    """WebVTT of timed texts, one cue each (segments and transcripts)."""
+    captions = [
+        webvtt.Caption(
+            start=str(Timestamp.from_seconds(item.start_s)),
+            end=str(Timestamp.from_seconds(item.end_s)),
+            # WebVTT cue text is markup: &, < and > must be escaped to show as written
+            text=html.escape(_cue_lines(item.text), quote=False),
+        )
+        for item in items
+    ]
+    return webvtt.WebVTT(captions=captions).content.encode()
+
+
+def _srt(result: Result, stem: str) -> dict[str, bytes]:
+    return {f"{stem}.srt": srt_bytes(result.segments)}
 
 
 def _vtt(result: Result, stem: str) -> dict[str, bytes]:
-    captions = [
-        webvtt.Caption(
-            start=str(Timestamp.from_seconds(seg.start_s)),
-            end=str(Timestamp.from_seconds(seg.end_s)),
-            # WebVTT cue text is markup: &, < and > must be escaped to show as written
-            text=html.escape(_cue_lines(seg.text), quote=False),
-        )
-        for seg in result.segments
-    ]
-    return {f"{stem}.vtt": webvtt.WebVTT(captions=captions).content.encode()}
+    return {f"{stem}.vtt": vtt_bytes(result.segments)}
 
 
 def _facts(result: Result) -> list[tuple[str, str]]:
@@ -419,6 +438,10 @@ def write(result: Result, out_dir: Path, formats: Sequence[str] | str, stem: str
     files: dict[str, bytes] = {}
     for name in names:
         files.update(WRITERS[name].render(result, Path(stem).name))
+    heard = result.dialogue or {}
+    if heard.get("kind") == "speech":  # --transcribe: the whole transcript beside the outputs
+        cues = [Cue(c["start_s"], c["end_s"], c["text"]) for c in heard.get("transcript", [])]
+        files[f"{Path(stem).name}.transcript.srt"] = srt_bytes(cues)
     target_dir = Path(out_dir) / Path(stem).parent
     target_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -426,4 +449,42 @@ def write(result: Result, out_dir: Path, formats: Sequence[str] | str, stem: str
         path = target_dir / fname
         atomic_write(path, data)
         paths.append(path)
+    return paths
+
+
+TRANSCRIPT_FORMATS: tuple[str, ...] = ("srt", "vtt", "json")
+"""What ``videovlm transcribe -f`` writes, as ``<stem>.transcript.<format>``."""
+
+
+def transcript_formats(formats: str) -> list[str]:
+    """Transcript format names from ``"srt,json"`` (order kept, each once); a bad one is one
+    line, before any work."""
+    names = list(dict.fromkeys(n.strip().lower() for n in formats.split(",") if n.strip()))
+    unknown = [n for n in names if n not in TRANSCRIPT_FORMATS]
+    if unknown or not names:
+        raise VideoVLMError(f"unknown transcript format {(unknown or [''])[0]!r}: choose from "
+                            f"{', '.join(TRANSCRIPT_FORMATS)} (e.g. -f srt,json)")
+    return names
+
+
+def write_transcript(cues: Sequence[Timed], out_dir: Path, formats: Sequence[str], stem: str,
+                     about: dict[str, Any]) -> list[Path]:
+    """Write a transcript (speech recognition's cues) as ``out_dir/<stem>.transcript.<format>``
+    for each of :func:`transcript_formats`; the paths written. ``about`` (the video and the
+    model) goes into the JSON with the cues. Rendered first, then each file replaced
+    atomically, as :func:`write` does."""
+    names = list(formats)
+    cue_list = [{"start_s": c.start_s, "end_s": c.end_s, "text": c.text} for c in cues]
+    render = {
+        "srt": lambda: srt_bytes(cues),
+        "vtt": lambda: vtt_bytes(cues),
+        "json": lambda: (json.dumps({**about, "cues": cue_list}, indent=2, ensure_ascii=False)
+                         + "\n").encode(),
+    }
+    files = {f"{stem}.transcript.{name}": render[name]() for name in names}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fname, data in files.items():
+        atomic_write(Path(out_dir) / fname, data)
+        paths.append(Path(out_dir) / fname)
     return paths

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
 def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
           batch_size: int, questions_file: Path | None, formats: str | None, engine: str,
-          backend: str | None, subtitles: str | None, subtitle_lang: str | None,
+          backend: str | None, dialogue: dict[str, Any],
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
           n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
@@ -98,7 +98,7 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
         choice_recipe = load_recipe(tasks.for_questions(True).recipe)
     else:
         recipe = choice_recipe = load_recipe(tasks.get(tasks.DEFAULT_TASK).recipe)
-    dialogue = dialogue_overrides(subtitles, subtitle_lang, one_video=False)
+    dialogue = dialogue_overrides(dialogue, one_video=False)
     recipe = recipe.with_overrides(**dialogue)
     choice_recipe = choice_recipe.with_overrides(**dialogue)
     if questions_file and not tasks.get(recipe.task).questions:

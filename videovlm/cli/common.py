@@ -9,6 +9,7 @@ command met it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -25,6 +26,7 @@ from videovlm.model import QUANTIZATIONS, Model
 from videovlm.pipelines import KEY_SECTION, SCHEMA
 from videovlm.questions import QuestionsFileError
 from videovlm.sheet import contact_sheet
+from videovlm.speech import DEFAULT_ASR_MODEL, SpeechModel, shared_model
 from videovlm.writers import parse_formats, write
 
 if TYPE_CHECKING:
@@ -47,6 +49,16 @@ def _stack(*options: Decorator) -> Decorator:
     return decorate
 
 
+device_option = click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
+                             help="Where the model runs [default: cuda > mps > cpu].")
+dtype_option = click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
+                            help="Model weights' type [default: bfloat16 on GPU, float32 on CPU].")
+quantize_option = click.option(
+    "--quantize", type=click.Choice(QUANTIZATIONS), default=None,
+    help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights as loaded "
+         "[default: auto, int8 on the CPU, none on a GPU].")
+
+
 def model_options_for(frames_help: str) -> Decorator:
     """The model options, with ``-n``'s help saying what the command's frame budget covers (the
     whole video, or each window of ``find``)."""
@@ -54,15 +66,11 @@ def model_options_for(frames_help: str) -> Decorator:
         click.option("--model", "model_id", metavar="ID|PATH", default=None,
                      help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
                           "HuggingFaceTB/SmolVLM-Instruct]."),
-        click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
-                     help="Where the model runs [default: cuda > mps > cpu]."),
-        click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
-                     help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
+        device_option,
+        dtype_option,
         click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
                      help=frames_help),
-        click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
-                     help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
-                          "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
+        quantize_option,
         click.option("--no-cache", "no_cache", is_flag=True,
                      help="Neither read nor store encoded frames in the frame cache "
                           "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or "
@@ -76,6 +84,15 @@ model_options = model_options_for("Frame budget for the whole video [default: th
 
 
 _METAVARS = {"subtitles": "auto|none|FILE", "subtitle_lang": "LANG"}
+asr_options = _stack(
+    click.option("--asr-model", "asr_model_id", metavar="ID|PATH", default=None,
+                 help=f"Speech-recognition model: a Whisper hub id or local checkpoint folder "
+                      f"[default: $VIDEOVLM_ASR_MODEL or {DEFAULT_ASR_MODEL}]."),
+    click.option("--asr-language", metavar="CODE", default=None,
+                 help="The language spoken (en, fr, ...) [default: detected per 30 s window]."),
+)
+"""The speech-recognition options (--asr-model, --asr-language): ``transcribe``'s, and those of
+every command that takes ``--transcribe``."""
 
 
 def schema_options(*keys: str) -> Decorator:
@@ -110,16 +127,35 @@ def schema_options(*keys: str) -> Decorator:
 backend_option = schema_options("backend")
 """``--backend``: the decoder, a recipe override like any other."""
 
-dialogue_options = schema_options("subtitles", "subtitle_lang")
-"""``--subtitles auto|none|FILE`` and ``--subtitle-lang``: the dialogue every command that runs
-the model shows it (recipe overrides, checked by :func:`dialogue_overrides`). Speech
-recognition's ``--transcribe`` joins them here."""
+_DIALOGUE_KEYS = ("subtitles", "subtitle_lang", "transcribe", "asr_model_id", "asr_language")
 
 
-def dialogue_overrides(subtitles: str | None, subtitle_lang: str | None, *,
-                       one_video: bool = True) -> dict[str, Any]:
-    """The recipe overrides of the dialogue options, a FILE read now (a missing or garbled one
-    fails before the model loads). A FILE is one video's: refused for a folder or a server."""
+def dialogue_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--subtitles auto|none|FILE``, ``--subtitle-lang``, ``--transcribe`` and the speech
+    model's options: the dialogue every command that runs the model shows it. The command
+    receives them as one ``dialogue`` mapping, for :func:`dialogue_overrides`."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        kwargs["dialogue"] = {k: kwargs.pop(k) for k in _DIALOGUE_KEYS}
+        return f(*args, **kwargs)
+
+    return _stack(
+        schema_options("subtitles", "subtitle_lang"),
+        click.option("--transcribe", is_flag=True, default=None,
+                     help="Speech recognition (Whisper) on the audio track: its timed text is "
+                          "the dialogue, instead of subtitles; also written as "
+                          "<name>.transcript.srt."),
+        asr_options,
+    )(command)
+
+
+def dialogue_overrides(dialogue: dict[str, Any], *, one_video: bool = True) -> dict[str, Any]:
+    """The recipe overrides of :func:`dialogue_options`, checked now: a subtitle FILE read (a
+    missing or garbled one fails before the model loads; one video's, so refused for a folder
+    or a server), and with ``--transcribe`` the speech model loaded (a missing one is one
+    line before any work)."""
+    subtitles, lang = dialogue["subtitles"], dialogue["subtitle_lang"]
     if subtitles is not None and subtitles.strip().lower() in (AUTO, NONE):
         subtitles = subtitles.strip().lower()
     elif subtitles is not None:
@@ -128,7 +164,16 @@ def dialogue_overrides(subtitles: str | None, subtitle_lang: str | None, *,
                                 "video; for many, use auto (clip.srt, clip.en.vtt... next to "
                                 "each video, or a stream inside it) or none")
         read_subtitle_file(subtitles)
-    return {"subtitles": subtitles, "subtitle_lang": subtitle_lang}
+    transcribe = dialogue["transcribe"] or None
+    asr_model, asr_language = dialogue["asr_model_id"], dialogue["asr_language"]
+    if (asr_model or asr_language) and not transcribe:
+        raise VideoVLMError("--asr-model and --asr-language choose how --transcribe hears the "
+                            "audio: add --transcribe")
+    if transcribe:
+        speech = shared_model(asr_model)
+        speech.language_code(asr_language)
+    return {"subtitles": subtitles, "subtitle_lang": lang, "transcribe": transcribe,
+            "asr_model": asr_model, "asr_language": asr_language}
 
 batch_size_option = click.option(
     "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
@@ -202,20 +247,32 @@ def say_problems(exc: QuestionsFileError) -> None:
 def load_model(model_id: str | None, device: str | None, dtype: str | None,
                quiet: bool = False, no_cache: bool = False,
                quantize: str | None = None) -> Model:
-    """Load the model once per command, saying which one and where (unless quiet).
-
-    Hugging Face's own "Loading weights" bar is switched off when nobody watches a terminal or
-    ``--quiet`` was given: in a log it is noise between our lines.
-    """
-    if quiet or not sys.stderr.isatty():
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    """Load the model once per command, saying which one and where (unless quiet)."""
+    _hub_bars(quiet)
     model = Model.load(model_id, device=device, dtype=dtype, quantize=quantize,
                        cache=not no_cache)
     logging.getLogger("videovlm").info("loaded %s on %s (%s, quantization %s)", model.id,
                                        model.device, model.dtype, model.quantization)
     return model
+
+
+def load_speech_model(model_id: str | None, device: str | None, dtype: str | None,
+                      quiet: bool = False, quantize: str | None = None) -> SpeechModel:
+    """Load the speech-recognition model once per command, saying which one (unless quiet)."""
+    _hub_bars(quiet)
+    model = SpeechModel.load(model_id, device=device, dtype=dtype, quantize=quantize)
+    logging.getLogger("videovlm").info("loaded %s on %s (%s, quantization %s)", model.id,
+                                       model.device, model.dtype, model.quantization)
+    return model
+
+
+def _hub_bars(quiet: bool) -> None:
+    """Hugging Face's own "Loading weights" bar off when nobody watches a terminal or
+    ``--quiet`` was given: in a log it is noise between our lines."""
+    if quiet or not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def stems(videos: Sequence[str]) -> list[str]:

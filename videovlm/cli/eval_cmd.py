@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -55,7 +56,7 @@ from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
 @model_options
 def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limit: int | None,
           resume: bool, workers: int, batch_size: int, backend: str | None,
-          subtitles: str | None, subtitle_lang: str | None, quiet: bool,
+          dialogue: dict[str, Any], quiet: bool,
           model_id: str | None,
           device: str | None, dtype: str | None, n: int | None, no_cache: bool,
           quantize: str | None) -> None:
@@ -67,7 +68,7 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     accuracy. Exit code 0: all answered; 1: some videos failed (recorded in the summary).
     """
     setup_logging(quiet)
-    dialogue = dialogue_overrides(subtitles, subtitle_lang, one_video=False)
+    dialogue = dialogue_overrides(dialogue, one_video=False)
     try:
         items = load_eval_questions(questions_file, videos, limit=limit)
     except QuestionsFileError as exc:

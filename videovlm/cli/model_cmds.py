@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -70,7 +70,7 @@ def _check_inputs(videos: list[str]) -> None:
 @model_options
 def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str | None,
              sheet: Path | None, backend: str | None, recipe: str | None,
-             subtitles: str | None, subtitle_lang: str | None, quiet: bool,
+             dialogue: dict[str, Any], quiet: bool,
              model_id: str | None, device: str | None, dtype: str | None, n: int | None,
              no_cache: bool, quantize: str | None) -> None:
     """Describe what happens in each VIDEO, with timestamps.
@@ -81,7 +81,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     """
     setup_logging(quiet)
     rec = describe_recipe(mode, recipe).with_overrides(
-        **dialogue_overrides(subtitles, subtitle_lang, one_video=len(videos) == 1))
+        **dialogue_overrides(dialogue, one_video=len(videos) == 1))
     names = output_formats(formats, out_dir, rec.outputs)
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
@@ -120,15 +120,15 @@ def _print_answers(result: Result) -> None:
 @quiet_option
 @model_options
 def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_json: bool,
-        backend: str | None, recipe: str | None, subtitles: str | None,
-        subtitle_lang: str | None, quiet: bool, model_id: str | None,
+        backend: str | None, recipe: str | None,
+        dialogue: dict[str, Any], quiet: bool, model_id: str | None,
         device: str | None, dtype: str | None, n: int | None, no_cache: bool,
         quantize: str | None) -> None:
     """Answer questions about VIDEO (multiple choice with --choices), from its frames and its
     subtitles when it has some."""
     setup_logging(quiet)
     rec = ask_recipe(choices, recipe).with_overrides(
-        **dialogue_overrides(subtitles, subtitle_lang))
+        **dialogue_overrides(dialogue))
     if choices and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
     if any(not q.strip() for q in questions):

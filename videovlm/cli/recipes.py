@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,7 +55,7 @@ from videovlm.pipelines import Recipe, list_recipes, load_recipe
 def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str | None,
         questions: tuple[str, ...], choices: tuple[str, ...], backend: str | None,
         seek: str | None, fit: str | None, max_new_tokens: int | None,
-        subtitles: str | None, subtitle_lang: str | None, resume: bool,
+        dialogue: dict[str, Any], resume: bool,
         quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
         n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run RECIPE (a built-in name, see `videovlm pipelines`, or a .toml file) on videos.
@@ -67,7 +68,7 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
     folders = [p for p in inputs if Path(p).is_dir()]
     rec = load_recipe(recipe).with_overrides(
         seek=seek, fit=fit, max_new_tokens=max_new_tokens,
-        **dialogue_overrides(subtitles, subtitle_lang,
+        **dialogue_overrides(dialogue,
                              one_video=len(inputs) == 1 and not folders))
     rec.with_overrides(n=n)  # applied per video, as batch does; a bad -n fails here, first
     names = output_formats(formats, out_dir, rec.outputs)

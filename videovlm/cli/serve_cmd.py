@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -79,7 +80,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | None,
           max_queue: int, max_upload_mb: float, cache_mb: float, workers: int,
           max_frames: int, max_new_tokens: int, max_questions: int,
-          subtitles: str | None, subtitle_lang: str | None, quiet: bool,
+          dialogue: dict[str, Any], quiet: bool,
           model_id: str | None, device: str | None, dtype: str | None, n: int | None,
           quantize: str | None, no_cache: bool) -> None:
     """Serve the model: a web page at / and an OpenAI-compatible API under /v1.
@@ -90,7 +91,7 @@ def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | No
     request may say so itself (videovlm.subtitles, videovlm.subtitle_lang).
     """
     setup_logging(quiet)
-    dialogue = dialogue_overrides(subtitles, subtitle_lang, one_video=False)
+    dialogue = dialogue_overrides(dialogue, one_video=False)
     try:
         import uvicorn
 
@@ -108,6 +109,8 @@ def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | No
     config = ServeConfig(media_roots=tuple(str(r) for r in media_roots), host=host, frames=n,
                          subtitles=dialogue["subtitles"],
                          subtitle_lang=dialogue["subtitle_lang"],
+                         transcribe=dialogue["transcribe"], asr_model=dialogue["asr_model"],
+                         asr_language=dialogue["asr_language"],
                          api_key=api_key, max_queue=max_queue, max_upload_mb=max_upload_mb,
                          cache_mb=cache_mb, workers=workers, max_frames=max_frames,
                          max_new_tokens=max_new_tokens, max_questions=max_questions)

@@ -250,7 +250,9 @@ class Server:
         self.library = Library(self.roots, self.uploads)
         self.bodies = BodyBudget(config.body_budget_bytes)
         self.recipes = {t.recipe: load_recipe(t.recipe).with_overrides(
-            n=config.frames, subtitles=config.subtitles, subtitle_lang=config.subtitle_lang)
+            n=config.frames, subtitles=config.subtitles, subtitle_lang=config.subtitle_lang,
+            transcribe=config.transcribe, asr_model=config.asr_model,
+            asr_language=config.asr_language)
                         for t in TASKS.values()}
         self.page, self.csp = _page()
         self.started = int(time.time())

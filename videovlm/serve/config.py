@@ -19,6 +19,9 @@ class ServeConfig:
     frames: int | None = None  # the frame budget of requests that name none (None: recipes')
     subtitles: str | None = None  # auto | none for requests that name none (None: recipes')
     subtitle_lang: str | None = None
+    transcribe: bool | None = None  # speech recognition on every video's audio (--transcribe)
+    asr_model: str | None = None
+    asr_language: str | None = None
     api_key: str | None = None
     max_queue: int = 16  # requests waiting for the model behind the one generating
     max_upload_mb: float = 512.0

@@ -257,7 +257,8 @@ class Engine:
         scenes = json.dumps(dict(recipe.scenes), sort_keys=True) if recipe.mode == "scenes" else ""
         d = recipe.dialogue
         return (video.identity, recipe.mode, scenes, s["n"], s["fit"], s["seek"],
-                self.model.image_size, d.get("subtitles"), d.get("subtitle_lang"))
+                self.model.image_size, d.get("subtitles"), d.get("subtitle_lang"),
+                d.get("transcribe"), d.get("asr_model"), d.get("asr_language"))
 
     async def warm_video(self, video: Video, recipe: Recipe) -> WarmVideo:
         """The video's prepared frames for ``recipe``: warm, or decoded now in the pool (one
