@@ -143,6 +143,12 @@ def build_prompt(model: Model, frames: Sequence[Frame], images: Sequence[np.ndar
     )
 
 
+def text_tokens(model: Model, text: str) -> int:
+    """Tokens of a text-only prompt (a summary) as one user turn of the chat template: what
+    :meth:`Model.generate_text` feeds, counted the same way as every prompt with frames."""
+    return model.count_tokens(model.render([{"type": "text", "text": text}]))
+
+
 def frames_that_fit(model: Model, n: int, *, task: str, intro: str | None,
                     max_new_tokens: int, duration_s: float | None = None) -> int:
     """The largest frame count <= ``n`` whose prompt fits the budget, counted exactly.

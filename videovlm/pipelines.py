@@ -58,8 +58,8 @@ class Option:
 
 SCHEMA: dict[str, dict[str, Option]] = {
     "sampling": {
-        "n": Option(int, 50, "frame budget for the whole video (the selection rule)", min=1,
-                    max=1000),
+        "n": Option(int, 50, "frame budget for the whole video, or each window of a long one",
+                    min=1, max=1000),
         "backend": Option(str, "auto", "decoder", choices=BACKEND_NAMES),
         "seek": Option(str, "exact", "exact frames, or the nearest keyframes (faster on long "
                        "files)", choices=SEEK_MODES),
@@ -79,6 +79,17 @@ SCHEMA: dict[str, dict[str, Option]] = {
                               "(0: never)", min=0),
         "downscale_width": Option(int, 256, "width frames are shrunk to for detection", min=16,
                                   max=4096),
+    },
+    "windows": {
+        "length_s": Option(float, 300.0, "a long video is cut into consecutive windows of about "
+                           "this many seconds, each described from its own -n frames",
+                           min=1),
+        "after_s": Option(float, 600.0, "videos longer than this are cut into windows (0: "
+                          "never; --window S sets both this and length_s to S)", min=0),
+        "snap_s": Option(float, 10.0, "a window boundary moves to a scene cut this close to it "
+                         "(0: never)", min=0),
+        "scene_frames": Option(int, 8, "inside a window, scenes too short for this many of its "
+                               "frames merge into a neighbour (scene mode)", min=1, max=1000),
     },
     "generation": {
         "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call",
@@ -115,7 +126,7 @@ TOP_KEYS: dict[str, Option] = {
 _COMMON = ("n_frames", "duration", "frames_in_words", "duration_hms")
 PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "intro": _COMMON,
-    "task": _COMMON,
+    "task": (*_COMMON, "start", "end"),
     "scene": (*_COMMON, "start", "end"),
     "summary": (*_COMMON, "descriptions"),
     "question": (*_COMMON, "question", "options"),
@@ -133,6 +144,7 @@ class Recipe:
     path: str
     sampling: dict[str, Any] = field(default_factory=dict)
     scenes: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, Any] = field(default_factory=dict)  # empty: a task that is not windowed
     prompts: dict[str, str] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -164,7 +176,8 @@ class Recipe:
         """
         sections: dict[str, Any] = {
             "sampling": dict(self.sampling), "scenes": dict(self.scenes),
-            "generation": dict(self.generation), "outputs": {"formats": list(self.outputs)},
+            "windows": dict(self.windows), "generation": dict(self.generation),
+            "outputs": {"formats": list(self.outputs)},
         }
         for key, value in overrides.items():
             if value is None:
@@ -175,12 +188,16 @@ class Recipe:
             if key == "formats" and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             where = f"option {key}"
+            if section == "windows" and not _uses_windows(self.task):
+                raise RecipeError(f"{where}: recipe {self.name!r} ({self.task}) is not run in "
+                                  "windows")
             sections[section][key] = _check_value(where, SCHEMA[section][key], value)
         if _uses_scenes(self.task):
             _check_scenes(f"recipe {self.name!r}", sections["scenes"])
         return dataclasses.replace(
             self, sampling=sections["sampling"], scenes=sections["scenes"],
-            generation=sections["generation"], outputs=sections["outputs"]["formats"],
+            windows=sections["windows"], generation=sections["generation"],
+            outputs=sections["outputs"]["formats"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,6 +331,8 @@ def _merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any
         out.pop("name", None)  # a derived recipe is named after its own file
     if not _uses_scenes(out.get("task")) and "scenes" not in child:
         out.pop("scenes", None)  # a scene-mode recipe turned into another task: scenes unused
+    if not _uses_windows(out.get("task")) and "windows" not in child:
+        out.pop("windows", None)  # likewise a windowed recipe turned into a task without
     return out
 
 
@@ -346,6 +365,10 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
             scene_tasks = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses_scenes(t))
             raise RecipeError(f"recipe {label}: [scenes] only applies to task {scene_tasks}, "
                               f"not {task!r}; remove the table")
+        if section == "windows" and given and not _uses_windows(task):
+            windowed = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses_windows(t))
+            raise RecipeError(f"recipe {label}: [windows] only applies to task {windowed}, "
+                              f"not {task!r}; remove the table")
         values: dict[str, Any] = {}
         for key, value in given.items():
             if key not in options:
@@ -362,6 +385,8 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         _check_scenes(f"recipe {label}", sections["scenes"])
     else:
         sections["scenes"] = {}
+    if not _uses_windows(task):
+        sections["windows"] = {}
     prompts, family_prompts = _check_prompts(label, task, raw.get("prompts", {}))
     return Recipe(
         name=raw.get("name") or Path(path).stem,
@@ -370,6 +395,7 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         path=path,
         sampling=sections["sampling"],
         scenes=sections["scenes"],
+        windows=sections["windows"],
         prompts=prompts,
         generation=sections["generation"],
         outputs=sections["outputs"]["formats"],
@@ -380,6 +406,10 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
 
 def _uses_scenes(task: str | None) -> bool:
     return task in tasks.TASKS and tasks.TASKS[task].mode == "scenes"
+
+
+def _uses_windows(task: str | None) -> bool:
+    return task in tasks.TASKS and tasks.TASKS[task].windowed
 
 
 def _check_scenes(where: str, scenes: dict[str, Any]) -> None:

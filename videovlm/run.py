@@ -85,12 +85,16 @@ class ModelRun:
     ``prefixes`` keeps encoded prefixes across runs (a follow-up question then costs only the
     question); ``streamer`` (transformers' ``put``/``end`` protocol) sees every model call's
     tokens as they are generated, and is never part of the recorded generation settings.
+    ``windowed``: the run is one window of a longer video (``inputs.span``), so the task's
+    whole-video steps (the summary) are left to its ``finish``, made once every window is done.
     """
 
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
                  questions: Sequence[Asked] = (), *, asker: Asker | None = None,
-                 prefixes: PrefixStore | None = None, streamer: Any = None) -> None:
+                 prefixes: PrefixStore | None = None, streamer: Any = None,
+                 windowed: bool = False) -> None:
         self.model = model
+        self.windowed = windowed
         self.inputs = inputs
         self.recipe = recipe
         self.questions = list(questions)
@@ -239,6 +243,11 @@ class ModelRun:
     @property
     def frames_used(self) -> int:
         return len(self._used)
+
+    @property
+    def timing_s(self) -> dict[str, float]:
+        """The seconds this run's own stages took so far (``pack``, ``vision``, ``generate``)."""
+        return dict(self._timing)
 
     def result(self, **fields: Any) -> Result:
         """The run's :class:`Result`: the frames its prompts held, its prompts' token counts,

@@ -9,8 +9,10 @@ whole video at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +23,15 @@ from videovlm.pipelines import Recipe, load_recipe
 from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare
 from videovlm.probe import VideoInfo, probe
-from videovlm.scenes import allocate_frames, detect_scenes
-from videovlm.windows import Span
+from videovlm.scenes import (
+    SceneSettings,
+    allocate_frames,
+    detect_cuts,
+    detect_scenes,
+    scenes_from_cuts,
+)
+from videovlm.windows import Span, window_length, window_spans
+from videovlm.writers import Thumbnail
 
 
 @dataclass
@@ -50,33 +59,55 @@ class VideoInputs:
     groups: list[Group]
     sampling: dict[str, Any]
     timing_s: dict[str, float] = field(default_factory=dict)
+    span: Span | None = None  # the window these frames were planned in (None: the whole video)
 
     def whole(self) -> Group:
-        """Every frame as one group: a timeline or questions over the whole video (also when
-        the frames were chosen per scene)."""
-        return Group(0.0, self.info.duration_s, list(range(len(self.frames))))
+        """Every frame as one group: a timeline or questions over the whole video, or over the
+        window (also when the frames were chosen per scene)."""
+        start, end = self.span or (0.0, self.info.duration_s)
+        return Group(start, end, list(range(len(self.frames))))
+
+
+def _scene_settings(scene_settings: dict[str, Any], n: int, span: Span,
+                    scene_frames: int | None) -> SceneSettings:
+    """The ``[scenes]`` settings inside one window: with ``scene_frames``, scenes shorter than
+    that many of the window's ``n`` frames merge (and the split length grows to keep twice
+    that), so a window of a film with hundreds of shots gets a few scenes of several frames
+    each, not ``n`` scenes of one frame."""
+    s = SceneSettings(**scene_settings)
+    if not scene_frames:
+        return s
+    shortest = max(s.min_scene_s, scene_frames * (span[1] - span[0]) / n)
+    longest = max(s.max_scene_s, 2 * shortest) if s.max_scene_s else 0.0
+    return dataclasses.replace(s, min_scene_s=shortest, max_scene_s=longest)
 
 
 def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any],
-              span: Span | None = None
+              span: Span | None = None, cuts: Sequence[int] | None = None,
+              scene_frames: int | None = None,
               ) -> tuple[list[FrameRef], list[tuple[float, float, list[int]]]]:
     """The planned frames and, per group, its time span and frame indices (inside ``span``
-    when one is given)."""
+    when one is given). ``cuts`` are the video's cuts when already found (a windowed video's,
+    found once for the whole file); scene mode finds them otherwise."""
+    start, end = span or (0.0, info.duration_s)
     if mode != "scenes":
-        start, end = span or (0.0, info.duration_s)
         refs = plan(info, n, seek=seek, start_s=start,
                     end_s=None if end >= info.duration_s else end)
         return refs, [(start, end, [r.index for r in refs])]
-    if span is not None:
-        raise ValueError("scene mode inside a span is not supported yet")
-    scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
+    if span is None and cuts is None:
+        scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
+    else:
+        settings = _scene_settings(scene_settings, n, (start, end), scene_frames)
+        if cuts is None:
+            cuts = detect_cuts(info, settings)
+        scenes = scenes_from_cuts(info, [0, *cuts], settings, max_scenes=n, span=span)
     counts = allocate_frames(scenes, n)
     by_index: dict[int, FrameRef] = {}
     spans = []
-    for (start, end), k in zip(scenes, counts, strict=True):
-        refs = plan(info, k, seek=seek, start_s=start, end_s=end)
+    for (a, b), k in zip(scenes, counts, strict=True):
+        refs = plan(info, k, seek=seek, start_s=a, end_s=b)
         by_index.update((r.index, r) for r in refs)
-        spans.append((start, end, [r.index for r in refs]))
+        spans.append((a, b, [r.index for r in refs]))
     return sorted(by_index.values(), key=lambda r: r.index), spans
 
 
@@ -91,6 +122,7 @@ def load_video(
     seek: str | None = None,
     info: VideoInfo | None = None,
     span: Span | None = None,
+    cuts: Sequence[int] | None = None,
 ) -> VideoInputs:
     """Probe, find scenes (scene mode), plan, decode and prepare one video for ``recipe``.
 
@@ -101,7 +133,10 @@ def load_video(
     ``span`` (``(start_s, end_s)``, e.g. one of :func:`~videovlm.windows.window_spans`) plans
     ``n`` frames inside that part of the video only, so a long video is decoded and described
     one window at a time; ``info`` is the video's :func:`~videovlm.probe.probe`, passed so the
-    timeline of a long file is read once, not once per window.
+    timeline of a long file is read once, not once per window; ``cuts`` (scene mode) are the
+    video's cuts found once for the whole file (:func:`~videovlm.scenes.detect_cuts`), so each
+    window's scenes come from the cuts inside it, and the recipe's ``[windows] scene_frames``
+    then keeps a window's scenes long enough for that many frames each.
     """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = rec.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
@@ -116,7 +151,8 @@ def load_video(
         timing["probe"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes), span)
+    refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes), span, cuts,
+                            rec.windows.get("scene_frames") if span is not None else None)
     if mode == "scenes":
         timing["scenes"] = time.perf_counter() - t0
 
@@ -137,7 +173,77 @@ def load_video(
         frames=frames,
         images=images,
         groups=groups,
+        span=span,
         sampling={"backend": used_backend, "requested": n, "seek": seek,
                   "image_size": image_size, "fit": fit},
         timing_s=timing,
     )
+
+
+@dataclass
+class WindowedVideo:
+    """The CPU stage's output for a long video: its probe, its cuts (found once for the whole
+    file) and its windows, and no frames yet.
+
+    Each window's frames are decoded when the model stage reaches it (:meth:`load`, one window
+    ahead at most), so however long the video, memory holds one or two windows' frames, never
+    all of them; a worker process or a Ray task hands this over as cheaply as a path.
+    """
+
+    path: str
+    info: VideoInfo
+    recipe: Recipe  # with the run's sampling overrides applied
+    image_size: int
+    spans: list[Span]
+    cuts: list[int] | None  # None: not detected (no snapping, not scene mode)
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return self.recipe.mode
+
+    def load(self, i: int) -> VideoInputs:
+        """Window ``i``'s frames, planned, decoded and prepared; the decoded frames are kept
+        only as report thumbnails (a 720p frame is 2.7 MB, its thumbnail a few kB)."""
+        inputs = load_video(self.path, self.recipe, image_size=self.image_size, info=self.info,
+                            span=self.spans[i], cuts=self.cuts)
+        inputs.frames = [Thumbnail.of(f) for f in inputs.frames]  # type: ignore[misc]
+        return inputs
+
+
+def stage_video(
+    path: str | os.PathLike[str],
+    recipe: Recipe | str,
+    *,
+    n: int | None = None,
+    image_size: int = 384,
+    backend: str | None = None,
+    fit: str | None = None,
+    seek: str | None = None,
+) -> VideoInputs | WindowedVideo:
+    """The CPU stage of any run: :func:`load_video`'s inputs for a video the recipe does not cut
+    into windows (every short clip: exactly as before windows existed), else the
+    :class:`WindowedVideo` of a long one (``[windows]``: longer than ``after_s``).
+
+    Cuts are found here, once for the whole file, when the windows snap to them or the task
+    describes scenes; on a long file the detector skips non-reference frames (about half the
+    decoding, cuts unchanged: :func:`~videovlm.scenes.detect_cuts`).
+    """
+    rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    rec = rec.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
+    t0 = time.perf_counter()
+    info = probe(path)
+    timing = {"probe": time.perf_counter() - t0}
+    length = window_length(rec.windows, info.duration_s)
+    if length is None:
+        inputs = load_video(path, rec, image_size=image_size, info=info)
+        inputs.timing_s = {**timing, **inputs.timing_s}
+        return inputs
+    t0 = time.perf_counter()
+    snap = float(rec.windows.get("snap_s", 0.0))
+    cuts = None
+    if rec.mode == "scenes" or snap > 0:
+        cuts = detect_cuts(info, SceneSettings(**rec.scenes), skip_nonref=True)
+        timing["scenes"] = time.perf_counter() - t0
+    spans = window_spans(info, length, cuts or (), snap)
+    return WindowedVideo(str(path), info, rec, image_size, spans, cuts, timing)

@@ -9,21 +9,27 @@ command met it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
 
+from videovlm.cache import cache_dir
 from videovlm.errors import VideoVLMError
+from videovlm.files import format_time
 from videovlm.model import QUANTIZATIONS, Model
 from videovlm.pipelines import KEY_SECTION, SCHEMA
 from videovlm.questions import QuestionsFileError
 from videovlm.sheet import contact_sheet
+from videovlm.windows import Span, progress_path
 from videovlm.writers import parse_formats, write
 
 if TYPE_CHECKING:
@@ -55,7 +61,8 @@ model_options = _stack(
     click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
                  help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
     click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
-                 help="Frame budget for the whole video [default: the recipe's, 50]."),
+                 help="Frame budget for the whole video, or each window of a long one "
+                      "[default: the recipe's, 50]."),
     click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
                  help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
                       "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
@@ -107,6 +114,17 @@ batch_size_option = click.option(
 quiet_option = click.option(
     "--quiet", is_flag=True,
     help="No progress or notes on stderr (warnings, errors and a batch's summary stay).")
+
+window_option = click.option(
+    "--window", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="Cut a video longer than SECONDS into windows of SECONDS, each described from its own "
+         "-n frames, then summarise them (0: never) [default: the recipe's, 300 s windows for "
+         "videos over 600 s].")
+
+stream_option = click.option(
+    "--stream", is_flag=True,
+    help="Print each segment on stdout as a JSON line as soon as it is made (a long video's "
+         "window by window); without -o the result follows as one JSON line.")
 
 formats_option = click.option(
     "-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
@@ -218,9 +236,65 @@ def output_formats(formats: str | None, out_dir: Path | None, default: Sequence[
     return parse_formats(formats if formats is not None else default)
 
 
+@dataclass
+class Watch:
+    """What one video's run is given by :func:`run_videos`: where its progress file lives and
+    who is told of its windows (the bar on stderr, the ``--stream`` lines on stdout). Passed on
+    as :func:`videovlm.api.run_recipe`'s keywords (``**watch.kwargs()``)."""
+
+    video: str
+    progress_file: Path
+    quiet: bool
+    stream: bool
+    several: bool
+    streamed: int = 0
+    _bar: Any = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"progress_file": self.progress_file, "on_start": self.start,
+                "on_window": self.window}
+
+    def start(self, spans: Sequence[Span]) -> None:
+        total = spans[-1][1]
+        self._bar = tqdm(total=round(total, 3), desc=Path(self.video).name, file=sys.stderr,
+                         unit="s", dynamic_ncols=True, position=1 if self.several else 0,
+                         leave=not self.several,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} "
+                                    "[{elapsed}<{remaining}]",
+                         disable=self.quiet or not sys.stderr.isatty())
+        self._bar.set_postfix_str(f"{format_time(0)} / {format_time(total)}", refresh=False)
+
+    def window(self, i: int, span: Span, record: dict[str, Any]) -> None:
+        for seg in record["segments"]:
+            self.segment(seg)
+        if self._bar is not None:
+            self._bar.update(round(span[1] - span[0], 3))
+            self._bar.set_postfix_str(f"{format_time(span[1])} / "
+                                      f"{format_time(self._bar.total)}")
+
+    def segment(self, seg: dict[str, Any]) -> None:
+        if self.stream:
+            click.echo(json.dumps({"video": self.video, **seg}, ensure_ascii=False))
+            self.streamed += 1
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_file(video: str, out_dir: Path | None, stem: str) -> Path:
+    """Where a long video's finished windows are kept until its outputs exist: beside them
+    (``out_dir/<stem>.progress.json``), or, for results printed on stdout, in the cache folder
+    under a name made from the video's absolute path."""
+    if out_dir is not None:
+        return progress_path(out_dir, stem)
+    digest = hashlib.sha256(os.path.abspath(video).encode("utf-8")).hexdigest()[:16]
+    return progress_path(cache_dir() / "progress", f"{stem}-{digest}")
+
+
 def run_videos(
     videos: Sequence[str],
-    run_one: Callable[[str], Result],
+    run_one: Callable[[str, Watch], Result],
     *,
     desc: str,
     quiet: bool,
@@ -228,6 +302,7 @@ def run_videos(
     formats: Sequence[str] = (),
     sheet: Path | None = None,
     show: Callable[[Result], None] | None = None,
+    stream: bool = False,
 ) -> int:
     """Run ``run_one`` on each video in turn and put each result where the user asked; the exit
     code (0, or 1 when some video failed).
@@ -237,20 +312,30 @@ def run_videos(
     results stay one JSON Lines stream). One video's error is raised, becoming one line and exit
     code 2; among several, a failure is logged and the others still run, since the user asked
     for all of them. ``sheet`` also writes each video's contact sheet (``sheet_<stem>`` when
-    there are several).
+    there are several). ``run_one`` gets each video's :class:`Watch`: a long video's run keeps
+    its finished windows in the watch's progress file, removed here once the result is out
+    (so a killed run, started again, resumes), and with ``stream`` every segment is printed as
+    one JSON line as soon as it is made; the result then follows as one line too.
     """
     log = logging.getLogger("videovlm")
     videos = list(videos)
     failed = 0
     for video, stem in zip(progress(videos, quiet, desc), stems(videos), strict=True):
+        watch = Watch(video, progress_file(video, out_dir, stem), quiet, stream,
+                      len(videos) > 1)
         try:
-            result = run_one(video)
+            result = run_one(video, watch)
         except VideoVLMError as exc:
             if len(videos) == 1:
                 raise
             failed += 1
             log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
             continue
+        finally:
+            watch.close()
+        if stream and not watch.streamed:  # a short video: its segments came all at once
+            for seg in result.to_dict()["segments"]:
+                watch.segment(seg)
         if sheet is not None:
             target = sheet if len(videos) == 1 else sheet.with_name(
                 f"{sheet.stem}_{stem}{sheet.suffix}")
@@ -262,8 +347,9 @@ def run_videos(
         elif show is not None:
             show(result)
         else:
-            indent = 2 if len(videos) == 1 else None
+            indent = 2 if len(videos) == 1 and not stream else None
             click.echo(json.dumps(result.to_dict(), indent=indent, ensure_ascii=False))
+        watch.progress_file.unlink(missing_ok=True)
     if failed:
         log.error("%d of %d videos failed", failed, len(videos))
     return 1 if failed else 0
