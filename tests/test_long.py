@@ -44,7 +44,9 @@ FAST = """
 extends = "describe"
 name = "fast-describe"
 [sampling]
-n = 16
+n = 8
+[windows]
+scene_frames = 4
 [generation]
 max_new_tokens = 4
 """
@@ -71,10 +73,11 @@ def _segments(result: dict) -> list[tuple[float, float, str, list[int]]]:
     return [(s["start_s"], s["end_s"], s["text"], s["frames"]) for s in result["segments"]]
 
 
+@pytest.mark.slow
 def test_windows_cover_the_video_once_each_with_its_own_budget(minute: Path, fast: Path,
                                                                model: Model) -> None:
     staged = stage_video(minute, load_recipe("describe").with_overrides(
-        length_s=10.0, after_s=10.0, n=16), image_size=model.image_size)
+        length_s=10.0, after_s=10.0, n=8), image_size=model.image_size)
     assert isinstance(staged, WindowedVideo)
     assert [round(a, 6) for a, _ in staged.spans] + [staged.spans[-1][1]] == EDGES
     result = describe(minute, model=model, recipe=str(fast), window=10).to_dict()
@@ -85,14 +88,14 @@ def test_windows_cover_the_video_once_each_with_its_own_budget(minute: Path, fas
     assert segs[0]["start_s"] == 0.0 and segs[-1]["end_s"] == pytest.approx(60.0)
     assert all(a["end_s"] == b["start_s"] for a, b in itertools.pairwise(segs))
     assert all(any(w[0] <= s["start_s"] < s["end_s"] <= w[1] for w in spans) for s in segs)
-    # density: every window has a segment, every segment at least 8 frames (scene_frames)
+    # density: every window has a segment, every segment at least scene_frames frames
     assert all(any(w[0] <= s["start_s"] < w[1] for s in segs) for w in spans)
-    assert min(len(s["frames"]) for s in segs) >= 8
+    assert min(len(s["frames"]) for s in segs) >= 4
     per_window = [sum(w[0] <= f["time_s"] < w[1] for f in result["sampling"]["frames"])
                   for w in spans]
-    assert per_window == [16] * len(spans)  # -n is each window's budget
+    assert per_window == [8] * len(spans)  # -n is each window's budget
     # scene mode inside a window: the cut at 15 s splits its window, the one at 27 s makes a
-    # 3-second scene (under 8 of 16 frames' worth of a 10-s window) and is merged
+    # 3-second scene (under 4 of 8 frames' worth of a 10-s window) and is merged
     starts = [s["start_s"] for s in segs]
     assert 15.0 in starts and 27.0 not in starts
     assert result["summary"] and result["prompt"]["calls"] == len(segs)
@@ -100,6 +103,7 @@ def test_windows_cover_the_video_once_each_with_its_own_budget(minute: Path, fas
     assert result["mode"] == "scenes"
 
 
+@pytest.mark.slow
 def test_a_short_clip_runs_whole_as_before(minute: Path, fast: Path, model: Model) -> None:
     assert isinstance(stage_video(minute, str(fast), image_size=model.image_size), VideoInputs)
     whole = describe(minute, model=model, recipe=str(fast)).to_dict()
@@ -107,7 +111,7 @@ def test_a_short_clip_runs_whole_as_before(minute: Path, fast: Path, model: Mode
     longer = describe(minute, model=model, recipe=str(fast), window=90).to_dict()
     assert "windows" not in whole["sampling"]
     assert _segments(whole) == _segments(off) == _segments(longer)
-    assert len(whole["sampling"]["frames"]) == 16  # one budget for the whole minute
+    assert len(whole["sampling"]["frames"]) == 8  # one budget for the whole minute
 
 
 def test_the_default_windows_a_video_longer_than_after_s(minute: Path, fast: Path,
@@ -241,7 +245,7 @@ def test_killed_mid_way_the_same_command_resumes_and_gives_the_same_result(
     assert not progress_path(resumed, "minute").exists()
     # a changed setting starts over, and says so in one line
     _kill_after_first_line(_describe_cmd(minute, fast, tiny_idefics3, resumed, "--stream"))
-    changed = subprocess.run(_describe_cmd(minute, fast, tiny_idefics3, resumed, "-n", "12"),
+    changed = subprocess.run(_describe_cmd(minute, fast, tiny_idefics3, resumed, "-n", "6"),
                              capture_output=True, env=_env(), cwd=REPO, timeout=300)
     assert changed.returncode == 0
     said = [x for x in changed.stderr.decode().splitlines() if "starting over" in x]

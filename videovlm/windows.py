@@ -6,6 +6,14 @@ presentation times of frames on the probed timeline (as scene boundaries are, so
 rule inside a window and the segments agree to the frame), the windows cover ``[0, duration]``
 exactly once, and a boundary moves to a scene cut when one lies near it, so a window starts
 where a shot starts rather than a few seconds into it.
+
+The driver (:func:`drive`) is generic: ``load(i)`` makes window ``i``'s inputs (decoding, one
+window ahead in a background thread), ``work(i, inputs)`` turns them into a plain-JSON record,
+and the caller combines the records. Records are what the :class:`Progress` file keeps, so a run
+killed at any moment goes on after its last finished window and combines exactly the records an
+uninterrupted run would. ``api.run_windows`` is the driver with a task's runner as the work
+(:func:`window_record`, :func:`combine`, then the task's ``finish``); other per-window work
+(scores for a query) can use :func:`drive` with records of its own.
 """
 
 from __future__ import annotations
