@@ -93,8 +93,12 @@ def _facts(result: Result) -> list[tuple[str, str]]:
         ("Codec", str(v.get("codec"))),
     ]
     if s.get("frames") is not None:
+        windows = s.get("windows")
+        asked = (f"{s.get('requested')} requested per window in {len(windows['spans'])} windows "
+                 f"of {format_time(windows['length_s'])}" if windows else
+                 f"{s.get('requested')} requested")
         rows.append(("Frames shown to the model",
-                     f"{len(s['frames'])} of {s.get('requested')} requested, "
+                     f"{len(s['frames'])} of {asked}, "
                      f"{s.get('image_size')} px ({s.get('fit')}), {s.get('backend')} decoder"))
     if result.model:
         rows.append(("Model", f"{result.model.get('id')} ({result.model.get('device')}, "
