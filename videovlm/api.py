@@ -17,13 +17,16 @@ log and in ``Result.warnings``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from videovlm import tasks
 from videovlm.errors import VideoVLMError
 from videovlm.model import Model
+from videovlm.pack import timestamp_text
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.result import Result
 from videovlm.run import Asked, Asker, ModelRun, PrefixStore, generation_settings
@@ -39,6 +42,8 @@ from videovlm.windows import (
     window_overrides,
     window_record,
 )
+
+log = logging.getLogger("videovlm")
 
 __all__ = ["VideoInputs", "WindowedVideo", "ask", "describe", "load_video", "option_texts",
            "run_model", "run_recipe", "run_windows", "stage_video"]
@@ -126,6 +131,9 @@ def run_windows(
                             f"{model.image_size} px: stage the video with "
                             "image_size=model.image_size")
     task = tasks.get(recipe.task)
+    log.info("%s: %s, in %d windows of about %s, %d frames each (--window changes this)",
+             Path(video.path).name, timestamp_text(video.info.duration_s), len(video.spans),
+             timestamp_text(float(recipe.windows["length_s"])), video.recipe.sampling["n"])
     progress = None
     if progress_file is not None:
         st = os.stat(video.path)

@@ -10,10 +10,12 @@ whole video at once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,8 @@ from videovlm.scenes import (
 )
 from videovlm.windows import Span, window_length, window_spans
 from videovlm.writers import Thumbnail
+
+log = logging.getLogger("videovlm")
 
 
 @dataclass
@@ -243,6 +247,8 @@ def stage_video(
     snap = float(rec.windows.get("snap_s", 0.0))
     cuts = None
     if rec.mode == "scenes" or snap > 0:
+        log.info("%s: finding the scene cuts (one small decode of the whole file)",
+                 Path(str(path)).name)
         cuts = detect_cuts(info, SceneSettings(**rec.scenes), skip_nonref=True)
         timing["scenes"] = time.perf_counter() - t0
     spans = window_spans(info, length, cuts or (), snap)

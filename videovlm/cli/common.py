@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from videovlm.cache import cache_dir
 from videovlm.errors import VideoVLMError
-from videovlm.files import format_time
 from videovlm.model import QUANTIZATIONS, Model
+from videovlm.pack import timestamp_text
 from videovlm.pipelines import KEY_SECTION, SCHEMA
 from videovlm.questions import QuestionsFileError
 from videovlm.sheet import contact_sheet
@@ -255,22 +255,23 @@ class Watch:
                 "on_window": self.window}
 
     def start(self, spans: Sequence[Span]) -> None:
-        total = spans[-1][1]
-        self._bar = tqdm(total=round(total, 3), desc=Path(self.video).name, file=sys.stderr,
-                         unit="s", dynamic_ncols=True, position=1 if self.several else 0,
-                         leave=not self.several,
-                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} "
-                                    "[{elapsed}<{remaining}]",
+        self._bar = tqdm(total=round(spans[-1][1], 3), file=sys.stderr, dynamic_ncols=True,
+                         position=1 if self.several else 0, leave=not self.several,
+                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
                          disable=self.quiet or not sys.stderr.isatty())
-        self._bar.set_postfix_str(f"{format_time(0)} / {format_time(total)}", refresh=False)
+        self._say_done(0.0)
 
     def window(self, i: int, span: Span, record: dict[str, Any]) -> None:
         for seg in record["segments"]:
             self.segment(seg)
         if self._bar is not None:
+            self._say_done(span[1])
             self._bar.update(round(span[1] - span[0], 3))
-            self._bar.set_postfix_str(f"{format_time(span[1])} / "
-                                      f"{format_time(self._bar.total)}")
+
+    def _say_done(self, done_s: float) -> None:
+        assert self._bar is not None
+        self._bar.set_description_str(f"{Path(self.video).name} {timestamp_text(done_s)} / "
+                                      f"{timestamp_text(self._bar.total)}", refresh=False)
 
     def segment(self, seg: dict[str, Any]) -> None:
         if self.stream:
