@@ -260,6 +260,7 @@ class Watch:
                          bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
                          disable=self.quiet or not sys.stderr.isatty())
         self._say_done(0.0)
+        self._bar.refresh()
 
     def window(self, i: int, span: Span, record: dict[str, Any]) -> None:
         for seg in record["segments"]:
