@@ -171,12 +171,12 @@ def drive(spans: Sequence[Span], load: Callable[[int], T], work: Callable[[int, 
     window starts. The combine step (the caller's) then reads the records alone, so a resumed
     run and an uninterrupted one combine the same records.
     """
-    if on_start is not None:
-        on_start(spans)
-    records: list[Record] = []
     if progress is not None and progress.done:
         log.info("%s: %d of %d windows already done: going on from there", progress.path.name,
                  min(len(progress.done), len(spans)), len(spans))
+    if on_start is not None:
+        on_start(spans)
+    records: list[Record] = []
     for i, record in enumerate(progress.done[:len(spans)] if progress else []):
         records.append(record)
         if on_window is not None:

@@ -255,12 +255,12 @@ class Watch:
                 "on_window": self.window}
 
     def start(self, spans: Sequence[Span]) -> None:
-        self._bar = tqdm(total=round(spans[-1][1], 3), file=sys.stderr, dynamic_ncols=True,
+        total = spans[-1][1]
+        self._bar = tqdm(total=round(total, 3), file=sys.stderr, dynamic_ncols=True,
                          position=1 if self.several else 0, leave=not self.several,
+                         desc=self._done_text(0.0, total),
                          bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
                          disable=self.quiet or not sys.stderr.isatty())
-        self._say_done(0.0)
-        self._bar.refresh()
 
     def window(self, i: int, span: Span, record: dict[str, Any]) -> None:
         for seg in record["segments"]:
@@ -271,8 +271,10 @@ class Watch:
 
     def _say_done(self, done_s: float) -> None:
         assert self._bar is not None
-        self._bar.set_description_str(f"{Path(self.video).name} {timestamp_text(done_s)} / "
-                                      f"{timestamp_text(self._bar.total)}", refresh=False)
+        self._bar.set_description_str(self._done_text(done_s, self._bar.total), refresh=False)
+
+    def _done_text(self, done_s: float, total_s: float) -> str:
+        return f"{Path(self.video).name} {timestamp_text(done_s)} / {timestamp_text(total_s)}"
 
     def segment(self, seg: dict[str, Any]) -> None:
         if self.stream:
