@@ -166,7 +166,9 @@ class Recipe:
         if key not in self.prompts:
             raise RecipeError(f"recipe {self.name!r} has no prompts.{key}")
         text = self.family_prompts.get(family or "", {}).get(key, self.prompts[key])
-        return text.format_map({**dict.fromkeys(PROMPT_KEYS[key], ""), **values})
+        # a range not given is the whole video's: 00:00 to its duration
+        whole = {"start": "00:00", "end": values.get("duration", "")}
+        return text.format_map({**dict.fromkeys(PROMPT_KEYS[key], ""), **whole, **values})
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with some keys replaced, by flat name (``n=8``, ``formats=["srt"]``...).
