@@ -7,7 +7,9 @@ frame that is not one of ours, fails loudly instead of yielding a plausible numb
 (red left, blue right) catches RGB/BGR mix-ups.
 
 Everything is encoded with PyAV's bundled encoders (no system ffmpeg): libx264, libx265,
-libvpx-vp9, libsvtav1, mpeg4, mjpeg.
+libvpx-vp9, libsvtav1, mpeg4, mjpeg. Subtitle streams are muxed as the packets FFmpeg's own
+encoders would write (mov_text: a 2-byte length and UTF-8 text; SubRip and WebVTT in Matroska:
+the text; ASS: the events of an .ass script, copied with its header by PyAV's ass demuxer).
 
 Layout of an upright frame (W x H):
     top 3/4: a grid of 4 rows x 6 columns of cells
@@ -19,7 +21,9 @@ Layout of an upright frame (W x H):
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -48,6 +52,99 @@ ENCODERS: dict[str, tuple[str, str, dict[str, str]]] = {
 # Container suffix -> audio encoder used when the file gets an audio stream
 _AUDIO = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".ts": "aac", ".webm": "libopus",
           ".avi": "pcm_s16le"}
+
+
+@dataclass(frozen=True)
+class Track:
+    """A subtitle stream for :func:`make_video`: its codec (``mov_text`` in MP4/MOV; ``subrip``,
+    ``webvtt`` or ``ass`` in Matroska), language (ISO 639-2, as containers store it) and cues
+    ``(start_s, end_s, text)`` in seconds from the first frame."""
+
+    codec: str
+    cues: Sequence[tuple[float, float, str]]
+    language: str | None = None
+    default: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+ASS_HEADER = """[Script Info]
+ScriptType: v4.00+
+PlayResX: 384
+PlayResY: 288
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, \
+Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, \
+Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
+Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+""".replace("\\\n", "")
+
+
+def ass_time(t: float) -> str:
+    """``H:MM:SS.cc``, ASS's clock."""
+    cs = round(t * 100)
+    return f"{cs // 360000}:{cs // 6000 % 60:02d}:{cs // 100 % 60:02d}.{cs % 100:02d}"
+
+
+def ass_script(cues: Sequence[tuple[float, float, str]]) -> str:
+    """An .ass script with ``cues`` as Dialogue events (their text may hold ASS markup)."""
+    lines = [f"Dialogue: 0,{ass_time(a)},{ass_time(b)},Default,,0,0,0,,{text}"
+             for a, b, text in cues]
+    return ASS_HEADER + "\n".join(lines) + "\n"
+
+
+def _add_subtitle_streams(out, path: Path, tracks: Sequence[Track]) -> list[tuple]:
+    """A subtitle stream of ``out`` per track, added before anything is muxed (the header
+    names every stream); for ASS, the open script it copies its header and events from."""
+    added = []
+    for k, track in enumerate(tracks):
+        src = None
+        if track.codec == "ass":
+            script = path.with_name(f".{path.stem}.{k}.ass")
+            script.write_text(ass_script(track.cues), encoding="utf-8")
+            src = av.open(str(script))
+            script.unlink()  # the demuxer has read it whole
+            stream = out.add_stream_from_template(src.streams.subtitles[0])
+        else:
+            stream = out.add_mux_stream(track.codec)
+            stream.time_base = Fraction(1, 1000)
+        if track.language:
+            stream.metadata["language"] = track.language
+        for key, value in track.extra.items():
+            stream.metadata[key] = value
+        if track.default:
+            stream.disposition = av.stream.Disposition.default
+        added.append((stream, track, src))
+    return added
+
+
+def _mux_subtitles(out, added: Sequence[tuple], start_s: float) -> None:
+    """Each track's cues in its stream, ``start_s`` later (the container's clock, on which the
+    first frame is at ``start_s``)."""
+    ms = Fraction(1, 1000)
+    for stream, track, src in added:
+        if src is not None:
+            shift = round(Fraction(start_s) / src.streams.subtitles[0].time_base)
+            for packet in src.demux(src.streams.subtitles[0]):
+                if packet.size:
+                    packet.pts += shift
+                    packet.dts = packet.pts
+                    packet.stream = stream
+                    out.mux(packet)
+            continue
+        for a, b, text in track.cues:
+            data = text.encode()
+            if track.codec == "mov_text":
+                data = struct.pack(">H", len(data)) + data
+            packet = av.Packet(data)
+            packet.stream = stream
+            packet.time_base = ms
+            packet.pts = packet.dts = round((Fraction(start_s) + Fraction(a)) * 1000)
+            packet.duration = round(Fraction(b - a) * 1000)
+            out.mux(packet)
 
 
 def _checksum(index: int) -> int:
@@ -148,6 +245,7 @@ def make_video(
     audio: bool = False,
     options: dict[str, str] | None = None,
     faststart: bool = False,
+    subtitles: Sequence[Track] = (),
 ) -> Path:
     """Write a video whose frame ``i`` shows index ``i`` (see :func:`read_index`); return its path.
 
@@ -159,7 +257,8 @@ def make_video(
     to whole frame intervals). ``extra_stream_first`` puts an audio stream before the video (the
     video is then stream 1); ``audio`` adds one after it. The container is chosen by the suffix
     (.mp4 .mov .mkv .webm .avi .ts). ``options`` override the encoder options. ``faststart`` puts
-    an MP4's index (moov) first, so a truncated copy stays partly decodable.
+    an MP4's index (moov) first, so a truncated copy stays partly decodable. ``subtitles``
+    are muxed as subtitle streams after the video (and audio), timed from the first frame.
     """
     path = Path(path)
     if codec not in ENCODERS:
@@ -200,6 +299,7 @@ def make_video(
             stream.set_display_rotation(-rotation)
         if audio and audio_stream is None:
             audio_stream = _add_audio(out, suffix)
+        subtitle_streams = _add_subtitle_streams(out, path, subtitles)
         for i, t in enumerate(times):
             upright = draw_frame(i, size)
             stored = np.ascontiguousarray(np.rot90(upright, k=rotation // 90))
@@ -212,6 +312,10 @@ def make_video(
         if audio_stream is not None:
             end = times[-1] + tick if times else Fraction(0)
             _write_audio(out, audio_stream, float(times[0]) if times else 0.0, float(end))
+        _mux_subtitles(out, subtitle_streams, float(times[0]) if times else 0.0)
+    for _, _, src in subtitle_streams:  # after the muxer is done with the streams they lent
+        if src is not None:
+            src.close()
     return path
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import records, run_cli
-from tests.media import make_shots
+from tests.media import Track, make_shots, make_video
 from videovlm import tasks
 from videovlm.api import describe, run_recipe, stage_video
 from videovlm.model import Model
@@ -280,3 +280,37 @@ def test_a_batch_killed_inside_a_long_video_resumes_at_its_window(
     (a,), (b,) = records(tmp_path / "whole"), records(out)
     assert kept >= 1 and _segments(a) == _segments(b) and a["summary"] == b["summary"]
     assert not progress.exists()
+
+
+# (start_s, end_s, text) on the frames' clock of a 20-s clip whose first frame is at 7.5 s; the
+# second cue spans the boundary of the first two 5-s windows
+WINDOW_CUES = [(1.0, 2.0, "one"), (4.5, 5.5, "across"), (7.0, 7.5, "two"), (12.0, 13.0, "three"),
+               (19.0, 19.8, "four")]
+
+
+def test_windowed_segments_carry_the_cues_of_their_own_span(tmp_path: Path, fast: Path,
+                                                             model: Model) -> None:
+    """The dialogue is read once for the whole file; every window's segment then holds the cues
+    said during its own span (on the frames' clock), also when they come back from the progress
+    file, and the result's dialogue record is the whole video's."""
+    clip = make_video(tmp_path / "talk.mp4", n_frames=200, fps=10, start_pts_s=7.5, gop=10,
+                      subtitles=[Track("mov_text", WINDOW_CUES, "eng")])
+    rec = load_recipe(str(fast)).with_overrides(length_s=5.0, after_s=5.0, snap_s=0.0)
+    staged = stage_video(clip, rec, image_size=model.image_size)
+    assert isinstance(staged, WindowedVideo) and len(staged.spans) == 4
+    assert staged.dialogue is not None and len(staged.dialogue.cues) == len(WINDOW_CUES)
+    progress = tmp_path / "talk.progress.json"
+    first = run_recipe(rec, clip, model=model, progress_file=progress).to_dict()
+    again = run_recipe(rec, clip, model=model, progress_file=progress).to_dict()  # from the file
+    for result in (first, again):
+        segs = result["segments"]
+        assert len(segs) >= 4
+        for seg in segs:
+            said = [t for a, b, t in WINDOW_CUES if a < seg["end_s"] and b > seg["start_s"]]
+            assert [c["text"] for c in seg["transcript"]] == said, seg
+        shown = [c["text"] for seg in segs for c in seg["transcript"]]
+        assert set(shown) == {t for _, _, t in WINDOW_CUES}
+        assert shown.count("across") == 2  # in the last segment of window 1, the first of 2
+        assert result["dialogue"]["cues"] == len(WINDOW_CUES)
+        assert result["dialogue"]["in_prompt"] >= len(WINDOW_CUES)
+    assert first["segments"] == again["segments"] and first["dialogue"] == again["dialogue"]

@@ -127,9 +127,18 @@ def test_answer_together_gives_each_video_its_own_answers(model, batch_size):
                                                           max_new_tokens=12)])
     asks.append(Ask(None, ("Summarise: a dog runs.",)))
     alone.append([(model.generate_text("Summarise: a dog runs.", max_new_tokens=12), None)])
-    assert model.answer_together(asks, batch_size=batch_size, max_new_tokens=12) == alone
+    together = model.answer_together(asks, batch_size=batch_size, max_new_tokens=12)
+    assert [[(r.text, r.choice) for r in answers] for answers in together] == alone
     assert len({text for answers in alone for text, _ in answers}) > 2  # not all one answer
     assert all(letter in "ABC" for letter in (x for _, x in alone[1]))
+    # the letters' probabilities too are each prompt's own, batched or not
+    for ask, answers in zip(asks, together, strict=True):
+        for reply, single in zip(answers, model.answer_one(ask, max_new_tokens=12), strict=True):
+            assert (reply.scores is None) == (ask.letters is None) == (single.scores is None)
+            if reply.scores is not None:
+                assert reply.scores == pytest.approx(single.scores, abs=1e-4)
+                assert max(reply.scores, key=reply.scores.get) == reply.choice
+                assert sum(reply.scores.values()) == pytest.approx(1.0)
 
 
 def test_attention_is_sdpa(model):

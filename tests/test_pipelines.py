@@ -36,7 +36,8 @@ def error_of(path_or_name: str | Path) -> str:
 
 
 def test_builtins_one_per_task_with_defaults_filled() -> None:
-    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme", "mcq", "qa", "timeline"]
+    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme", "find", "mcq", "qa",
+                              "timeline"]
     recipes = {r.name: r for r in list_recipes()}
     assert {r.task for r in recipes.values()} == set(TASKS)
     for r in recipes.values():
@@ -53,6 +54,9 @@ def test_builtins_one_per_task_with_defaults_filled() -> None:
     SceneSettings(**describe.scenes)  # the [scenes] table feeds detect_scenes as is
     assert describe.scenes["detector"] == "adaptive"
     assert recipes["qa"].scenes == {}
+    assert recipes["qa"].windows == {} and set(recipes["find"].windows) == set(SCHEMA["windows"])
+    # one [windows] table: its length_s is the describing tasks' window and find's
+    assert describe.windows["length_s"] == 300.0 and recipes["find"].windows["length_s"] == 10.0
     # in this editable checkout the built-ins are the repo's own files
     assert Path(describe.path).resolve() == (REPO_PIPELINES / "describe.toml").resolve()
 
@@ -121,13 +125,13 @@ def test_extends_with_another_task(tmp_path: Path) -> None:
     r = load_recipe(path)
     assert r.task == "timeline" and r.scenes == {}
     # the describe summary carries over: a timeline may have one (optional)
-    assert set(r.prompts) == {"intro", "task", "summary"}
+    assert set(r.prompts) == {"intro", "task", "summary", "dialogue"}
     assert r.prompts["intro"] == load_recipe("describe").prompts["intro"]
     assert r.prompts["summary"] == load_recipe("describe").prompts["summary"]
     # a prompt no task of this kind uses is still dropped
     path = write(tmp_path, 'extends = "describe"\ntask = "qa"\n'
                  '[prompts]\nquestion = "{question}"\n', "qa_from_describe.toml")
-    assert set(load_recipe(path).prompts) == {"intro", "question"}
+    assert set(load_recipe(path).prompts) == {"intro", "question", "dialogue"}
 
 
 def test_timeline_summary_is_optional(tmp_path: Path) -> None:
@@ -203,7 +207,7 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, body: str, expected: str) -
 
 def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
     assert "did you mean 'timeline'" in error_of("timelne")
-    names = "describe, eval_cinepile, eval_videomme, mcq, qa, timeline"
+    names = "describe, eval_cinepile, eval_videomme, find, mcq, qa, timeline"
     assert names in error_of("nothing-like-it")
     assert "not found" in error_of(tmp_path / "absent.toml")
 
@@ -232,3 +236,17 @@ def test_readme_documents_every_key() -> None:
     missing = [k for k in keys if f"`{k}`" not in readme]
     assert not missing, f"document these keys in pipelines/README.md: {missing}"
     assert all(f"`{name}`" in readme for name in recipe_names())
+
+
+def test_windows_table_belongs_to_describing_tasks_and_find(tmp_path: Path) -> None:
+    for task in ("describe", "timeline", "find"):
+        path = tmp_path / f"{task}.toml"
+        path.write_text(f'extends = "{task}"\n[windows]\nlength_s = 5\n')
+        assert load_recipe(str(path)).windows["length_s"] == 5.0
+    path = tmp_path / "qa.toml"
+    path.write_text('extends = "qa"\n[windows]\nlength_s = 5\n')
+    with pytest.raises(RecipeError, match=r'\[windows\] only applies to task "describe" or '
+                                          r'"timeline" or "find", not \'qa\''):
+        load_recipe(str(path))
+    with pytest.raises(RecipeError, match="is not run in windows"):
+        load_recipe("mcq").with_overrides(length_s=5.0)

@@ -31,13 +31,15 @@ __all__ = [
     "ask",
     "decode",
     "describe",
+    "find",
     "plan",
     "probe",
     "sample_frames",
 ]
 
 # Loaded on first use, so ``import videovlm`` (and ``videovlm frames``) never imports torch.
-_LAZY = {"Model": "videovlm.model", "describe": "videovlm.api", "ask": "videovlm.api"}
+_LAZY = {"Model": "videovlm.model", "describe": "videovlm.api", "ask": "videovlm.api",
+         "find": "videovlm.api"}
 
 
 def __getattr__(name: str):

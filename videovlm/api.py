@@ -31,12 +31,13 @@ from videovlm.pipelines import Recipe, load_recipe
 from videovlm.result import Result
 from videovlm.run import Asked, Asker, ModelRun, PrefixStore, generation_settings
 from videovlm.text import option_texts
-from videovlm.video import VideoInputs, WindowedVideo, load_video, stage_video
+from videovlm.video import VideoInputs, WindowedVideo, load_video, read_once, stage_video
 from videovlm.windows import (
     OnStart,
     OnWindow,
     Progress,
     Record,
+    Span,
     combine,
     drive,
     window_overrides,
@@ -45,8 +46,8 @@ from videovlm.windows import (
 
 log = logging.getLogger("videovlm")
 
-__all__ = ["VideoInputs", "WindowedVideo", "ask", "describe", "load_video", "option_texts",
-           "run_model", "run_recipe", "run_windows", "stage_video"]
+__all__ = ["VideoInputs", "WindowedVideo", "ask", "describe", "find", "load_video",
+           "option_texts", "run_model", "run_recipe", "run_windows", "stage_video"]
 
 
 def _recipe(recipe: Recipe | str) -> Recipe:
@@ -103,8 +104,17 @@ def run_model(
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
     asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
              for q, c in zip(questions or [], question_choices, strict=True)]
+    s = inputs.sampling
+
+    windows_rec = read_once(rec, inputs.dialogue)  # the dialogue was read with the run's frames
+
+    def load(span: Span, n: int) -> VideoInputs:  # a window, decoded like the run's frames
+        return load_video(inputs.path, windows_rec, n=n, image_size=model.image_size,
+                          backend=s["backend"], fit=s["fit"], seek=s["seek"], info=inputs.info,
+                          span=span, dialogue=inputs.dialogue)
+
     return task.runner(ModelRun(model, inputs, rec, asked, asker=asker, prefixes=prefixes,
-                                streamer=streamer))
+                                streamer=streamer, load=load))
 
 
 def run_windows(
@@ -210,7 +220,8 @@ def windowed_recipe(recipe: Recipe, window: float | None) -> Recipe:
         return recipe
     if not tasks.get(recipe.task).windowed:
         raise VideoVLMError(f"recipe {recipe.name!r} ({recipe.task}) is not run in windows: "
-                            "drop --window (only describing recipes are)")
+                            "drop --window (only describing recipes are; find cuts its own: "
+                            "videovlm find --window)")
     if 0 < window < 1:
         raise VideoVLMError(f"a window of {window} s is too short: give at least 1 second, or "
                             "0 for no windows")
@@ -224,6 +235,7 @@ def describe_recipe(mode: str | None, recipe: Recipe | str | None) -> Recipe:
     task = tasks.for_mode(mode) if mode else None
     rec = _recipe(recipe or (task or tasks.get(tasks.DEFAULT_TASK)).recipe)
     own = tasks.get(rec.task)
+    _refuse_find(rec)
     if not own.describes:
         raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
                             "`videovlm ask` or `videovlm run`")
@@ -244,22 +256,36 @@ def describe(
     device: str | None = None,
     dtype: str | None = None,
     window: float | None = None,
+    subtitles: str | None = None,
+    subtitle_lang: str | None = None,
 ) -> Result:
     """Timestamped descriptions of one video: per scene (default) or one timeline prompt.
 
     ``mode`` picks the describing task (:data:`videovlm.tasks.DESCRIBE_MODES`); the recipe
     defaults to that task's. ``n`` is the frame budget for the whole video, or for each window
     of a long one (``window`` seconds; by default a video over 10 minutes is cut into 5-minute
-    windows, the recipe's ``[windows]``).
+    windows, the recipe's ``[windows]``). ``subtitles`` (``auto``, ``none`` or a file) and
+    ``subtitle_lang`` override the recipe's ``[dialogue]``.
     """
-    return run_recipe(describe_recipe(mode, recipe), path, model=model, device=device,
-                      dtype=dtype, n=n, backend=backend, window=window)
+    rec = describe_recipe(mode, recipe).with_overrides(subtitles=subtitles,
+                                                       subtitle_lang=subtitle_lang)
+    return run_recipe(rec, path, model=model, device=device, dtype=dtype, n=n, backend=backend,
+                      window=window)
 
 
 def ask_recipe(choices: Sequence[str] | None, recipe: Recipe | str | None) -> Recipe:
     """The recipe ``ask`` runs: ``recipe``, or the question task's default (multiple choice
     with ``choices``)."""
-    return _recipe(recipe or tasks.for_questions(bool(choices)).recipe)
+    rec = _recipe(recipe or tasks.for_questions(bool(choices)).recipe)
+    _refuse_find(rec)
+    return rec
+
+
+def _refuse_find(rec: Recipe) -> None:
+    """A find recipe given to ``describe`` or ``ask``: one line naming the command for it."""
+    if rec.task == tasks.FIND_TASK:
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe: run it with "
+                            f"`videovlm {tasks.FIND_TASK} VIDEO QUERY` or `videovlm run`")
 
 
 def ask(
@@ -273,16 +299,59 @@ def ask(
     backend: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    subtitles: str | None = None,
+    subtitle_lang: str | None = None,
 ) -> Result:
     """Answer questions about one video, encoding its frames once for all of them.
 
     With ``choices`` every question is multiple choice: the options are shown as ``A. text``
-    lines and each answer's ``choice`` is a valid letter.
+    lines and each answer's ``choice`` is a valid letter. ``subtitles`` and ``subtitle_lang``
+    are :func:`describe`'s.
     """
     qs = [questions] if isinstance(questions, str) else list(questions)
     if not qs or not all(q.strip() for q in qs):
         raise VideoVLMError("give at least one non-empty question (-q)")
     if choices is not None and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
-    return run_recipe(ask_recipe(choices, recipe), path, model=model, questions=qs,
-                      choices=choices, device=device, dtype=dtype, n=n, backend=backend)
+    rec = ask_recipe(choices, recipe).with_overrides(subtitles=subtitles,
+                                                     subtitle_lang=subtitle_lang)
+    return run_recipe(rec, path, model=model, questions=qs, choices=choices, device=device,
+                      dtype=dtype, n=n, backend=backend)
+
+
+def find_recipe(recipe: Recipe | str | None, *, window_s: float | None = None,
+                threshold: float | None = None, per_call: int | None = None) -> Recipe:
+    """The recipe ``find`` runs: ``recipe`` or the find task's, with the window length, the
+    threshold and the windows per call overridden where given; a recipe of another task is
+    one line."""
+    rec = _recipe(recipe or tasks.get(tasks.FIND_TASK).recipe)
+    if rec.task != tasks.FIND_TASK:
+        raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe, not a "
+                            f"{tasks.FIND_TASK!r} one: run it with `videovlm run`")
+    return rec.with_overrides(length_s=window_s, score_threshold=threshold,
+                              windows_per_call=per_call)
+
+
+def find(
+    path: str | os.PathLike[str],
+    query: str,
+    *,
+    model: Model | str | None = None,
+    window_s: float | None = None,
+    threshold: float | None = None,
+    n: int | None = None,
+    per_call: int | None = None,
+    recipe: Recipe | str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Result:
+    """When ``query`` is visible in one video: the video cut into windows of ``window_s``
+    seconds, each scored from its own ``n`` frames (P(yes) that the query is visible), and the
+    windows at or above ``threshold`` merged into ranges (``result.relevance``; the ranges are
+    also ``result.segments``). ``per_call`` windows decode together in one batched call.
+    Defaults are the find recipe's."""
+    rec = find_recipe(recipe, window_s=window_s, threshold=threshold, per_call=per_call)
+    text = tasks.check_query(None, query)
+    return run_recipe(rec, path, model=model, questions=[text], device=device, dtype=dtype,
+                      n=n, backend=backend)

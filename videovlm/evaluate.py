@@ -173,6 +173,7 @@ def evaluate(
     resume: bool = True,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
+    dialogue: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Answer ``items`` with ``model`` under ``protocol`` into ``out_dir`` and score them.
 
@@ -181,9 +182,12 @@ def evaluate(
     questions decode together (:mod:`videovlm.batch.together`). ``results.jsonl`` and
     ``batch.json`` make the run resumable (a rerun skips answered videos; other settings are
     refused); afterwards
-    ``predictions.jsonl`` and ``summary.json`` are rewritten from the whole log.
+    ``predictions.jsonl`` and ``summary.json`` are rewritten from the whole log. ``dialogue``
+    overrides the protocol recipe's ``[dialogue]`` (``subtitles``: auto or none,
+    ``subtitle_lang``): by default each video's subtitles, found as ``describe`` finds them,
+    go after the frames they are said during, as the benchmarks' subtitle tracks give them.
     """
-    recipe = load_recipe(tasks.protocol(protocol).recipe)
+    recipe = load_recipe(tasks.protocol(protocol).recipe).with_overrides(**(dialogue or {}))
     root, out = Path(videos).absolute(), Path(out_dir)
     by_video: dict[str, list[EvalItem]] = {}
     for item in items:

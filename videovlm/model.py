@@ -16,7 +16,8 @@ call that runs the vision tower, then :meth:`Model.encode_prefix`) and continue 
 cache (:meth:`Model.answer`, :meth:`Model.choose`), cropped back to the video after each answer,
 instead of re-encoding thousands of image tokens per question. Multiple choice reads each
 answer's best option letter from that same generation, so a rambling answer costs no second
-pass over the frames.
+pass over the frames; ``find`` reads P(yes) against P(no) by the same rule
+(:func:`_letter_scores`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -620,8 +621,7 @@ class Model:
         ``batch_size=1`` reuses one cache, cropped back after each answer, for the least memory;
         an int8 model always answers one question at a time (:attr:`batches_rows`).
         """
-        texts, _ = self._answer(Ask(prefix, tuple(tails)), batch_size, generation)
-        return texts
+        return [r.text for r in self._answer(Ask(prefix, tuple(tails)), batch_size, generation)]
 
     def choose(self, prefix: Prefix, tails: Sequence[str], letters: Sequence[str], *,
                batch_size: int = QUESTIONS_PER_CALL, **generation: Any
@@ -634,38 +634,42 @@ class Model:
         score, and what a one-token greedy decode restricted to the letters would write). The
         letter is read from the raw logits, so sampling or a repetition penalty in
         ``generation`` change the text, not the letter. It is ``None`` only when the tokenizer
-        has no single token for any letter.
+        has no token that begins any letter (:meth:`_letter_ids`).
         """
-        texts, picks = self._answer(Ask(prefix, tuple(tails), tuple(letters)), batch_size,
-                                    generation)
-        return list(zip(texts, picks, strict=True))
+        replies = self._answer(Ask(prefix, tuple(tails), tuple(letters)), batch_size, generation)
+        return [(r.text, r.choice) for r in replies]
 
     def _letter_ids(self, letters: Sequence[str]) -> dict[int, str]:
-        """Token ids that spell exactly one option letter (``B`` and `` B``), mapped to it."""
-        ids: dict[int, str] = {}
+        """The token ids that begin writing one of ``letters`` (option letters, or answer words
+        such as find's ``yes``/``no``), mapped to it: the first token of each spelling (as
+        written, after a space, capitalised), when that token holds the word's first character
+        (a bare space says nothing) and begins no other word's spelling. ``B`` and `` B`` on
+        any tokenizer; ``Yes``/`` yes`` whole on SmolVLM's, their first pieces (``Y``, ``y``)
+        on a small one that splits them."""
+        owners: dict[int, set[str]] = {}
         for letter in letters:
-            for form in (letter, " " + letter):
+            for form in dict.fromkeys((letter, " " + letter, letter.capitalize(),
+                                       " " + letter.capitalize())):
                 tok = self.tokenizer(form, add_special_tokens=False)["input_ids"]
-                if len(tok) == 1:
-                    ids.setdefault(tok[0], letter)
-        return ids
+                piece = self.tokenizer.decode(tok[:1]).strip() if tok else ""
+                if piece and form.strip().startswith(piece):
+                    owners.setdefault(tok[0], set()).add(letter)
+        return {tok: next(iter(who)) for tok, who in owners.items() if len(who) == 1}
 
     def _answer(self, ask: Ask, batch_size: int, generation: Mapping[str, Any]
-                ) -> tuple[list[str], list[str | None]]:
+                ) -> list[Reply]:
         """:meth:`answer`'s work for one video's ``ask`` (with letters: also each question's
-        best letter), ``batch_size`` questions per call where the model batches rows."""
+        best letter and the letters' scores), ``batch_size`` questions per call where the model
+        batches rows."""
         if not ask.tails:
-            return [], []
+            return []
         kwargs = self._generation_kwargs(generation)
         rows = self._rows(ask, kwargs)
         step = max(1, batch_size) if self.batches_rows else 1
-        answers: list[str] = []
-        picks: list[str | None] = []
+        replies: list[Reply] = []
         for start in range(0, len(rows), step):
-            texts, best = self._generate_rows(rows[start:start + step], kwargs)
-            answers.extend(texts)
-            picks.extend(best)
-        return answers, picks
+            replies.extend(self._generate_rows(rows[start:start + step], kwargs))
+        return replies
 
     def _rows(self, ask: Ask, kwargs: Mapping[str, Any]) -> list[_Row]:
         """``ask``'s tails as rows for :meth:`_generate_rows` (a tail with no prefix is a
@@ -689,9 +693,9 @@ class Model:
         return self.quantization != "int8"
 
     def answer_together(self, asks: Sequence[Ask], *, batch_size: int = QUESTIONS_PER_CALL,
-                        **generation: Any) -> list[list[tuple[str, str | None]]]:
+                        **generation: Any) -> list[list[Reply]]:
         """Several videos' prompts in batched generations: for each :class:`Ask`, its answers
-        (text, best letter or None), as :meth:`answer`, :meth:`choose` or :meth:`generate_text`
+        (a :class:`Reply` per tail), as :meth:`answer`, :meth:`choose` or :meth:`generate_text`
         give them one video at a time.
 
         On a GPU one sequence decoding leaves the chip idle: here every tail of every ask is a
@@ -714,31 +718,29 @@ class Model:
                 made = self._rows(ask, kwargs)
                 rows.extend(made)
                 owner.extend([i] * len(made))
-        out: list[list[tuple[str, str | None]]] = [[] for _ in asks]
+        out: list[list[Reply]] = [[] for _ in asks]
         step = max(1, batch_size)
         for start in range(0, len(rows), step):
-            texts, picks = self._generate_rows(rows[start:start + step], kwargs)
-            for i, text, pick in zip(owner[start:start + step], texts, picks, strict=True):
-                out[i].append((text, pick))
+            replies = self._generate_rows(rows[start:start + step], kwargs)
+            for i, reply in zip(owner[start:start + step], replies, strict=True):
+                out[i].append(reply)
         return out
 
-    def answer_one(self, ask: Ask, **generation: Any) -> list[tuple[str, str | None]]:
+    def answer_one(self, ask: Ask, **generation: Any) -> list[Reply]:
         """One :class:`Ask`'s answers the way a single video's run gets them:
         :meth:`generate_text`, :meth:`answer` or :meth:`choose`, with their default batches."""
         if ask.prefix is None:
-            return [(self.generate_text(t, **generation), None) for t in ask.tails]
-        texts, picks = self._answer(ask, QUESTIONS_PER_CALL, generation)
-        return list(zip(texts, picks, strict=True))
+            return [Reply(self.generate_text(t, **generation)) for t in ask.tails]
+        return self._answer(ask, QUESTIONS_PER_CALL, generation)
 
     def _text_turn(self, text: str) -> str:
         """A text-only user turn through the chat template (summaries: :meth:`generate_text`,
         and text-only rows of a batched call)."""
         return self.render([{"type": "text", "text": text}])
 
-    def _generate_rows(self, rows: Sequence[_Row],
-                       kwargs: Mapping[str, Any]) -> tuple[list[str], list[str | None]]:
+    def _generate_rows(self, rows: Sequence[_Row], kwargs: Mapping[str, Any]) -> list[Reply]:
         """One batched generation of ``rows`` (a prefix or None, the tail's token ids, the
-        option letters' ids or None): each row's answer and best letter.
+        option letters' ids or None): each row's answer, best letter and letters' scores.
 
         Layout of a row: left padding up to the longest prefix, its prefix (in the cache), then
         padding up to the longest tail, then its tail; padding is masked and skipped by the
@@ -785,14 +787,26 @@ class Model:
             finally:  # the prefix is left as found, even when generation failed
                 if reused:
                     shared.cache.crop(n_head - shared.cache.get_seq_length())  # negative: drop
-        texts = [self._decode(row[n_head + width:]) for row in out]
-        picks: list[str | None] = [None] * len(rows)
+        replies = [Reply(self._decode(row[n_head + width:])) for row in out]
         if want_letters:
             per_row = first.logits.reshape(len(rows), beams, -1)
             for row, letter_ids in enumerate(letters):
-                if letter_ids is not None:
-                    (picks[row],) = _best_letter(per_row[row], 1, letter_ids)
-        return texts, picks
+                if letter_ids is not None:  # the first beam's: beams share the prompt
+                    replies[row] = Reply(replies[row].text,
+                                         *_letter_scores(per_row[row][0], letter_ids))
+        return replies
+
+
+class Reply(NamedTuple):
+    """One prompt's answer: its text and, when its :class:`Ask` had ``letters``, the letter the
+    model scores highest at the answer's first token (``choice``) and every letter's
+    probability there (``scores``: softmax over the letters' logits, summing to 1), read from
+    the same pass that wrote the text. A tuple, so answers travel as plain data (JSON, other
+    processes)."""
+
+    text: str
+    choice: str | None = None
+    scores: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -1009,10 +1023,20 @@ class _FirstLogits:
             self._handle.remove()
 
 
-def _best_letter(logits: Any, rows: int, letter_ids: dict[int, str]) -> list[str | None]:
-    """Per question, the letter whose token has the highest logit (beams share one row)."""
+def _letter_scores(logits: Any, letter_ids: dict[int, str]
+                   ) -> tuple[str | None, dict[str, float] | None]:
+    """The one rule for reading letters from an answer's first-token ``logits`` (one row):
+    the letter of the highest-scoring token (what a one-token greedy decode restricted to the
+    letters writes; ties go to the lower token id, as greedy decoding's argmax), and each
+    letter's probability, the softmax over the letters of each one's best token logit.
+    ``(None, None)`` when the tokenizer spells none of them."""
+    import torch
+
     if not letter_ids:
-        return [None] * rows
+        return None, None
     ids = sorted(letter_ids)
-    per_row = logits.reshape(rows, -1, logits.shape[-1])[:, 0, ids]
-    return [letter_ids[ids[int(i)]] for i in per_row.argmax(dim=-1)]
+    chosen = letter_ids[ids[int(logits[ids].argmax())]]
+    names = list(dict.fromkeys(letter_ids.values()))  # in the letters' order
+    best = torch.stack([logits[[i for i in ids if letter_ids[i] == n]].max() for n in names])
+    probs = torch.softmax(best.double(), dim=0)
+    return chosen, {n: float(p) for n, p in zip(names, probs, strict=True)}

@@ -6,18 +6,27 @@ image expands to ``<fake_token_around_image><global-img>`` + ``tokens_per_image`
 tokens + ``<fake_token_around_image>``. This is SmolVLM2's video layout (transformers'
 ``processing_smolvlm``: intro, ``\\nFrame from MM:SS:`` + image per frame, ``\\n\\n``, the
 user's text), which SmolVLM v1 reads just as well; the families differ only in the frame labels
-past an hour (:func:`frame_time_text`) and in the intro their recipes give them.
+past an hour (:func:`frame_time_text`) and in the intro their recipes give them. A frame whose
+slice of the video has dialogue is followed by ``\n`` and that dialogue's text (the recipe's
+``prompts.dialogue``, filled by :mod:`videovlm.run`; which cues go after which frame is
+:func:`videovlm.dialogue.assign_cues`).
 
 The count is never estimated: it is the length of the ``input_ids`` that will be fed, made by
 the model's own tokenizer with the processor's image expansion (:meth:`Model.count_tokens`,
 tested equal to the stock processor's), and :func:`frames_that_fit` counts candidate prompts the
-same way. A prompt over the budget (the model's positions minus the tokens reserved for the
-answer) raises :class:`OverBudget`; callers re-plan with fewer frames and say so, never truncate.
+same way, dialogue included. A prompt over the budget (the model's positions minus the tokens
+reserved for the answer) raises :class:`OverBudget`; callers re-plan with fewer frames
+(:func:`frames_that_fit`) or shorten the dialogue (:func:`words_that_fit`) and say so, never
+truncate.
+
+The prompt's ``head`` (what an encoded prefix holds, and what ``serve`` keeps it under) ends at
+the last image, so it holds every frame's dialogue but the last one's, which opens the tail: a
+head ending at a special token tokenizes the same alone as inside the whole prompt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +95,12 @@ class Prompt:
         return self.suffix[0] + task + self.suffix[1]
 
 
-def _content(family: str, times: Sequence[float], intro: str | None) -> list[dict[str, Any]]:
+Dialogue = Sequence[str | None]
+"""Per frame, the text shown after it (its dialogue, final), or None."""
+
+
+def _content(family: str, times: Sequence[float], intro: str | None,
+             dialogue: Dialogue | None = None) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
     if intro:
         content.append({"type": "text", "text": intro})
@@ -95,13 +109,16 @@ def _content(family: str, times: Sequence[float], intro: str | None) -> list[dic
         content.append({"type": "text",
                         "text": f"{lead}Frame from {frame_time_text(t, family)}:"})
         content.append({"type": "image"})
+        if dialogue is not None and dialogue[i]:
+            content.append({"type": "text", "text": f"\n{dialogue[i]}"})
     content.append({"type": "text", "text": ("\n\n" if times or intro else "") + _SENTINEL})
     return content
 
 
-def _template(model: Model, times: Sequence[float], intro: str | None) -> str:
+def _template(model: Model, times: Sequence[float], intro: str | None,
+              dialogue: Dialogue | None = None) -> str:
     """The chat text with a placeholder for the task."""
-    return model.render(_content(model.family, times, intro))
+    return model.render(_content(model.family, times, intro, dialogue))
 
 
 def _per_frame(model: Model, tokens: int, empty: int, n: int) -> int:
@@ -109,21 +126,24 @@ def _per_frame(model: Model, tokens: int, empty: int, n: int) -> int:
 
 
 def build_prompt(model: Model, frames: Sequence[Frame], images: Sequence[np.ndarray], task: str,
-                 *, intro: str | None = None,
+                 *, intro: str | None = None, dialogue: Dialogue | None = None,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Prompt:
     """The prompt for these frames and task, with its exact token count; OverBudget if too long.
 
-    ``images`` are the prepared frames (same order as ``frames``); ``intro`` and ``task`` are
-    final strings. Pixels are not turned into tensors here: the model encodes each frame when
-    (and only if) the frame cache does not already hold it (:meth:`Model.image_features`);
-    :meth:`Model.encode` makes the whole-prompt inputs for callers that want them.
+    ``images`` are the prepared frames (same order as ``frames``); ``intro``, ``task`` and
+    ``dialogue`` (per frame, the text after it, or None) are final strings. Pixels are not
+    turned into tensors here: the model encodes each frame when (and only if) the frame cache
+    does not already hold it (:meth:`Model.image_features`); :meth:`Model.encode` makes the
+    whole-prompt inputs for callers that want them.
     """
     if len(frames) != len(images):
         raise ValueError(f"{len(frames)} frames but {len(images)} images")
     if not frames:
         raise ValueError("a prompt needs at least one frame")
+    if dialogue is not None and len(dialogue) != len(frames):
+        raise ValueError(f"{len(frames)} frames but dialogue for {len(dialogue)}")
     budget = model.context - max_new_tokens
-    template = _template(model, [f.time_s for f in frames], intro)
+    template = _template(model, [f.time_s for f in frames], intro, dialogue)
     text = template.replace(_SENTINEL, task)
     tokens = model.count_tokens(text)
     if tokens > budget:
@@ -149,25 +169,61 @@ def text_tokens(model: Model, text: str) -> int:
     return model.count_tokens(model.render([{"type": "text", "text": text}]))
 
 
+Layout = Callable[[int], tuple[Sequence[float], Dialogue | None]]
+"""For a candidate frame count, the frames' times and their dialogue (what the selection rule
+and the cue assignment would give)."""
+
+
 def frames_that_fit(model: Model, n: int, *, task: str, intro: str | None,
-                    max_new_tokens: int, duration_s: float | None = None) -> int:
+                    max_new_tokens: int, duration_s: float | None = None,
+                    layout: Layout | None = None) -> int:
     """The largest frame count <= ``n`` whose prompt fits the budget, counted exactly.
 
-    Timestamps change a frame's cost by a token or so; with ``duration_s`` the candidate
-    prompts use the times the selection rule will ask for (slice centres), otherwise the
+    Timestamps change a frame's cost by a token or so; with ``layout`` the candidate prompts
+    are the ones a re-plan would make (the planned frames' times and their dialogue: no
+    decoding needed), with ``duration_s`` they use the slice centres, otherwise the
     longest-reading ``MM:SS`` for the duration-less case. ``intro`` is used as given.
     """
     budget = model.context - max_new_tokens
 
     def fits(k: int) -> bool:
-        if duration_s is not None and k:
+        dialogue = None
+        if layout is not None and k:
+            times, dialogue = layout(k)
+        elif duration_s is not None and k:
             times = [(i + 0.5) * duration_s / k for i in range(k)]
         else:
             times = [59 * 60 + 59.0] * k
-        text = _template(model, times, intro).replace(_SENTINEL, task)
+        text = _template(model, times, intro, dialogue).replace(_SENTINEL, task)
         return model.count_tokens(text) <= budget
 
-    lo, hi = 0, max(0, n)
+    return _largest(max(0, n), fits)
+
+
+def words_that_fit(model: Model, frames: Sequence[Frame], task: str, *, intro: str | None,
+                   dialogue: Callable[[int], Dialogue], most: int,
+                   max_new_tokens: int) -> int | None:
+    """The most words of dialogue per frame (<= ``most``) with which these frames' prompt
+    fits, counted exactly; None when it does not fit even without dialogue.
+
+    ``dialogue(w)`` is the frames' dialogue cut to ``w`` words each (0: none).
+    """
+    budget = model.context - max_new_tokens
+    times = [f.time_s for f in frames]
+
+    def fits(w: int) -> bool:
+        text = _template(model, times, intro, dialogue(w)).replace(_SENTINEL, task)
+        return model.count_tokens(text) <= budget
+
+    if not fits(0):
+        return None
+    return _largest(most, fits)
+
+
+def _largest(n: int, fits: Callable[[int], bool]) -> int:
+    """The largest ``k`` in ``0..n`` with ``fits(k)``, for a ``fits`` true up to some point
+    (0 when none, unchecked): a binary search, ``log2(n)`` exact counts."""
+    lo, hi = 0, n
     if fits(hi):
         return hi
     while hi - lo > 1:  # invariant: fits(lo) or lo == 0; not fits(hi)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from videovlm import tasks
 from videovlm.decode import BACKEND_NAMES
+from videovlm.dialogue import OVER_BUDGET_RULES, check_language
 from videovlm.errors import RecipeError
 from videovlm.model import DEFAULT_MAX_NEW_TOKENS, FAMILIES
 from videovlm.plan import SEEK_MODES
@@ -81,15 +82,21 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   max=4096),
     },
     "windows": {
-        "length_s": Option(float, 300.0, "a long video is cut into consecutive windows of about "
-                           "this many seconds, each described from its own -n frames",
-                           min=1),
-        "after_s": Option(float, 600.0, "videos longer than this are cut into windows (0: "
-                          "never; --window S sets both this and length_s to S)", min=0),
-        "snap_s": Option(float, 10.0, "a window boundary moves to a scene cut this close to it "
-                         "(0: never)", min=0),
-        "scene_frames": Option(int, 8, "inside a window, scenes too short for this many of its "
-                               "frames merge into a neighbour (scene mode)", min=1, max=1000),
+        "length_s": Option(float, 300.0, "seconds per window: a long video is described window "
+                           "by window, each from its own -n frames; find scores every window "
+                           "(find.toml: 10)", min=0.1),
+        "after_s": Option(float, 600.0, "describing: videos longer than this are cut into "
+                          "windows (0: never; --window S sets both this and length_s to S)",
+                          min=0),
+        "snap_s": Option(float, 10.0, "describing: a window boundary moves to a scene cut this "
+                         "close to it (0: never)", min=0),
+        "scene_frames": Option(int, 8, "describing: inside a window, scenes too short for this "
+                               "many of its frames merge into a neighbour (scene mode)", min=1,
+                               max=1000),
+        "score_threshold": Option(float, 0.5, "find only: a window whose score (P(yes)) is at "
+                                  "least this is part of a range", min=0, max=1),
+        "windows_per_call": Option(int, 8, "find only: windows whose prompts decode together in "
+                                   "one batched call (1: one at a time)", min=1, max=256),
     },
     "generation": {
         "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call",
@@ -104,6 +111,16 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "num_beams": Option(int, None, "beam search width", min=1, max=16),
         "no_repeat_ngram_size": Option(int, None, "forbid repeating n-grams of this size",
                                        min=0),
+    },
+    "dialogue": {
+        "subtitles": Option(str, "auto", "subtitles shown with the frames: auto (a sidecar "
+                            "file, else a text stream in the video), none, or a subtitle "
+                            "file (.srt, .vtt, .ass)"),
+        "subtitle_lang": Option(str, None, "language of the subtitles to pick among several "
+                                "(en, fr, pt-BR, eng...; unset: the first found)"),
+        "over_budget": Option(str, "fewer_frames", "when the dialogue does not fit the "
+                              "context: fewer frames, or trim the dialogue",
+                              choices=OVER_BUDGET_RULES),
     },
     "outputs": {
         "formats": Option(list, ["json"], "files written per video", choices=(*WRITERS, "all")),
@@ -130,8 +147,15 @@ PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "scene": (*_COMMON, "start", "end"),
     "summary": (*_COMMON, "descriptions"),
     "question": (*_COMMON, "question", "options"),
+    "dialogue": ("text", "start", "end"),
+    "query": (*_COMMON, "query", "start", "end"),
 }
 SECTIONS: tuple[str, ...] = (*SCHEMA, "prompts")
+MODE_SECTIONS: dict[str, str] = {"scenes": "scenes", "windows": "windows"}
+"""Tables that only tasks of one mode read (section -> mode): elsewhere they are refused.
+``[windows]`` is also read by the windowed describing tasks (``Task.windowed``); its
+``score_threshold`` and ``windows_per_call`` are find's alone, ``after_s``, ``snap_s`` and
+``scene_frames`` the describing tasks' alone, ``length_s`` both."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +168,11 @@ class Recipe:
     path: str
     sampling: dict[str, Any] = field(default_factory=dict)
     scenes: dict[str, Any] = field(default_factory=dict)
-    windows: dict[str, Any] = field(default_factory=dict)  # empty: a task that is not windowed
+    windows: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    dialogue: dict[str, Any] = field(default_factory=dict)
     extends: str | None = None
     # per model family (``[prompts.smolvlm]``): prompts that replace ``prompts`` for that family
     family_prompts: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -179,7 +204,7 @@ class Recipe:
         sections: dict[str, Any] = {
             "sampling": dict(self.sampling), "scenes": dict(self.scenes),
             "windows": dict(self.windows), "generation": dict(self.generation),
-            "outputs": {"formats": list(self.outputs)},
+            "outputs": {"formats": list(self.outputs)}, "dialogue": dict(self.dialogue),
         }
         for key, value in overrides.items():
             if value is None:
@@ -190,16 +215,18 @@ class Recipe:
             if key == "formats" and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             where = f"option {key}"
-            if section == "windows" and not _uses_windows(self.task):
+            if section == "windows" and not _uses(section, self.task):
                 raise RecipeError(f"{where}: recipe {self.name!r} ({self.task}) is not run in "
                                   "windows")
             sections[section][key] = _check_value(where, SCHEMA[section][key], value)
         if _uses_scenes(self.task):
             _check_scenes(f"recipe {self.name!r}", sections["scenes"])
+        _check_dialogue("option ", sections["dialogue"])
         return dataclasses.replace(
             self, sampling=sections["sampling"], scenes=sections["scenes"],
-            windows=sections["windows"], generation=sections["generation"],
-            outputs=sections["outputs"]["formats"],
+            windows=sections["windows"],
+            generation=sections["generation"], outputs=sections["outputs"]["formats"],
+            dialogue=sections["dialogue"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -331,10 +358,9 @@ def _merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any
             out[key] = value
     if "name" not in child:
         out.pop("name", None)  # a derived recipe is named after its own file
-    if not _uses_scenes(out.get("task")) and "scenes" not in child:
-        out.pop("scenes", None)  # a scene-mode recipe turned into another task: scenes unused
-    if not _uses_windows(out.get("task")) and "windows" not in child:
-        out.pop("windows", None)  # likewise a windowed recipe turned into a task without
+    for section in MODE_SECTIONS:
+        if not _uses(section, out.get("task")) and section not in child:
+            out.pop(section, None)  # e.g. a scene-mode recipe turned into another task
     return out
 
 
@@ -363,13 +389,9 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
     sections: dict[str, dict[str, Any]] = {}
     for section, options in SCHEMA.items():
         given = raw.get(section, {})
-        if section == "scenes" and given and not _uses_scenes(task):
-            scene_tasks = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses_scenes(t))
-            raise RecipeError(f"recipe {label}: [scenes] only applies to task {scene_tasks}, "
-                              f"not {task!r}; remove the table")
-        if section == "windows" and given and not _uses_windows(task):
-            windowed = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses_windows(t))
-            raise RecipeError(f"recipe {label}: [windows] only applies to task {windowed}, "
+        if given and not _uses(section, task):
+            users = " or ".join(f'"{t}"' for t in tasks.TASKS if _uses(section, t))
+            raise RecipeError(f"recipe {label}: [{section}] only applies to task {users}, "
                               f"not {task!r}; remove the table")
         values: dict[str, Any] = {}
         for key, value in given.items():
@@ -385,10 +407,10 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         sections[section] = values
     if _uses_scenes(task):
         _check_scenes(f"recipe {label}", sections["scenes"])
-    else:
-        sections["scenes"] = {}
-    if not _uses_windows(task):
-        sections["windows"] = {}
+    for section in MODE_SECTIONS:
+        if not _uses(section, task):
+            sections[section] = {}
+    _check_dialogue(f"recipe {label}: dialogue.", sections["dialogue"])
     prompts, family_prompts = _check_prompts(label, task, raw.get("prompts", {}))
     return Recipe(
         name=raw.get("name") or Path(path).stem,
@@ -401,17 +423,25 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
         prompts=prompts,
         generation=sections["generation"],
         outputs=sections["outputs"]["formats"],
+        dialogue=sections["dialogue"],
         extends=raw.get("extends"),
         family_prompts=family_prompts,
     )
 
 
+def _uses(section: str, task: str | None) -> bool:
+    """Whether ``task`` reads ``section``: every task reads the tables no mode owns, and
+    ``[windows]`` is read by find (mode "windows") and by the windowed describing tasks."""
+    mode = MODE_SECTIONS.get(section)
+    if mode is None:
+        return True
+    if task not in tasks.TASKS:
+        return False
+    return tasks.TASKS[task].mode == mode or (section == "windows" and tasks.TASKS[task].windowed)
+
+
 def _uses_scenes(task: str | None) -> bool:
-    return task in tasks.TASKS and tasks.TASKS[task].mode == "scenes"
-
-
-def _uses_windows(task: str | None) -> bool:
-    return task in tasks.TASKS and tasks.TASKS[task].windowed
+    return _uses("scenes", task)
 
 
 def _check_scenes(where: str, scenes: dict[str, Any]) -> None:
@@ -419,6 +449,19 @@ def _check_scenes(where: str, scenes: dict[str, Any]) -> None:
         SceneSettings(**scenes)
     except ValueError as exc:
         raise RecipeError(f"{where}: [scenes] {exc}") from exc
+
+
+def _check_dialogue(where: str, dialogue: dict[str, Any]) -> None:
+    """The subtitle language as a standard tag (``eng`` -> ``en``), checked; ``subtitles``
+    is ``auto``, ``none`` or a path (checked when a video is loaded: it may not exist yet).
+    ``where`` prefixes the key in messages (``recipe x: dialogue.``, ``option ``)."""
+    lang = check_language(dialogue.get("subtitle_lang"), f"{where}subtitle_lang")
+    if lang is None:
+        dialogue.pop("subtitle_lang", None)
+    else:
+        dialogue["subtitle_lang"] = lang
+    if not str(dialogue.get("subtitles", "auto")).strip():
+        raise RecipeError(f"{where}subtitles is empty: give auto, none or a subtitle file")
 
 
 def _check_prompts(label: str, task: str, prompts: dict[str, Any]

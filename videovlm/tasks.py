@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from videovlm import relevance
 from videovlm.errors import VideoVLMError
 from videovlm.model import Model
 from videovlm.pack import text_tokens, timestamp_text
-from videovlm.result import Answer, Result, Segment
+from videovlm.result import Answer, Relevance, Result, Segment
 from videovlm.run import ModelRun, generation_settings
 from videovlm.text import choice_letters, extract_choice, parse_segments
+from videovlm.windows import window_spans
 
 Runner = Callable[[ModelRun], Result]
 
@@ -30,7 +32,7 @@ class Task:
 
     name: str
     recipe: str  # the built-in recipe that runs it when none is named
-    mode: str  # how frames are picked and grouped: "scenes" | "timeline" | "ask"
+    mode: str  # how frames are picked and grouped: "scenes" | "timeline" | "ask" | "windows"
     questions: bool  # takes questions (-q, a questions file)
     choices: bool  # its questions are multiple choice (options lettered A, B, ...)
     runner: Runner
@@ -127,7 +129,8 @@ def describe_scenes(run: ModelRun) -> Result:
                         end=timestamp_text(group.end_s))
         prompt, frames = run.prompt(group, task)
         text = run.generate(prompt).strip()
-        segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames]))
+        segments.append(Segment(group.start_s, group.end_s, text, [f.index for f in frames],
+                                run.transcript(group.start_s, group.end_s)))
     return run.result(segments=segments, summary=_summary(run, segments))
 
 
@@ -142,6 +145,7 @@ def describe_timeline(run: ModelRun) -> Result:
         last = i == len(segments) - 1
         seg.frames = [f.index for f in frames
                       if seg.start_s <= f.time_s < seg.end_s or (last and f.time_s == seg.end_s)]
+        seg.transcript = run.transcript(seg.start_s, seg.end_s)
     summary = _summary(run, segments)
     if not parsed:
         run.warn("the model's timeline had no usable times: one segment holds its whole text")
@@ -218,12 +222,12 @@ def answer_questions(run: ModelRun) -> Result:
     for (r, count), positions in batches.items():
         letters = choice_letters(asked[positions[0]].options or []) if count else None
         out = run.answer(prefix, prompt, [tasks[i] for i in positions], settings[r], letters)
-        for i, (text, best) in zip(positions, out, strict=True):
-            texts[i] = text
+        for i, reply in zip(positions, out, strict=True):
+            texts[i] = reply.text
             if count:
-                said = extract_choice(text, asked[i].options or [])
-                picks[i] = said or best
-                sources[i] = "text" if said else ("logits" if best else None)
+                said = extract_choice(reply.text, asked[i].options or [])
+                picks[i] = said or reply.choice
+                sources[i] = "text" if said else ("logits" if reply.choice else None)
     # the answers' own recipe and settings are recorded whenever they are not the run's: two
     # recipes, or multiple-choice questions only, asked under the choice recipe
     mixed = any(r != run.recipe for r in recipes)
@@ -235,26 +239,73 @@ def answer_questions(run: ModelRun) -> Result:
     return run.result(answers=answers)
 
 
+def check_query(model: Model | None, query: str) -> str:
+    """``query`` stripped, or one line saying what is wrong with it (empty, or holding the
+    model's control tokens: checked when ``model`` is given)."""
+    text = query.strip()
+    if not text:
+        raise VideoVLMError('the query is empty: say what to look for, e.g. "a red car"')
+    if model is not None:
+        check_user_text(model, [text])
+    return text
+
+
+def find_ranges(run: ModelRun) -> Result:
+    """Every window of the recipe's length scored for the run's one question, the query
+    (:func:`videovlm.relevance.score_windows`), then the windows at or above the threshold
+    merged into ranges, each with its peak window's middle frame. The ranges are also the result's
+    segments (one subtitle cue each); ``relevance`` holds every window's score."""
+    if len(run.questions) != 1:
+        raise VideoVLMError(f"recipe {run.recipe.name!r} looks for one query at a time: give "
+                            f"exactly one (got {len(run.questions)})")
+    query = check_query(run.model, run.questions[0].question)
+    settings = run.recipe.windows
+    spans = window_spans(run.inputs.info, float(settings["length_s"]))
+    windows = relevance.score_windows(run, spans, query)
+    ranges = relevance.merge_ranges(windows, float(settings["score_threshold"]))
+    relevance.best_frames(run, ranges)
+    segments = [Segment(r.start_s, r.end_s, f"{query}: {r.peak_score:.0%} at "
+                        f"{timestamp_text(r.peak_start_s)}-{timestamp_text(r.peak_end_s)}",
+                        [] if r.best_frame is None else [r.best_frame]) for r in ranges]
+    found = Relevance(query=query, threshold=float(settings["score_threshold"]),
+                      window_s=float(settings["length_s"]),
+                      frames_per_window=int(run.inputs.sampling["requested"]),
+                      windows=windows, ranges=ranges)
+    return run.result(segments=segments, relevance=found)
+
+
 # -- the table ----------------------------------------------------------------------------------
+
+_DIALOGUE = {"dialogue": ("text",)}
+"""Every task may show the dialogue after each frame (``prompts.dialogue``, with ``{text}``)."""
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("describe", recipe="describe", mode="scenes", questions=False, choices=False,
          runner=describe_scenes,
          help="find the cuts, describe each scene from its frames, then summarise",
          windowed=True, finish=finish_describing,
-         prompts={"intro": (), "scene": (), "summary": ("descriptions",)}),
+         prompts={"intro": (), "scene": (), "summary": ("descriptions",)},
+         optional_prompts=_DIALOGUE),
     Task("timeline", recipe="timeline", mode="timeline", questions=False, choices=False,
          runner=describe_timeline,
          help="one prompt with every frame; the model writes the timeline",
          windowed=True, finish=finish_describing,
-         prompts={"intro": (), "task": ()}, optional_prompts={"summary": ("descriptions",)}),
+         prompts={"intro": (), "task": ()},
+         optional_prompts={"summary": ("descriptions",), **_DIALOGUE}),
     Task("qa", recipe="qa", mode="ask", questions=True, choices=False,
          runner=answer_questions, help="free-form questions about the video",
-         prompts={"intro": (), "question": ("question",)}),
+         prompts={"intro": (), "question": ("question",)}, optional_prompts=_DIALOGUE),
     Task("mcq", recipe="mcq", mode="ask", questions=True, choices=True,
          runner=answer_questions, help="multiple-choice questions, answered with a letter",
-         prompts={"intro": (), "question": ("question", "options")}),
+         prompts={"intro": (), "question": ("question", "options")},
+         optional_prompts=_DIALOGUE),
+    Task("find", recipe="find", mode="windows", questions=True, choices=False,
+         runner=find_ranges,
+         help="when is the query visible: every short window scored, the high ones as ranges",
+         prompts={"intro": (), "query": ("query",)}),
 )}
+FIND_TASK = "find"
+"""What ``videovlm find`` runs."""
 DEFAULT_TASK = "describe"
 """What ``videovlm describe`` and ``videovlm batch`` run when no recipe is named."""
 

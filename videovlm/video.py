@@ -3,8 +3,10 @@
 :func:`load_video` returns a picklable :class:`VideoInputs` that a worker process or a Ray task
 can hand over to the model stage (:mod:`videovlm.run`), which needs nothing else from the file.
 How the frames are picked and grouped is the recipe's task's mode (:mod:`videovlm.tasks`):
-``scenes`` finds the cuts and shares the frame budget across scenes; every other mode plans the
-whole video at once.
+``scenes`` finds the cuts and shares the frame budget across scenes; ``windows`` only probes
+(its task decodes one window at a time in the model stage, through :func:`load_video` with a
+span, so memory never holds the whole video's frames); every other mode plans the whole video
+at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from videovlm import tasks
 from videovlm.decode import Frame, decode_with_backend
+from videovlm.dialogue import Dialogue, DialogueSettings, find_dialogue
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.plan import FrameRef, plan
 from videovlm.prepare import prepare
@@ -45,6 +49,7 @@ class Group:
     start_s: float
     end_s: float
     frames: list[int]  # positions in VideoInputs.frames / .images
+    planned: int = 0  # frames the selection rule was asked for over the span (0: several plans)
 
 
 @dataclass
@@ -64,10 +69,13 @@ class VideoInputs:
     sampling: dict[str, Any]
     timing_s: dict[str, float] = field(default_factory=dict)
     span: Span | None = None  # the window these frames were planned in (None: the whole video)
+    dialogue: Dialogue | None = None  # subtitles on the frames' clock (None: none found / off)
 
     def whole(self) -> Group:
         """Every frame as one group: a timeline or questions over the whole video, or over the
         window (also when the frames were chosen per scene)."""
+        if len(self.groups) == 1 and len(self.groups[0].frames) == len(self.frames):
+            return self.groups[0]
         start, end = self.span or (0.0, self.info.duration_s)
         return Group(start, end, list(range(len(self.frames))))
 
@@ -89,15 +97,18 @@ def _scene_settings(scene_settings: dict[str, Any], n: int, span: Span,
 def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dict[str, Any],
               span: Span | None = None, cuts: Sequence[int] | None = None,
               scene_frames: int | None = None,
-              ) -> tuple[list[FrameRef], list[tuple[float, float, list[int]]]]:
-    """The planned frames and, per group, its time span and frame indices (inside ``span``
-    when one is given). ``cuts`` are the video's cuts when already found (a windowed video's,
-    found once for the whole file); scene mode finds them otherwise."""
+              ) -> tuple[list[FrameRef], list[tuple[float, float, list[int], int]]]:
+    """The planned frames and, per group, its time span, frame indices and the count the
+    selection rule was asked for (inside ``span`` when one is given). ``cuts`` are the video's
+    cuts when already found (a windowed video's, found once for the whole file); scene mode
+    finds them otherwise."""
+    if mode == "windows" and span is None:
+        return [], [(0.0, info.duration_s, [], 0)]  # each window is planned when it is decoded
     start, end = span or (0.0, info.duration_s)
     if mode != "scenes":
         refs = plan(info, n, seek=seek, start_s=start,
                     end_s=None if end >= info.duration_s else end)
-        return refs, [(start, end, [r.index for r in refs])]
+        return refs, [(start, end, [r.index for r in refs], n)]
     if span is None and cuts is None:
         scenes = detect_scenes(info, **{**scene_settings, "max_scenes": n})
     else:
@@ -111,7 +122,7 @@ def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dic
     for (a, b), k in zip(scenes, counts, strict=True):
         refs = plan(info, k, seek=seek, start_s=a, end_s=b)
         by_index.update((r.index, r) for r in refs)
-        spans.append((a, b, [r.index for r in refs]))
+        spans.append((a, b, [r.index for r in refs], k))
     return sorted(by_index.values(), key=lambda r: r.index), spans
 
 
@@ -127,6 +138,7 @@ def load_video(
     info: VideoInfo | None = None,
     span: Span | None = None,
     cuts: Sequence[int] | None = None,
+    dialogue: Dialogue | None = None,
 ) -> VideoInputs:
     """Probe, find scenes (scene mode), plan, decode and prepare one video for ``recipe``.
 
@@ -141,6 +153,10 @@ def load_video(
     video's cuts found once for the whole file (:func:`~videovlm.scenes.detect_cuts`), so each
     window's scenes come from the cuts inside it, and the recipe's ``[windows] scene_frames``
     then keeps a window's scenes long enough for that many frames each.
+
+    The video's dialogue (the recipe's ``[dialogue]``: subtitles found next to it or inside
+    it, or a file it names) is read here too, on the frames' clock; ``dialogue`` passes one
+    already read (a long video's windows read it once).
     """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = rec.with_overrides(n=n, backend=backend, fit=fit, seek=seek)
@@ -153,6 +169,11 @@ def load_video(
         t0 = time.perf_counter()
         info = probe(path)
         timing["probe"] = time.perf_counter() - t0
+
+    if dialogue is None:
+        t0 = time.perf_counter()
+        dialogue = find_dialogue(path, info, DialogueSettings.from_recipe(rec.dialogue))
+        timing["dialogue"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     refs, spans = _refs_for(info, mode, n, seek, dict(rec.scenes), span, cuts,
@@ -169,7 +190,7 @@ def load_video(
     timing["prepare"] = time.perf_counter() - t0
 
     pos = {f.index: i for i, f in enumerate(frames)}
-    groups = [Group(s, e, [pos[i] for i in idx]) for s, e, idx in spans]
+    groups = [Group(s, e, [pos[i] for i in idx], k) for s, e, idx, k in spans]
     return VideoInputs(
         path=str(path),
         info=info,
@@ -181,6 +202,7 @@ def load_video(
         sampling={"backend": used_backend, "requested": n, "seek": seek,
                   "image_size": image_size, "fit": fit},
         timing_s=timing,
+        dialogue=dialogue,
     )
 
 
@@ -201,6 +223,7 @@ class WindowedVideo:
     spans: list[Span]
     cuts: list[int] | None  # None: not detected (no snapping, not scene mode)
     timing_s: dict[str, float] = field(default_factory=dict)
+    dialogue: Dialogue | None = None  # read once for the whole file (None: none found / off)
 
     @property
     def mode(self) -> str:
@@ -209,10 +232,17 @@ class WindowedVideo:
     def load(self, i: int) -> VideoInputs:
         """Window ``i``'s frames, planned, decoded and prepared; the decoded frames are kept
         only as report thumbnails (a 720p frame is 2.7 MB, its thumbnail a few kB)."""
-        inputs = load_video(self.path, self.recipe, image_size=self.image_size, info=self.info,
-                            span=self.spans[i], cuts=self.cuts)
+        inputs = load_video(self.path, read_once(self.recipe, self.dialogue),
+                            image_size=self.image_size, info=self.info, span=self.spans[i],
+                            cuts=self.cuts, dialogue=self.dialogue)
         inputs.frames = [Thumbnail.of(f) for f in inputs.frames]  # type: ignore[misc]
         return inputs
+
+
+def read_once(recipe: Recipe, dialogue: Dialogue | None) -> Recipe:
+    """The recipe for a later part of a video whose dialogue was already read: pass that
+    :class:`Dialogue` to :func:`load_video` as well; none found, no part looks again."""
+    return recipe if dialogue is not None else recipe.with_overrides(subtitles="none")
 
 
 def stage_video(
@@ -227,7 +257,9 @@ def stage_video(
 ) -> VideoInputs | WindowedVideo:
     """The CPU stage of any run: :func:`load_video`'s inputs for a video the recipe does not cut
     into windows (every short clip: exactly as before windows existed), else the
-    :class:`WindowedVideo` of a long one (``[windows]``: longer than ``after_s``).
+    :class:`WindowedVideo` of a long one (a describing task's ``[windows]``: longer than
+    ``after_s``; find reads the table too, but scores its own windows in the model stage).
+    The video's dialogue is read here once, for every window.
 
     Cuts are found here, once for the whole file, when the windows snap to them or the task
     describes scenes; on a long file the detector skips non-reference frames (about half the
@@ -238,7 +270,7 @@ def stage_video(
     t0 = time.perf_counter()
     info = probe(path)
     timing = {"probe": time.perf_counter() - t0}
-    length = window_length(rec.windows, info.duration_s)
+    length = window_length(rec.windows, info.duration_s) if tasks.get(rec.task).windowed else None
     if length is None:
         inputs = load_video(path, rec, image_size=image_size, info=info)
         inputs.timing_s = {**timing, **inputs.timing_s}
@@ -252,4 +284,7 @@ def stage_video(
         cuts = detect_cuts(info, SceneSettings(**rec.scenes), skip_nonref=True)
         timing["scenes"] = time.perf_counter() - t0
     spans = window_spans(info, length, cuts or (), snap)
-    return WindowedVideo(str(path), info, rec, image_size, spans, cuts, timing)
+    t0 = time.perf_counter()
+    dialogue = find_dialogue(path, info, DialogueSettings.from_recipe(rec.dialogue))
+    timing["dialogue"] = time.perf_counter() - t0
+    return WindowedVideo(str(path), info, rec, image_size, spans, cuts, timing, dialogue)

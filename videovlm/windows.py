@@ -29,6 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
+from videovlm.dialogue import Cue
 from videovlm.files import atomic_write
 from videovlm.probe import VideoInfo
 from videovlm.result import Result, Segment
@@ -209,7 +210,8 @@ bound, so an hour's result holds a few hundred kilobytes of pictures, not 600 de
 
 def window_record(span: Span, result: Result) -> Record:
     """One window's :class:`~videovlm.result.Result` as its record: the segments, the frames'
-    times, the prompt figures, timings, warnings, and a few thumbnails per segment."""
+    times, the prompt figures, timings, warnings, the dialogue record (segments keep their
+    ``transcript``), and a few thumbnails per segment."""
     by_index = {f.index: f for f in result.frames}
     keep: set[int] = set()
     for seg in result.segments:
@@ -228,6 +230,7 @@ def window_record(span: Span, result: Result) -> Record:
         "timing_s": d["timing_s"],
         "cache": d["cache"],
         "warnings": d["warnings"],
+        "dialogue": d["dialogue"],
         "thumbnails": [Thumbnail.of(by_index[i]).to_dict() for i in sorted(keep)],
     }
 
@@ -238,7 +241,8 @@ def combine(records: Sequence[Record], *, video: Mapping[str, Any], model: Mappi
     """The whole video's :class:`~videovlm.result.Result` from its windows' records, in order:
     segments one after another, every frame's time, the largest prompt and the sum of all,
     timings and frame-cache counts summed (``timing_s``: the stages run once for the file,
-    probe and cuts), every warning. The task's own last step (a summary) comes after."""
+    probe, cuts and dialogue), every distinct warning, each segment's transcript and the
+    dialogue record. The task's own last step (a summary) comes after."""
     first = records[0]
     frames = sorted({(f["index"], f["time_s"]) for r in records for f in r["sampling"]["frames"]})
     sampling = {k: v for k, v in first["sampling"].items() if k != "frames"}
@@ -263,12 +267,26 @@ def combine(records: Sequence[Record], *, video: Mapping[str, Any], model: Mappi
         model=dict(model),
         prompt=prompt,
         generation=dict(generation),
-        segments=[Segment(s["start_s"], s["end_s"], s["text"], list(s["frames"]))
+        segments=[Segment(s["start_s"], s["end_s"], s["text"], list(s["frames"]),
+                          None if s.get("transcript") is None
+                          else [Cue(**c) for c in s["transcript"]])
                   for r in records for s in r["segments"]],
         timing_s=timing,
         cache=cache,
-        warnings=[w for r in records for w in r["warnings"]],
+        warnings=list(dict.fromkeys(w for r in records for w in r["warnings"])),
         mode=mode,
         segments_parsed=all(r["segments_parsed"] for r in records),
         frames=[thumbs[i] for i in sorted(thumbs)],
+        dialogue=_dialogue(records),
     )
+
+
+def _dialogue(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The whole video's ``dialogue`` record from its windows': the same source and cue count
+    (read once for the file), the cues shown summed (a cue spanning two windows is shown in
+    both), trimmed if any window trimmed."""
+    found = [r["dialogue"] for r in records if r.get("dialogue") is not None]
+    if not found:
+        return None
+    return {**found[0], "in_prompt": sum(d["in_prompt"] for d in found),
+            "trimmed": any(d["trimmed"] for d in found)}

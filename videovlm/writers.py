@@ -27,7 +27,7 @@ from webvtt.models import Timestamp
 
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write, format_time
-from videovlm.result import Result
+from videovlm.result import Relevance, Result
 from videovlm.sheet import render_sheet
 from videovlm.text import choice_letters
 
@@ -94,11 +94,15 @@ def _facts(result: Result) -> list[tuple[str, str]]:
     ]
     if s.get("frames") is not None:
         windows = s.get("windows")
-        asked = (f"{s.get('requested')} requested per window in {len(windows['spans'])} windows "
-                 f"of {format_time(windows['length_s'])}" if windows else
-                 f"{s.get('requested')} requested")
+        if result.relevance is not None:
+            asked = f"({s.get('requested')} per window)"
+        elif windows:
+            asked = (f"of {s.get('requested')} requested per window in "
+                     f"{len(windows['spans'])} windows of {format_time(windows['length_s'])}")
+        else:
+            asked = f"of {s.get('requested')} requested"
         rows.append(("Frames shown to the model",
-                     f"{len(s['frames'])} of {asked}, "
+                     f"{len(s['frames'])} {asked}, "
                      f"{s.get('image_size')} px ({s.get('fit')}), {s.get('backend')} decoder"))
     if result.model:
         rows.append(("Model", f"{result.model.get('id')} ({result.model.get('device')}, "
@@ -108,11 +112,28 @@ def _facts(result: Result) -> list[tuple[str, str]]:
         calls = (f", largest of {p['calls']} prompts, {p.get('total_tokens')} in all"
                  if p.get("calls") else "")
         rows.append(("Prompt", f"{p.get('tokens')} tokens{calls} (budget {p.get('budget')})"))
+    if result.dialogue:
+        rows.append(("Dialogue", _dialogue_fact(result.dialogue)))
     if result.mode:
         rows.append(("Mode", result.mode))
     if result.timing_s:
         rows.append(("Time", ", ".join(f"{k} {v:.2f} s" for k, v in result.timing_s.items())))
     return rows
+
+
+def _dialogue_fact(d: dict[str, Any]) -> str:
+    """Where the dialogue came from and how much of it the prompts showed, in one line."""
+    where = (f"stream {d.get('stream')}" if d.get("kind") == "stream"
+             else f"{d.get('kind')} {Path(str(d.get('path'))).name}")
+    about = ", ".join(str(x) for x in (d.get("language"), d.get("format")) if x)
+    trimmed = ", trimmed to fit" if d.get("trimmed") else ""
+    return (f"{where}{f' ({about})' if about else ''}: {d.get('cues')} cues, "
+            f"{d.get('in_prompt')} in the prompt{trimmed}")
+
+
+def _transcript_lines(seg: Any) -> list[tuple[str, str]]:
+    """A segment's dialogue as (time, text) rows, for the reports."""
+    return [(format_time(c.start_s), c.text) for c in seg.transcript or []]
 
 
 def _title(result: Result) -> str:
@@ -139,19 +160,26 @@ def _md(result: Result, stem: str) -> dict[str, bytes]:
     lines = [f"# {_title(result)}", ""]
     if result.frames:
         out[_sheet_name(stem)] = _sheet_jpeg(result.frames)
-        lines += [f"![Contact sheet: the frames the model saw]({_sheet_name(stem)})", ""]
+        seen = ("each range's best frame" if result.relevance is not None
+                else "the frames the model saw")
+        lines += [f"![Contact sheet: {seen}]({_sheet_name(stem)})", ""]
     lines += ["| | |", "|---|---|"]
     lines += [f"| {k} | {val} |" for k, val in _facts(result)]
     lines.append("")
     if result.summary:
         lines += ["## Summary", "", result.summary.strip(), ""]
+    if result.relevance is not None:
+        lines += ["## Relevance", "", _relevance_line(result.relevance), ""]
     if result.segments:
-        lines += ["## Segments", ""]
+        lines += ["## Ranges" if result.relevance is not None else "## Segments", ""]
         if not result.segments_parsed:
             lines += ["*The model's text carried no usable times; it is shown whole.*", ""]
         for seg in result.segments:
             lines += [f"### {format_time(seg.start_s)} – {format_time(seg.end_s)}", "",
                       seg.text.strip(), ""]
+            said = _transcript_lines(seg)
+            if said:
+                lines += ["> **Dialogue**  "] + [f"> `{t}` {text}  " for t, text in said] + [""]
     if result.answers:
         lines += ["## Answers", ""]
         for a in result.answers:
@@ -164,6 +192,57 @@ def _md(result: Result, stem: str) -> dict[str, bytes]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
     out[f"{stem}.md"] = "\n".join(lines).encode()
     return out
+
+
+def _relevance_line(found: Relevance) -> str:
+    """What find looked for and how, and what it found, in one sentence (md and html)."""
+    ranges = (f"{len(found.ranges)} range{'s' if len(found.ranges) != 1 else ''}"
+              if found.ranges else "no range")
+    n = len(found.windows)
+    each = (found.windows[-1].end_s - found.windows[0].start_s) / n if n else found.window_s
+    return (f"Looked for {found.query!r} in {n} windows of {each:.3g} s (asked: "
+            f"{found.window_s:g} s; {found.frames_per_window} frames each): {ranges} at or "
+            f"above the threshold {found.threshold:.2f}.")
+
+
+CURVE_SIZE = (960, 180)  # the relevance curve's drawing box, px (it scales to the page)
+_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)  # seconds
+
+
+def _curve_svg(found: Relevance, duration_s: float) -> str:
+    """The relevance curve as inline SVG (the page stays self-contained): each window's score
+    as a step over its span, the ranges shaded, the threshold dashed, times along the bottom."""
+    w, h = CURVE_SIZE
+    left, right, top, bottom = 36, 24, 8, 24
+    span = max(duration_s, max((x.end_s for x in found.windows), default=0.0)) or 1.0
+
+    def x(t: float) -> float:
+        return round(left + (w - left - right) * t / span, 2)
+
+    def y(score: float) -> float:
+        return round(top + (h - top - bottom) * (1 - score), 2)
+
+    steps = " ".join(f"{x(win.start_s)},{y(win.score)} {x(win.end_s)},{y(win.score)}"
+                     for win in found.windows)
+    parts = [f'<svg class="curve" viewBox="0 0 {w} {h}" role="img" '
+             f'aria-label="relevance of each window over time" '
+             f'xmlns="http://www.w3.org/2000/svg">']
+    parts += [f'<rect x="{x(r.start_s)}" y="{top}" width="{round(x(r.end_s) - x(r.start_s), 2)}"'
+              f' height="{h - top - bottom}" class="range"><title>'
+              f"{html.escape(format_time(r.start_s))} – {html.escape(format_time(r.end_s))}: "
+              f"peak {r.peak_score:.2f}</title></rect>" for r in found.ranges]
+    parts += [f'<line x1="{left}" x2="{w - right}" y1="{y(v)}" y2="{y(v)}" class="axis"/>'
+              f'<text x="{left - 4}" y="{y(v) + 4}" text-anchor="end">{v:g}</text>'
+              for v in (0, 1)]
+    parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(found.threshold)}" '
+                 f'y2="{y(found.threshold)}" class="threshold"/>')
+    step = next((s for s in _TICK_STEPS if span / s <= 8), _TICK_STEPS[-1])
+    parts += [f'<text x="{x(k * step)}" y="{h - 6}" text-anchor="middle">'
+              f"{html.escape(format_time(k * step, 0))}</text>"
+              for k in range(int(span // step) + 1)]
+    parts.append(f'<polyline points="{steps}" class="score"/>')
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _letters(choices: Sequence[str] | None) -> list[str]:
@@ -201,6 +280,16 @@ figcaption { font-size: .8rem; color: var(--muted); text-align: center;
 .note, .warn { color: var(--muted); font-size: .9rem; }
 .warn { color: #b35c00; }
 .answer { background: var(--card); border-radius: 8px; padding: 12px 16px; margin: 12px 0; }
+.transcript { margin: 10px 0 0; padding: 6px 12px; border-left: 3px solid var(--muted);
+              font-size: .92rem; }
+.transcript p { margin: 2px 0; overflow-wrap: anywhere; }
+.transcript .t { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 8px; }
+svg.curve { width: 100%; height: auto; background: var(--card); border-radius: 8px; }
+svg.curve text { font-size: 12px; fill: var(--muted); }
+svg.curve .score { fill: none; stroke: var(--accent); stroke-width: 2; }
+svg.curve .range { fill: var(--accent); opacity: .18; }
+svg.curve .axis { stroke: var(--muted); stroke-width: .5; }
+svg.curve .threshold { stroke: #b35c00; stroke-dasharray: 6 4; }
 @media (max-width: 520px) {
   main { padding: 10px; } h1 { font-size: 1.3rem; }
   .thumbs { grid-template-columns: repeat(2, 1fr); }
@@ -277,8 +366,14 @@ def _html(result: Result, stem: str) -> dict[str, bytes]:
     if result.summary:
         parts += ["<h2>Summary</h2>", f'<div class="summary"><p class="text">'
                   f"{e(result.summary.strip())}</p></div>"]
+    if result.relevance is not None:
+        duration = float(result.video.get("duration_s") or 0.0)
+        parts += ["<h2>Relevance</h2>", f'<p class="note">{e(_relevance_line(result.relevance))}'
+                  "</p>", _curve_svg(result.relevance, duration)]
     if result.segments:
-        parts.append("<h2>Scenes</h2>" if result.mode == "scenes" else "<h2>Timeline</h2>")
+        heading = ("Ranges" if result.relevance is not None
+                   else "Scenes" if result.mode == "scenes" else "Timeline")
+        parts.append(f"<h2>{heading}</h2>")
         if not result.segments_parsed:
             parts.append('<p class="note">The model\'s text carried no usable times; '
                          "it is shown whole.</p>")
@@ -295,7 +390,13 @@ def _html(result: Result, stem: str) -> dict[str, bytes]:
                 for f in frames
             ]
             parts.append("</div>")
-        parts += [f'<p class="text">{e(seg.text.strip())}</p>', "</section>"]
+        parts.append(f'<p class="text">{e(seg.text.strip())}</p>')
+        said = _transcript_lines(seg)
+        if said:
+            parts += ['<div class="transcript" aria-label="Dialogue">',
+                      *(f'<p><span class="t">{e(t)}</span>{e(text)}</p>' for t, text in said),
+                      "</div>"]
+        parts.append("</section>")
     if result.answers:
         parts.append("<h2>Answers</h2>")
         for a in result.answers:

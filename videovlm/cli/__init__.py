@@ -24,7 +24,8 @@ def cli() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("frames", "model_cmds", "batch_cmd", "recipes", "eval_cmd", "serve_cmd"):
+    for name in ("frames", "model_cmds", "find_cmd", "batch_cmd", "recipes", "eval_cmd",
+                 "serve_cmd"):
         importlib.import_module(f"videovlm.cli.{name}")
 
 

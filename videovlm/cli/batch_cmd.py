@@ -27,6 +27,8 @@ from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
     batch_size_option,
+    dialogue_options,
+    dialogue_overrides,
     formats_option,
     load_model,
     model_options,
@@ -77,12 +79,14 @@ if TYPE_CHECKING:
               "(RAY_ADDRESS for a cluster; pip install 'videovlm[ray]').")
 @window_option
 @backend_option
+@dialogue_options
 @quiet_option
 @model_options
 def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
           batch_size: int, questions_file: Path | None, formats: str | None, engine: str,
-          window: float | None, backend: str | None,
+          window: float | None, backend: str | None, subtitles: str | None,
+          subtitle_lang: str | None,
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
           n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
@@ -101,6 +105,9 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
     if window is not None:
         recipe = windowed_recipe(recipe, window)
         choice_recipe = recipe if choice_recipe.name == recipe.name else choice_recipe
+    dialogue = dialogue_overrides(subtitles, subtitle_lang, one_video=False)
+    recipe = recipe.with_overrides(**dialogue)
+    choice_recipe = choice_recipe.with_overrides(**dialogue)
     if questions_file and not tasks.get(recipe.task).questions:
         raise VideoVLMError(f"recipe {recipe.name!r} does not ask questions (task "
                             f"{recipe.task!r}): use --recipe {tasks.for_questions(False).recipe}"

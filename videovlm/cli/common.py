@@ -23,6 +23,7 @@ import click
 from tqdm import tqdm
 
 from videovlm.cache import cache_dir
+from videovlm.dialogue import AUTO, NONE, read_subtitle_file
 from videovlm.errors import VideoVLMError
 from videovlm.model import QUANTIZATIONS, Model
 from videovlm.pack import timestamp_text
@@ -52,26 +53,36 @@ def _stack(*options: Decorator) -> Decorator:
     return decorate
 
 
-model_options = _stack(
-    click.option("--model", "model_id", metavar="ID|PATH", default=None,
-                 help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
-                      "HuggingFaceTB/SmolVLM-Instruct]."),
-    click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
-                 help="Where the model runs [default: cuda > mps > cpu]."),
-    click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
-                 help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
-    click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
-                 help="Frame budget for the whole video, or each window of a long one "
-                      "[default: the recipe's, 50]."),
-    click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
-                 help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
-                      "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
-    click.option("--no-cache", "no_cache", is_flag=True,
-                 help="Neither read nor store encoded frames in the frame cache "
-                      "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or ~/.cache/videovlm]."),
-)
+def model_options_for(frames_help: str) -> Decorator:
+    """The model options, with ``-n``'s help saying what the command's frame budget covers (the
+    whole video, each window of a long one, or each window of ``find``)."""
+    return _stack(
+        click.option("--model", "model_id", metavar="ID|PATH", default=None,
+                     help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
+                          "HuggingFaceTB/SmolVLM-Instruct]."),
+        click.option("--device", default=None, metavar="auto|cuda|cuda:N|mps|cpu",
+                     help="Where the model runs [default: cuda > mps > cpu]."),
+        click.option("--dtype", default=None, metavar="auto|bfloat16|float16|float32",
+                     help="Model weights' type [default: bfloat16 on GPU, float32 on CPU]."),
+        click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=None,
+                     help=frames_help),
+        click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
+                     help="int8: dynamic int8 Linear layers (CPU; ~2x faster); none: the weights "
+                          "as loaded [default: auto, int8 on the CPU, none on a GPU]."),
+        click.option("--no-cache", "no_cache", is_flag=True,
+                     help="Neither read nor store encoded frames in the frame cache "
+                          "[default: $VIDEOVLM_CACHE, $XDG_CACHE_HOME/videovlm or "
+                          "~/.cache/videovlm]."),
+    )
+
+
+model_options = model_options_for("Frame budget for the whole video, or each window of a long "
+                                  "one [default: the recipe's, 50].")
 """The options every command that runs the model shares: --model, --device, --dtype, -n,
 --quantize, --no-cache."""
+
+
+_METAVARS = {"subtitles": "auto|none|FILE", "subtitle_lang": "LANG"}
 
 
 def schema_options(*keys: str) -> Decorator:
@@ -95,6 +106,7 @@ def schema_options(*keys: str) -> Decorator:
                 kind = opt.type
             shown = "" if opt.default is None else f", {opt.default}"
             f = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
+                             metavar=_METAVARS.get(key),
                              help=f"{opt.help[:1].upper()}{opt.help[1:]} [default: the "
                                   f"recipe's{shown}].")(f)
         return f
@@ -104,6 +116,26 @@ def schema_options(*keys: str) -> Decorator:
 
 backend_option = schema_options("backend")
 """``--backend``: the decoder, a recipe override like any other."""
+
+dialogue_options = schema_options("subtitles", "subtitle_lang")
+"""``--subtitles auto|none|FILE`` and ``--subtitle-lang``: the dialogue every command that runs
+the model shows it (recipe overrides, checked by :func:`dialogue_overrides`). Speech
+recognition's ``--transcribe`` joins them here."""
+
+
+def dialogue_overrides(subtitles: str | None, subtitle_lang: str | None, *,
+                       one_video: bool = True) -> dict[str, Any]:
+    """The recipe overrides of the dialogue options, a FILE read now (a missing or garbled one
+    fails before the model loads). A FILE is one video's: refused for a folder or a server."""
+    if subtitles is not None and subtitles.strip().lower() in (AUTO, NONE):
+        subtitles = subtitles.strip().lower()
+    elif subtitles is not None:
+        if not one_video:
+            raise VideoVLMError(f"--subtitles {subtitles}: a subtitle file belongs to one "
+                                "video; for many, use auto (clip.srt, clip.en.vtt... next to "
+                                "each video, or a stream inside it) or none")
+        read_subtitle_file(subtitles)
+    return {"subtitles": subtitles, "subtitle_lang": subtitle_lang}
 
 batch_size_option = click.option(
     "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",

@@ -17,6 +17,8 @@ from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
     batch_size_option,
+    dialogue_options,
+    dialogue_overrides,
     load_model,
     model_options,
     output_option,
@@ -48,10 +50,12 @@ from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
               help="Background decode workers (0: decode and answer in turn).")
 @batch_size_option
 @backend_option
+@dialogue_options
 @quiet_option
 @model_options
 def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limit: int | None,
-          resume: bool, workers: int, batch_size: int, backend: str | None, quiet: bool,
+          resume: bool, workers: int, batch_size: int, backend: str | None,
+          subtitles: str | None, subtitle_lang: str | None, quiet: bool,
           model_id: str | None,
           device: str | None, dtype: str | None, n: int | None, no_cache: bool,
           quantize: str | None) -> None:
@@ -63,6 +67,7 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     accuracy. Exit code 0: all answered; 1: some videos failed (recorded in the summary).
     """
     setup_logging(quiet)
+    dialogue = dialogue_overrides(subtitles, subtitle_lang, one_video=False)
     try:
         items = load_eval_questions(questions_file, videos, limit=limit)
     except QuestionsFileError as exc:
@@ -72,7 +77,7 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     report = evaluate(items, videos, out_dir, model, protocol=protocol, n=n, backend=backend,
                       workers=workers, batch_size=batch_size, resume=resume,
-                      progress=not quiet)
+                      progress=not quiet, dialogue=dialogue)
     if report.batch.interrupted:
         click.echo("videovlm: interrupted: run the same command again to resume", err=True)
     click.echo(f"videovlm: eval: {report.line()}", err=True)

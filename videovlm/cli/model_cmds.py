@@ -18,6 +18,8 @@ from videovlm.api import ask_recipe, describe_recipe, run_recipe, windowed_recip
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
+    dialogue_options,
+    dialogue_overrides,
     formats_option,
     load_model,
     model_options,
@@ -67,20 +69,25 @@ def _check_inputs(videos: list[str]) -> None:
 @stream_option
 @backend_option
 @recipe_option(", ".join(f"{t.recipe} for {t.mode}" for t in TASKS.values() if t.describes))
+@dialogue_options
 @quiet_option
 @model_options
 def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str | None,
              sheet: Path | None, window: float | None, stream: bool, backend: str | None,
-             recipe: str | None, quiet: bool, model_id: str | None, device: str | None,
-             dtype: str | None, n: int | None, no_cache: bool, quantize: str | None) -> None:
+             recipe: str | None, subtitles: str | None, subtitle_lang: str | None,
+             quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
+             n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Describe what happens in each VIDEO, with timestamps.
 
     Without -o the result JSON goes to stdout (one line per video when there are several).
     A video over ten minutes is described in five-minute windows, each from its own -n frames
     (--window changes that); killed, the same command resumes after the last finished window.
+    Subtitles next to a video (clip.srt, clip.en.vtt) or inside it go with the frames
+    (--subtitles none: frames only).
     """
     setup_logging(quiet)
-    rec = windowed_recipe(describe_recipe(mode, recipe), window)
+    rec = windowed_recipe(describe_recipe(mode, recipe), window).with_overrides(
+        **dialogue_overrides(subtitles, subtitle_lang, one_video=len(videos) == 1))
     names = output_formats(formats, out_dir, rec.outputs)
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
@@ -116,15 +123,19 @@ def _print_answers(result: Result) -> None:
 @backend_option
 @recipe_option(f"{for_questions(True).recipe} with --choices, else "
                f"{for_questions(False).recipe}")
+@dialogue_options
 @quiet_option
 @model_options
 def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_json: bool,
-        backend: str | None, recipe: str | None, quiet: bool, model_id: str | None,
+        backend: str | None, recipe: str | None, subtitles: str | None,
+        subtitle_lang: str | None, quiet: bool, model_id: str | None,
         device: str | None, dtype: str | None, n: int | None, no_cache: bool,
         quantize: str | None) -> None:
-    """Answer questions about VIDEO (multiple choice with --choices)."""
+    """Answer questions about VIDEO (multiple choice with --choices), from its frames and its
+    subtitles when it has some."""
     setup_logging(quiet)
-    rec = ask_recipe(choices, recipe)
+    rec = ask_recipe(choices, recipe).with_overrides(
+        **dialogue_overrides(subtitles, subtitle_lang))
     if choices and len(choices) < 2:
         raise VideoVLMError("multiple choice needs at least two --choices")
     if any(not q.strip() for q in questions):

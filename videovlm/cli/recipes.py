@@ -20,6 +20,8 @@ from videovlm.batch import Question
 from videovlm.cli import cli
 from videovlm.cli.batch_cmd import run_batch
 from videovlm.cli.common import (
+    dialogue_options,
+    dialogue_overrides,
     formats_option,
     load_model,
     model_options,
@@ -48,6 +50,7 @@ from videovlm.pipelines import Recipe, list_recipes, load_recipe
 @schema_options("backend", "seek", "fit", "max_new_tokens")
 @window_option
 @stream_option
+@dialogue_options
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="For a folder: skip videos already recorded in OUTDIR/results.jsonl.")
 @quiet_option
@@ -55,8 +58,9 @@ from videovlm.pipelines import Recipe, list_recipes, load_recipe
 def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str | None,
         questions: tuple[str, ...], choices: tuple[str, ...], backend: str | None,
         seek: str | None, fit: str | None, max_new_tokens: int | None, window: float | None,
-        stream: bool, resume: bool, quiet: bool, model_id: str | None, device: str | None,
-        dtype: str | None, n: int | None, no_cache: bool, quantize: str | None) -> None:
+        stream: bool, subtitles: str | None, subtitle_lang: str | None, resume: bool,
+        quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
+        n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run RECIPE (a built-in name, see `videovlm pipelines`, or a .toml file) on videos.
 
     Files: without -o the result JSON goes to stdout (one line per video when there are
@@ -64,12 +68,15 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
     as `videovlm batch FOLDER -o OUTDIR --pipeline RECIPE` would.
     """
     setup_logging(quiet)
-    rec = load_recipe(recipe).with_overrides(seek=seek, fit=fit, max_new_tokens=max_new_tokens)
+    folders = [p for p in inputs if Path(p).is_dir()]
+    rec = load_recipe(recipe).with_overrides(
+        seek=seek, fit=fit, max_new_tokens=max_new_tokens,
+        **dialogue_overrides(subtitles, subtitle_lang,
+                             one_video=len(inputs) == 1 and not folders))
     rec = windowed_recipe(rec, window)
     rec.with_overrides(n=n)  # applied per video, as batch does; a bad -n fails here, first
     names = output_formats(formats, out_dir, rec.outputs)
     _check_questions(rec, questions, choices)
-    folders = [p for p in inputs if Path(p).is_dir()]
     if folders and len(inputs) > 1:
         raise VideoVLMError("give either one folder or video files, not both: "
                             f"{folders[0]} is a folder")

@@ -16,7 +16,14 @@ from pathlib import Path
 import click
 
 from videovlm.cli import cli
-from videovlm.cli.common import load_model, model_options, quiet_option, setup_logging
+from videovlm.cli.common import (
+    dialogue_options,
+    dialogue_overrides,
+    load_model,
+    model_options,
+    quiet_option,
+    setup_logging,
+)
 from videovlm.errors import VideoVLMError
 from videovlm.serve.config import DEFAULT_HOST, DEFAULT_PORT, LOOPBACK, ServeConfig
 
@@ -66,19 +73,24 @@ def _listen(host: str, port: int) -> socket.socket:
               show_default=True, help="Most tokens one answer may be asked for.")
 @click.option("--max-questions", type=click.IntRange(min=1), default=_DEFAULTS.max_questions,
               show_default=True, help="Most questions in one ask request.")
+@dialogue_options
 @quiet_option
 @model_options
 def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | None,
           max_queue: int, max_upload_mb: float, cache_mb: float, workers: int,
-          max_frames: int, max_new_tokens: int, max_questions: int, quiet: bool,
+          max_frames: int, max_new_tokens: int, max_questions: int,
+          subtitles: str | None, subtitle_lang: str | None, quiet: bool,
           model_id: str | None, device: str | None, dtype: str | None, n: int | None,
           quantize: str | None, no_cache: bool) -> None:
     """Serve the model: a web page at / and an OpenAI-compatible API under /v1.
 
     Each video's encoded frames stay warm in memory (--cache-mb), so a follow-up question
-    about it costs only the question.
+    about it costs only the question. Subtitles found with a video (a sidecar next to it under
+    its media root, or a stream inside it) go with its frames unless --subtitles none; a
+    request may say so itself (videovlm.subtitles, videovlm.subtitle_lang).
     """
     setup_logging(quiet)
+    dialogue = dialogue_overrides(subtitles, subtitle_lang, one_video=False)
     try:
         import uvicorn
 
@@ -94,6 +106,8 @@ def serve(host: str, port: int, media_roots: tuple[Path, ...], api_key: str | No
                     "use the model and read the videos under the media roots", host)
     sock = _listen(host, port)
     config = ServeConfig(media_roots=tuple(str(r) for r in media_roots), host=host, frames=n,
+                         subtitles=dialogue["subtitles"],
+                         subtitle_lang=dialogue["subtitle_lang"],
                          api_key=api_key, max_queue=max_queue, max_upload_mb=max_upload_mb,
                          cache_mb=cache_mb, workers=workers, max_frames=max_frames,
                          max_new_tokens=max_new_tokens, max_questions=max_questions)

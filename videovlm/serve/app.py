@@ -249,7 +249,8 @@ class Server:
         self.uploads = Uploads(config.max_upload_bytes)
         self.library = Library(self.roots, self.uploads)
         self.bodies = BodyBudget(config.body_budget_bytes)
-        self.recipes = {t.recipe: load_recipe(t.recipe).with_overrides(n=config.frames)
+        self.recipes = {t.recipe: load_recipe(t.recipe).with_overrides(
+            n=config.frames, subtitles=config.subtitles, subtitle_lang=config.subtitle_lang)
                         for t in TASKS.values()}
         self.page, self.csp = _page()
         self.started = int(time.time())
@@ -326,10 +327,18 @@ class Server:
         """A native run's answer: the Result JSON, the id of its report files, warm or not."""
         rid = secrets.token_hex(8)
         result.video["path"] = video.name  # the server's paths are not the client's business
+        _hide_paths(result)
         self.engine.keep(rid, result)
         return {"id": rid, "warm": warm, "video_id": video.id,
                 "files": {f: f"/v1/results/{rid}.{f}" for f in REPORT_FORMATS},
                 "result": result.to_dict()}
+
+
+def _hide_paths(result: Result) -> Result:
+    """The dialogue's source named by file name only, as the video is."""
+    if result.dialogue and result.dialogue.get("path"):
+        result.dialogue["path"] = Path(result.dialogue["path"]).name
+    return result
 
 
 def _warm(result: Result) -> bool:
@@ -452,13 +461,14 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
         body = await s.json_body(request)
         if not isinstance(body, dict):
             raise APIError(400, "the body must be a JSON object")
-        known = {"n", "fit", "seek", "max_new_tokens", "stream",
+        known = {"n", "fit", "seek", *chat.DIALOGUE_KEYS, "max_new_tokens", "stream",
                  *(("mode",) if describe else ("questions", "question", "choices"))}
         unknown = sorted(set(body) - known)
         if unknown:
             raise APIError(400, f"unknown key(s) {', '.join(unknown)}: use "
                                 f"{', '.join(sorted(known))}", unknown[0])
-        sampling, _ = chat.extension({k: body[k] for k in ("n", "fit", "seek") if k in body},
+        sampling, _ = chat.extension({k: body[k] for k in ("n", "fit", "seek",
+                                                           *chat.DIALOGUE_KEYS) if k in body},
                                      config, "body")
         generation = {}
         if body.get("max_new_tokens") is not None:
@@ -598,13 +608,13 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             entry = await s.engine.warm_video(video, recipe)
 
             def run_video(sink: TokenSink) -> tuple[str, dict[str, Any]]:
-                result = s.engine.run_video(entry, recipe, sink, questions=[question],
-                                            choices=choices)
+                result = _hide_paths(s.engine.run_video(entry, recipe, sink,
+                                                        questions=[question], choices=choices))
                 answer = result.answers[0]
                 return answer.answer, {
                     "video_id": video.id, "warm": _warm(result), "choice": answer.choice,
-                    "frames": result.sampling["frames"], "timing_s": result.timing_s,
-                    "warnings": result.warnings}
+                    "frames": result.sampling["frames"], "dialogue": result.dialogue,
+                    "timing_s": result.timing_s, "warnings": result.warnings}
 
             return run_video
         recipe = s.recipe(for_questions(False).recipe, {}, req.generation)

@@ -16,7 +16,10 @@ What a request may hold, and what it becomes:
 - ``max_tokens`` (or ``max_completion_tokens``), ``temperature`` (0 or absent: greedy; above 0:
   sampling), ``top_p``, ``seed``, ``stream``, ``stream_options.include_usage``.
 - The extension field ``videovlm``: ``{"n": frames, "fit": "squash"|"crop"|"pad",
-  "seek": "exact"|"keyframe", "choices": ["option", ...]}``. The response carries a
+  "seek": "exact"|"keyframe", "choices": ["option", ...], "subtitles": "auto"|"none",
+  "subtitle_lang": "en"}`` (subtitles: a sidecar next to the video or a text stream in it, shown
+  after the frames they are said during; the server's ``--subtitles`` when absent; a client
+  never names a file). The response carries a
   ``videovlm`` object too: the frames used, the choice letter, whether the video was warm, and
   the timings.
 
@@ -45,6 +48,7 @@ from videovlm.text import MAX_CHOICES
 
 EXTENSION = "videovlm"
 _SAMPLING_KEYS = ("n", "fit", "seek")
+DIALOGUE_KEYS = ("subtitles", "subtitle_lang")
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call")
 
 
@@ -179,8 +183,8 @@ def parse_chat(body: Any, config: ServeConfig) -> ChatRequest:
     req.include_usage = bool(options.get("include_usage"))
     req.sampling, req.choices = extension(body.get(EXTENSION), config, EXTENSION)
     if (req.sampling or req.choices) and not req.video:
-        raise APIError(400, f"{EXTENSION}.n, fit, seek and choices apply to a video: add a "
-                            "video_url part", EXTENSION)
+        raise APIError(400, f"{EXTENSION}.n, fit, seek, choices and subtitles apply to a "
+                            "video: add a video_url part", EXTENSION)
     return req
 
 
@@ -191,12 +195,16 @@ def extension(ext: Any, config: ServeConfig, param: str
     if ext is None:
         return {}, None
     if not isinstance(ext, dict):
-        raise APIError(400, f"{param} must be an object {{n, fit, seek, choices}}", param)
-    unknown = sorted(set(ext) - {*_SAMPLING_KEYS, "choices"})
+        raise APIError(400, f"{param} must be an object {{n, fit, seek, choices, subtitles, "
+                            "subtitle_lang}", param)
+    unknown = sorted(set(ext) - {*_SAMPLING_KEYS, *DIALOGUE_KEYS, "choices"})
     if unknown:
         raise APIError(400, f"unknown {param} key(s) {', '.join(unknown)}: use n, fit, seek, "
-                            "choices", param)
-    sampling = {k: ext[k] for k in _SAMPLING_KEYS if ext.get(k) is not None}
+                            "choices, subtitles, subtitle_lang", param)
+    sampling = {k: ext[k] for k in (*_SAMPLING_KEYS, *DIALOGUE_KEYS) if ext.get(k) is not None}
+    if sampling.get("subtitles") not in (None, "auto", "none"):
+        raise APIError(400, f"{param}.subtitles must be \"auto\" or \"none\" (the server reads "
+                            "no subtitle file a request names)", f"{param}.subtitles")
     n = sampling.get("n")
     if n is not None and not isinstance(n, bool) and isinstance(n, int) and n > config.max_frames:
         raise APIError(400, f"{n} frames is over this server's limit of {config.max_frames} "

@@ -17,6 +17,8 @@ class ServeConfig:
     media_roots: tuple[str, ...] = ()
     host: str = DEFAULT_HOST  # where it listens: on loopback, only loopback Host headers pass
     frames: int | None = None  # the frame budget of requests that name none (None: recipes')
+    subtitles: str | None = None  # auto | none for requests that name none (None: recipes')
+    subtitle_lang: str | None = None
     api_key: str | None = None
     max_queue: int = 16  # requests waiting for the model behind the one generating
     max_upload_mb: float = 512.0

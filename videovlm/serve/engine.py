@@ -255,8 +255,9 @@ class Engine:
         apart by head text)."""
         s = recipe.sampling
         scenes = json.dumps(dict(recipe.scenes), sort_keys=True) if recipe.mode == "scenes" else ""
+        d = recipe.dialogue
         return (video.identity, recipe.mode, scenes, s["n"], s["fit"], s["seek"],
-                self.model.image_size)
+                self.model.image_size, d.get("subtitles"), d.get("subtitle_lang"))
 
     async def warm_video(self, video: Video, recipe: Recipe) -> WarmVideo:
         """The video's prepared frames for ``recipe``: warm, or decoded now in the pool (one
