@@ -18,13 +18,14 @@ import srt
 import webvtt
 
 from tests.media import make_shots
-from videovlm.api import find, find_recipe, load_video
+from videovlm.api import find, find_recipe, load_video, stage_video
 from videovlm.cli import main
 from videovlm.model import Model
 from videovlm.probe import probe
 from videovlm.relevance import ANSWER_WORDS, merge_ranges
 from videovlm.result import Window
 from videovlm.run import Asked, ModelRun
+from videovlm.video import VideoInputs
 
 CUTS = [0, 50, 100, 150]  # 25 fps: a new colour every 2 s, 8 s in all
 QUERY = "a red square"
@@ -243,3 +244,12 @@ def test_batch_runs_find_per_video_with_windows_of_videos_together(model, shots,
         assert [(w["start_s"], w["end_s"]) for w in windows] == \
             [(w.start_s, w.end_s) for w in alone]
         assert [w["score"] for w in windows] == pytest.approx([w.score for w in alone], abs=1e-4)
+
+
+def test_find_reads_the_windows_table_but_is_never_windowed_as_describe_is(shots) -> None:
+    """find's window is the [windows] length_s (its --window), and a video past after_s still
+    stages as one probe with no frames: find scores its own windows in the model stage."""
+    rec = find_recipe(None, window_s=2.0)
+    assert rec.windows["length_s"] == 2.0
+    staged = stage_video(shots, rec.with_overrides(after_s=1.0), image_size=512)
+    assert isinstance(staged, VideoInputs) and staged.frames == [] and staged.mode == "windows"

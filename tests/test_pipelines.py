@@ -55,6 +55,8 @@ def test_builtins_one_per_task_with_defaults_filled() -> None:
     assert describe.scenes["detector"] == "adaptive"
     assert recipes["qa"].scenes == {}
     assert recipes["qa"].windows == {} and set(recipes["find"].windows) == set(SCHEMA["windows"])
+    # one [windows] table: its length_s is the describing tasks' window and find's
+    assert describe.windows["length_s"] == 300.0 and recipes["find"].windows["length_s"] == 10.0
     # in this editable checkout the built-ins are the repo's own files
     assert Path(describe.path).resolve() == (REPO_PIPELINES / "describe.toml").resolve()
 
@@ -234,3 +236,17 @@ def test_readme_documents_every_key() -> None:
     missing = [k for k in keys if f"`{k}`" not in readme]
     assert not missing, f"document these keys in pipelines/README.md: {missing}"
     assert all(f"`{name}`" in readme for name in recipe_names())
+
+
+def test_windows_table_belongs_to_describing_tasks_and_find(tmp_path: Path) -> None:
+    for task in ("describe", "timeline", "find"):
+        path = tmp_path / f"{task}.toml"
+        path.write_text(f'extends = "{task}"\n[windows]\nlength_s = 5\n')
+        assert load_recipe(str(path)).windows["length_s"] == 5.0
+    path = tmp_path / "qa.toml"
+    path.write_text('extends = "qa"\n[windows]\nlength_s = 5\n')
+    with pytest.raises(RecipeError, match=r'\[windows\] only applies to task "describe" or '
+                                          r'"timeline" or "find", not \'qa\''):
+        load_recipe(str(path))
+    with pytest.raises(RecipeError, match="is not run in windows"):
+        load_recipe("mcq").with_overrides(length_s=5.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from videovlm.pipelines import load_recipe
 from videovlm.probe import probe
 from videovlm.video import load_video
 from videovlm.windows import window_spans
@@ -43,3 +44,38 @@ def test_load_video_plans_inside_a_span_with_a_probe_given() -> None:
     assert [round(f.time_s, 2) for f in inputs.frames] == [2.24, 2.72, 3.24, 3.72]
     assert inputs.groups[0].start_s == 2.0 and inputs.groups[0].end_s == 4.0
     assert "probe" not in inputs.timing_s
+
+
+def test_scenes_inside_a_span_come_from_the_cuts_inside_it() -> None:
+    from videovlm.scenes import SceneSettings, scenes_from_cuts
+
+    info = probe(BIKES)  # 25 fps: frame i starts at i / 25 s
+    cuts = [0, 50, 110, 160, 230]
+    settings = SceneSettings(min_scene_s=0.0, max_scene_s=0.0)
+    inside = scenes_from_cuts(info, cuts, settings, span=(4.0, 8.0))
+    assert inside == [(4.0, 4.4), (4.4, 6.4), (6.4, 8.0)]  # cuts at 110 and 160 only
+    whole = scenes_from_cuts(info, cuts, settings)
+    assert [a for a, _ in whole] == [0.0, 2.0, 4.4, 6.4, 9.2]
+    assert scenes_from_cuts(info, cuts, settings, span=(9.2, info.duration_s)) == \
+        [(9.2, info.duration_s)]
+
+
+def test_scene_mode_inside_a_span_plans_from_cuts_found_once() -> None:
+    info = probe(BIKES)
+    inputs = load_video(BIKES, "describe", n=8, info=info, span=(2.0, 6.0), cuts=[110])
+    # scene_frames = 8 of the span's 8 frames is all of its 4 s: the cut at 4.4 s is merged
+    assert [(g.start_s, g.end_s) for g in inputs.groups] == [(2.0, 6.0)]
+    assert all(2.0 <= f.time_s < 6.0 for f in inputs.frames) and len(inputs.frames) == 8
+    loose = load_video(BIKES, load_recipe("describe").with_overrides(scene_frames=1), n=8,
+                       info=info, span=(2.0, 6.0), cuts=[110])
+    assert [(g.start_s, g.end_s) for g in loose.groups] == [(2.0, 4.4), (4.4, 6.0)]
+
+
+def test_a_timeline_is_read_inside_its_window() -> None:
+    from videovlm.text import parse_segments
+
+    segs, parsed = parse_segments("00:05 - 00:12: a\n00:14 - 00:30: b\n00:31: c", 25.0, 10.0)
+    assert parsed and [(s.start_s, s.end_s, s.text) for s in segs] == [
+        (10.0, 12.0, "a"), (14.0, 25.0, "b")]
+    whole, parsed = parse_segments("no times here", 25.0, 10.0)
+    assert not parsed and (whole[0].start_s, whole[0].end_s) == (10.0, 25.0)

@@ -17,22 +17,37 @@ log and in ``Result.warnings``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from videovlm import tasks
 from videovlm.errors import VideoVLMError
 from videovlm.model import Model
+from videovlm.pack import timestamp_text
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.result import Result
-from videovlm.run import Asked, Asker, ModelRun, PrefixStore
+from videovlm.run import Asked, Asker, ModelRun, PrefixStore, generation_settings
 from videovlm.text import option_texts
-from videovlm.video import VideoInputs, load_video
-from videovlm.windows import Span
+from videovlm.video import VideoInputs, WindowedVideo, load_video, read_once, stage_video
+from videovlm.windows import (
+    OnStart,
+    OnWindow,
+    Progress,
+    Record,
+    Span,
+    combine,
+    drive,
+    window_overrides,
+    window_record,
+)
 
-__all__ = ["VideoInputs", "ask", "describe", "find", "load_video", "option_texts", "run_model",
-           "run_recipe"]
+log = logging.getLogger("videovlm")
+
+__all__ = ["VideoInputs", "WindowedVideo", "ask", "describe", "find", "load_video",
+           "option_texts", "run_model", "run_recipe", "run_windows", "stage_video"]
 
 
 def _recipe(recipe: Recipe | str) -> Recipe:
@@ -41,7 +56,7 @@ def _recipe(recipe: Recipe | str) -> Recipe:
 
 def run_model(
     model: Model,
-    inputs: VideoInputs,
+    inputs: VideoInputs | WindowedVideo,
     recipe: Recipe | str,
     *,
     questions: Sequence[str] | None = None,
@@ -51,8 +66,13 @@ def run_model(
     asker: Asker | None = None,
     prefixes: PrefixStore | None = None,
     streamer: Any = None,
+    progress_file: str | os.PathLike[str] | None = None,
+    on_start: OnStart | None = None,
+    on_window: OnWindow | None = None,
 ) -> Result:
-    """The model stage: the recipe's task run over one video's prepared frames.
+    """The model stage: the recipe's task run over one video's prepared frames, or over a long
+    video's windows one after another (a :class:`~videovlm.video.WindowedVideo`, see
+    :func:`run_windows`; ``progress_file``, ``on_start`` and ``on_window`` are its).
 
     ``choices`` are the options of every question; ``question_choices`` gives each question
     its own (None: an open question), as benchmarks and questions files do. Questions with
@@ -67,6 +87,10 @@ def run_model(
     """
     rec = _recipe(recipe)
     task = tasks.get(rec.task)
+    if isinstance(inputs, WindowedVideo):
+        tasks.check_takes_questions(rec.name, rec.task, questions or [])
+        return run_windows(model, inputs, rec, asker=asker, progress_file=progress_file,
+                           on_start=on_start, on_window=on_window)
     if inputs.images and inputs.images[0].shape[0] != model.image_size:
         raise VideoVLMError(
             f"frames were prepared at {inputs.images[0].shape[0]} px but {model.id} takes "
@@ -82,9 +106,7 @@ def run_model(
              for q, c in zip(questions or [], question_choices, strict=True)]
     s = inputs.sampling
 
-    # a window's recipe: the video's dialogue was read with the run's frames (none found:
-    # no window looks again)
-    windows_rec = rec if inputs.dialogue is not None else rec.with_overrides(subtitles="none")
+    windows_rec = read_once(rec, inputs.dialogue)  # the dialogue was read with the run's frames
 
     def load(span: Span, n: int) -> VideoInputs:  # a window, decoded like the run's frames
         return load_video(inputs.path, windows_rec, n=n, image_size=model.image_size,
@@ -93,6 +115,64 @@ def run_model(
 
     return task.runner(ModelRun(model, inputs, rec, asked, asker=asker, prefixes=prefixes,
                                 streamer=streamer, load=load))
+
+
+def run_windows(
+    model: Model,
+    video: WindowedVideo,
+    recipe: Recipe,
+    *,
+    asker: Asker | None = None,
+    progress_file: str | os.PathLike[str] | None = None,
+    on_start: OnStart | None = None,
+    on_window: OnWindow | None = None,
+) -> Result:
+    """A long video's model stage: each window's frames loaded in turn (the next one while this
+    one runs) and put through the task's runner as a run of its own, then the records combined
+    and the task's ``finish`` run once (the summary of every window's segments).
+
+    With ``progress_file`` every finished window is kept there (:class:`~videovlm.windows.
+    Progress`, keyed by the video, the recipe, the model and the windows), so the same call
+    after a kill goes on after the last finished window and returns what an uninterrupted run
+    returns (greedy decoding). The caller removes the file once its outputs are written.
+    """
+    if video.image_size != model.image_size:
+        raise VideoVLMError(f"frames are prepared at {video.image_size} px but {model.id} takes "
+                            f"{model.image_size} px: stage the video with "
+                            "image_size=model.image_size")
+    task = tasks.get(recipe.task)
+    log.info("%s: %s, in %d windows of about %s, %d frames each (--window changes this)",
+             Path(video.path).name, timestamp_text(video.info.duration_s), len(video.spans),
+             timestamp_text(float(recipe.windows["length_s"])), video.recipe.sampling["n"])
+    progress = None
+    if progress_file is not None:
+        st = os.stat(video.path)
+        key = {"video": {"path": os.path.abspath(video.path), "size": st.st_size,
+                         "mtime_ns": st.st_mtime_ns},
+               "recipe": video.recipe.to_dict(),  # with the run's -n, backend... applied
+               "model": model.info(), "spans": video.spans,
+               "image_size": video.image_size}
+        progress = Progress(progress_file, key)
+
+    def work(i: int, inputs: VideoInputs) -> Record:
+        run = ModelRun(model, inputs, recipe, asker=asker, windowed=True)
+        return window_record(video.spans[i], task.runner(run))
+
+    records = drive(video.spans, video.load, work, progress=progress, on_start=on_start,
+                    on_window=on_window)
+    result = combine(records, video=video.info.to_dict(), model=model.info(),
+                     generation=generation_settings(recipe), mode=recipe.mode,
+                     length_s=float(recipe.windows["length_s"]), timing_s=video.timing_s)
+    if task.finish is not None:
+        whole = VideoInputs(video.path, video.info, recipe.mode, [], [], [], {})
+        run = ModelRun(model, whole, recipe, asker=asker)
+        task.finish(run, result)
+        for stage, seconds in run.timing_s.items():
+            result.timing_s[stage] = result.timing_s.get(stage, 0.0) + seconds
+    timing = {k: round(v, 4) for k, v in result.timing_s.items()}
+    timing["total"] = round(sum(timing.values()), 4)
+    result.timing_s = timing
+    return result
 
 
 def _model(model: Model | str | None, device: str | None, dtype: str | None) -> Model:
@@ -110,18 +190,42 @@ def run_recipe(
     choices: Sequence[str] | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    window: float | None = None,
+    progress_file: str | os.PathLike[str] | None = None,
+    on_start: OnStart | None = None,
+    on_window: OnWindow | None = None,
     **overrides: Any,
 ) -> Result:
     """Run any recipe on one video; ``overrides`` are :func:`load_video`'s keywords (n,
     backend...).
 
-    Pass a loaded :class:`~videovlm.model.Model` to reuse it across calls; a name or path loads
-    one (and fails with one clear line when it cannot be had, before any decoding).
+    A describing recipe cuts a video longer than its ``[windows] after_s`` into windows
+    (``window``: seconds, overrides both the length and the threshold; 0: never), each described
+    from its own ``n`` frames (:func:`run_windows`, where ``progress_file``, ``on_start`` and
+    ``on_window`` go). Pass a loaded :class:`~videovlm.model.Model` to reuse it across calls; a
+    name or path loads one (and fails with one clear line when it cannot be had, before any
+    decoding).
     """
-    rec = _recipe(recipe)
+    rec = windowed_recipe(_recipe(recipe), window)
     m = _model(model, device, dtype)
-    inputs = load_video(path, rec, image_size=m.image_size, **overrides)
-    return run_model(m, inputs, rec, questions=questions, choices=choices)
+    inputs = stage_video(path, rec, image_size=m.image_size, **overrides)
+    return run_model(m, inputs, rec, questions=questions, choices=choices,
+                     progress_file=progress_file, on_start=on_start, on_window=on_window)
+
+
+def windowed_recipe(recipe: Recipe, window: float | None) -> Recipe:
+    """``recipe`` with ``window`` seconds (``--window``) as its windows: videos longer than that
+    are cut into windows that long; 0 turns windows off; None keeps the recipe's."""
+    if window is None:
+        return recipe
+    if not tasks.get(recipe.task).windowed:
+        raise VideoVLMError(f"recipe {recipe.name!r} ({recipe.task}) is not run in windows: "
+                            "drop --window (only describing recipes are; find cuts its own: "
+                            "videovlm find --window)")
+    if 0 < window < 1:
+        raise VideoVLMError(f"a window of {window} s is too short: give at least 1 second, or "
+                            "0 for no windows")
+    return recipe.with_overrides(**window_overrides(window))
 
 
 def describe_recipe(mode: str | None, recipe: Recipe | str | None) -> Recipe:
@@ -151,6 +255,7 @@ def describe(
     backend: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    window: float | None = None,
     subtitles: str | None = None,
     subtitle_lang: str | None = None,
     transcribe: bool | None = None,
@@ -159,15 +264,17 @@ def describe(
     """Timestamped descriptions of one video: per scene (default) or one timeline prompt.
 
     ``mode`` picks the describing task (:data:`videovlm.tasks.DESCRIBE_MODES`); the recipe
-    defaults to that task's. ``n`` is the frame budget for the whole video. ``subtitles``
-    (``auto``, ``none`` or a file) and ``subtitle_lang`` override the recipe's ``[dialogue]``;
-    ``transcribe`` takes the dialogue from speech recognition instead (``asr_model``: a
-    Whisper ``ID|PATH``).
+    defaults to that task's. ``n`` is the frame budget for the whole video, or for each window
+    of a long one (``window`` seconds; by default a video over 10 minutes is cut into 5-minute
+    windows, the recipe's ``[windows]``). ``subtitles`` (``auto``, ``none`` or a file) and
+    ``subtitle_lang`` override the recipe's ``[dialogue]``; ``transcribe`` takes the dialogue
+    from speech recognition instead (``asr_model``: a Whisper ``ID|PATH``).
     """
     rec = describe_recipe(mode, recipe).with_overrides(
         subtitles=subtitles, subtitle_lang=subtitle_lang, transcribe=transcribe,
         asr_model=asr_model)
-    return run_recipe(rec, path, model=model, device=device, dtype=dtype, n=n, backend=backend)
+    return run_recipe(rec, path, model=model, device=device, dtype=dtype, n=n, backend=backend,
+                      window=window)
 
 
 def ask_recipe(choices: Sequence[str] | None, recipe: Recipe | str | None) -> Recipe:
@@ -228,7 +335,7 @@ def find_recipe(recipe: Recipe | str | None, *, window_s: float | None = None,
     if rec.task != tasks.FIND_TASK:
         raise VideoVLMError(f"recipe {rec.name!r} is a {rec.task!r} recipe, not a "
                             f"{tasks.FIND_TASK!r} one: run it with `videovlm run`")
-    return rec.with_overrides(window_s=window_s, score_threshold=threshold,
+    return rec.with_overrides(length_s=window_s, score_threshold=threshold,
                               windows_per_call=per_call)
 
 

@@ -1,10 +1,13 @@
 """The Ray engine: the same two stages as the local engine, spread over a Ray cluster.
 
-The inputs become a Ray Dataset; decode+prepare (``api.load_video``) runs as CPU map tasks, one
+The inputs become a Ray Dataset; decode+prepare (``api.stage_video``) runs as CPU map tasks, one
 video per task, and generation runs in an actor pool (one model per actor, one GPU per actor
 where the cluster has GPUs). Rows stream back to the driver, which alone writes per-video files
 and appends records through the same :class:`~videovlm.batch.Recorder`, so ``results.jsonl``
 has the same contract as with the local engine: crash-safe, resumable, one line per input.
+A long video's map task is its probe and cuts (``api.stage_video``'s ``WindowedVideo``); its
+actor then decodes and describes its windows one at a time. Its finished windows are not kept
+(the output folder is the driver's): a video interrupted there is redone whole on resume.
 
 Payloads cross process boundaries pickled: ``VideoInputs`` and ``Result`` are plain data. Ray's
 own ``read_videos`` is not used: it yields one row per frame and decodes every frame, while the

@@ -163,6 +163,12 @@ def build_prompt(model: Model, frames: Sequence[Frame], images: Sequence[np.ndar
     )
 
 
+def text_tokens(model: Model, text: str) -> int:
+    """Tokens of a text-only prompt (a summary) as one user turn of the chat template: what
+    :meth:`Model.generate_text` feeds, counted the same way as every prompt with frames."""
+    return model.count_tokens(model.render([{"type": "text", "text": text}]))
+
+
 Layout = Callable[[int], tuple[Sequence[float], Dialogue | None]]
 """For a candidate frame count, the frames' times and their dialogue (what the selection rule
 and the cue assignment would give)."""

@@ -59,8 +59,8 @@ class Option:
 
 SCHEMA: dict[str, dict[str, Option]] = {
     "sampling": {
-        "n": Option(int, 50, "frame budget for the whole video (the selection rule)", min=1,
-                    max=1000),
+        "n": Option(int, 50, "frame budget for the whole video, or each window of a long one",
+                    min=1, max=1000),
         "backend": Option(str, "auto", "decoder", choices=BACKEND_NAMES),
         "seek": Option(str, "exact", "exact frames, or the nearest keyframes (faster on long "
                        "files)", choices=SEEK_MODES),
@@ -82,12 +82,21 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   max=4096),
     },
     "windows": {
-        "window_s": Option(float, 10.0, "seconds per window; each window is scored from its "
-                           "own frames (sampling.n of them)", min=0.1),
-        "score_threshold": Option(float, 0.5, "a window whose score (P(yes)) is at least this "
-                                  "is part of a range", min=0, max=1),
-        "windows_per_call": Option(int, 8, "windows whose prompts decode together in one "
-                                   "batched call (1: one at a time)", min=1, max=256),
+        "length_s": Option(float, 300.0, "seconds per window: a long video is described window "
+                           "by window, each from its own -n frames; find scores every window "
+                           "(find.toml: 10)", min=0.1),
+        "after_s": Option(float, 600.0, "describing: videos longer than this are cut into "
+                          "windows (0: never; --window S sets both this and length_s to S)",
+                          min=0),
+        "snap_s": Option(float, 10.0, "describing: a window boundary moves to a scene cut this "
+                         "close to it (0: never)", min=0),
+        "scene_frames": Option(int, 8, "describing: inside a window, scenes too short for this "
+                               "many of its frames merge into a neighbour (scene mode)", min=1,
+                               max=1000),
+        "score_threshold": Option(float, 0.5, "find only: a window whose score (P(yes)) is at "
+                                  "least this is part of a range", min=0, max=1),
+        "windows_per_call": Option(int, 8, "find only: windows whose prompts decode together in "
+                                   "one batched call (1: one at a time)", min=1, max=256),
     },
     "generation": {
         "max_new_tokens": Option(int, DEFAULT_MAX_NEW_TOKENS, "most tokens generated per call",
@@ -139,7 +148,7 @@ TOP_KEYS: dict[str, Option] = {
 _COMMON = ("n_frames", "duration", "frames_in_words", "duration_hms")
 PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "intro": _COMMON,
-    "task": _COMMON,
+    "task": (*_COMMON, "start", "end"),
     "scene": (*_COMMON, "start", "end"),
     "summary": (*_COMMON, "descriptions"),
     "question": (*_COMMON, "question", "options"),
@@ -148,7 +157,10 @@ PROMPT_KEYS: dict[str, tuple[str, ...]] = {
 }
 SECTIONS: tuple[str, ...] = (*SCHEMA, "prompts")
 MODE_SECTIONS: dict[str, str] = {"scenes": "scenes", "windows": "windows"}
-"""Tables that only tasks of one mode read (section -> mode): elsewhere they are refused."""
+"""Tables that only tasks of one mode read (section -> mode): elsewhere they are refused.
+``[windows]`` is also read by the windowed describing tasks (``Task.windowed``); its
+``score_threshold`` and ``windows_per_call`` are find's alone, ``after_s``, ``snap_s`` and
+``scene_frames`` the describing tasks' alone, ``length_s`` both."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,9 @@ class Recipe:
         if key not in self.prompts:
             raise RecipeError(f"recipe {self.name!r} has no prompts.{key}")
         text = self.family_prompts.get(family or "", {}).get(key, self.prompts[key])
-        return text.format_map({**dict.fromkeys(PROMPT_KEYS[key], ""), **values})
+        # a range not given is the whole video's: 00:00 to its duration
+        whole = {"start": "00:00", "end": values.get("duration", "")}
+        return text.format_map({**dict.fromkeys(PROMPT_KEYS[key], ""), **whole, **values})
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with some keys replaced, by flat name (``n=8``, ``formats=["srt"]``...).
@@ -206,6 +220,9 @@ class Recipe:
             if key == "formats" and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             where = f"option {key}"
+            if section == "windows" and not _uses(section, self.task):
+                raise RecipeError(f"{where}: recipe {self.name!r} ({self.task}) is not run in "
+                                  "windows")
             sections[section][key] = _check_value(where, SCHEMA[section][key], value)
         if _uses_scenes(self.task):
             _check_scenes(f"recipe {self.name!r}", sections["scenes"])
@@ -418,9 +435,14 @@ def _build(label: str, raw: dict[str, Any], path: str) -> Recipe:
 
 
 def _uses(section: str, task: str | None) -> bool:
-    """Whether ``task`` reads ``section`` (every task reads the tables no mode owns)."""
+    """Whether ``task`` reads ``section``: every task reads the tables no mode owns, and
+    ``[windows]`` is read by find (mode "windows") and by the windowed describing tasks."""
     mode = MODE_SECTIONS.get(section)
-    return mode is None or (task in tasks.TASKS and tasks.TASKS[task].mode == mode)
+    if mode is None:
+        return True
+    if task not in tasks.TASKS:
+        return False
+    return tasks.TASKS[task].mode == mode or (section == "windows" and tasks.TASKS[task].windowed)
 
 
 def _uses_scenes(task: str | None) -> bool:

@@ -104,13 +104,16 @@ class ModelRun:
     A run keeps its prompts' token counts and the times of the frames they held, not the
     prompts or frames themselves (only those :meth:`prompt` is told to keep, or
     :meth:`keep`), so a run over hundreds of windows holds one batch of windows at a time.
+    ``windowed``: the run is one window of a longer video (``inputs.span``), so the task's
+    whole-video steps (the summary) are left to its ``finish``, made once every window is done.
     """
 
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
                  questions: Sequence[Asked] = (), *, asker: Asker | None = None,
                  prefixes: PrefixStore | None = None, streamer: Any = None,
-                 load: Loader | None = None) -> None:
+                 load: Loader | None = None, windowed: bool = False) -> None:
         self.model = model
+        self.windowed = windowed
         self.inputs = inputs
         self.recipe = recipe
         self.questions = list(questions)
@@ -412,6 +415,11 @@ class ModelRun:
         return {**d.source, "cues": len(d.cues), "in_prompt": len(self._shown),
                 "over_budget": self.recipe.dialogue.get("over_budget"),
                 "trimmed": self._trimmed}
+
+    @property
+    def timing_s(self) -> dict[str, float]:
+        """The seconds this run's own stages took so far (``pack``, ``vision``, ``generate``)."""
+        return dict(self._timing)
 
     def result(self, **fields: Any) -> Result:
         """The run's :class:`Result`: the frames its prompts held, its prompts' token counts,

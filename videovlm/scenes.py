@@ -74,11 +74,18 @@ class SceneSettings:
             raise ValueError("downscale_width must be at least 16")
 
 
-def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None) -> list[int]:
+def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None, *,
+                skip_nonref: bool = False) -> list[int]:
     """Indices (in presentation order) of the frames that start a new shot, as detected.
 
     Decodes the whole video once at about ``downscale_width`` pixels wide; frames whose timestamp
     is not on the probed timeline (none on a sane file) are scored but never become cuts.
+
+    ``skip_nonref`` (long videos) has the decoder skip frames no other frame refers to (B-frames,
+    ``skip_frame = "NONREF"``): on a B-frame encode that is about half the frames, and 40 % of the
+    detection's time on 720p H.264. Cuts stay on their frames because encoders start a shot with
+    an I- or P-frame, which is always decoded; a short-clip run keeps every frame, as the
+    ``scenedetect`` CLI does.
     """
     import av
     import scenedetect
@@ -103,6 +110,8 @@ def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None) -> list[
     with container:
         stream = container.streams[info.stream_index]
         stream.thread_type = "AUTO"
+        if skip_nonref:
+            stream.codec_context.skip_frame = "NONREF"
         width, height = _small_size(stream.codec_context.width, stream.codec_context.height, s)
         reformatter = VideoReformatter()  # reused: a fresh swscale context per frame costs 2x
         try:
@@ -145,20 +154,29 @@ def scenes_from_cuts(
     settings: SceneSettings | None = None,
     *,
     max_scenes: int | None = None,
+    span: Scene | None = None,
 ) -> list[Scene]:
     """Turn shot-start frame indices into merged, split scenes in seconds.
 
     Separate from detection so the shaping rules are testable without decoding. Short scenes
     merge first (so a flash does not become its own description), then long ones split into
     equal windows whose boundaries snap to the nearest frame start, then ``max_scenes`` merges.
+    With ``span`` (a window's ``(start_s, end_s)``, on frame starts) only the cuts inside it
+    count and the scenes cover exactly the span: the cuts of a long video are found once and
+    each window's scenes are made from its own.
     """
     s = settings or SceneSettings()
     tl = info.timeline
     origin = int(tl.pts[0])
-    # boundaries in time-base units from the first frame; the last one is the end of the video
-    edges = sorted({int(tl.pts[i]) - origin for i in starts if 0 <= i < len(tl.pts)} | {0})
-    edges.append(tl.end_pts - origin)
     tb = tl.time_base
+    lo, hi = 0, tl.end_pts - origin
+    if span is not None:
+        lo, hi = (round(Fraction(t) / tb) for t in span)
+    # boundaries in time-base units from the first frame; the last one is the end of the span
+    edges = sorted({int(tl.pts[i]) - origin for i in starts if 0 <= i < len(tl.pts)}
+                   | {lo})
+    edges = [e for e in edges if lo <= e < hi]
+    edges.append(hi)
     if s.min_scene_s > 0:
         edges = _merge_shortest(edges, lambda e: _shortest(e)[1] * tb < s.min_scene_s)
     if s.max_scene_s > 0:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from videovlm import relevance
 from videovlm.errors import VideoVLMError
 from videovlm.model import Model
-from videovlm.pack import timestamp_text
+from videovlm.pack import text_tokens, timestamp_text
 from videovlm.result import Answer, Relevance, Result, Segment
 from videovlm.run import ModelRun, generation_settings
 from videovlm.text import choice_letters, extract_choice, parse_segments
@@ -37,6 +37,10 @@ class Task:
     choices: bool  # its questions are multiple choice (options lettered A, B, ...)
     runner: Runner
     help: str
+    # a long video runs window by window (the recipe's [windows]), each window through the
+    # runner, then ``finish`` once over the combined result (a summary of every window's)
+    windowed: bool = False
+    finish: Callable[[ModelRun, Result], None] | None = None
     # prompts a recipe for this task must hold, each with the placeholders it must contain
     prompts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # prompts used when the recipe has them (same rule for their placeholders)
@@ -60,14 +64,61 @@ class Protocol:
 # -- the runners --------------------------------------------------------------------------------
 
 
-def _summary(run: ModelRun, segments: Sequence[Segment]) -> str | None:
-    """The recipe's summary from the segments' text: a text-only call, no second pass over the
-    frames. None when the recipe has no summary prompt."""
+def _lines(segments: Sequence[Segment]) -> list[str]:
+    return [f"{timestamp_text(s.start_s)}-{timestamp_text(s.end_s)}: {s.text}" for s in segments]
+
+
+def summarise(run: ModelRun, segments: Sequence[Segment], n_frames: int) -> str | None:
+    """The recipe's summary from the segments' text: text-only calls, no second pass over the
+    frames. None when the recipe has no summary prompt.
+
+    One call when every description fits one prompt with room for the answer (every short
+    video: one call, as ever). Otherwise hierarchically: the descriptions are cut into
+    consecutive groups that each fit, every group is summarised with the same prompt, and the
+    group summaries (each labelled with its group's time range) are summarised in turn, until
+    one prompt holds them all. Tokens are counted exactly, with the model's own tokenizer and
+    chat template (:func:`~videovlm.pack.text_tokens`).
+    """
     if not run.recipe.has_prompt("summary"):
         return None
-    lines = "\n".join(f"{timestamp_text(s.start_s)}-{timestamp_text(s.end_s)}: {s.text}"
-                      for s in segments)
-    return run.generate_text(run.fill("summary", run.frames_used, descriptions=lines))
+    room = run.model.context - int(run.generation["max_new_tokens"])
+
+    def prompt(lines: Sequence[str]) -> str:
+        return run.fill("summary", n_frames, descriptions="\n".join(lines))
+
+    def fits(lines: Sequence[str]) -> bool:
+        return text_tokens(run.model, prompt(lines)) <= room
+
+    items = [(s.start_s, s.end_s, line) for s, line in zip(segments, _lines(segments),
+                                                            strict=True)]
+    while len(items) > 1 and not fits([line for _, _, line in items]):
+        groups: list[list[tuple[float, float, str]]] = [[]]
+        for item in items:
+            if groups[-1] and not fits([line for _, _, line in [*groups[-1], item]]):
+                groups.append([])
+            groups[-1].append(item)
+        if len(groups) == len(items):
+            raise VideoVLMError(
+                f"the summary prompt cannot hold two descriptions within the model's context of "
+                f"{run.model.context} tokens: shorten prompts.summary or lower max_new_tokens")
+        items = []
+        for group in groups:
+            text = run.generate_text(prompt([line for _, _, line in group])).strip()
+            start, end = group[0][0], group[-1][1]
+            items.append((start, end, f"{timestamp_text(start)}-{timestamp_text(end)}: {text}"))
+    return run.generate_text(prompt([line for _, _, line in items]))
+
+
+def _summary(run: ModelRun, segments: Sequence[Segment]) -> str | None:
+    """The whole video's summary, or None for one window of a longer video (its ``finish``
+    summarises every window's segments at once)."""
+    return None if run.windowed else summarise(run, segments, run.frames_used)
+
+
+def finish_describing(run: ModelRun, result: Result) -> None:
+    """What a describing task does once every window of a long video is done: the summary of
+    all their segments."""
+    result.summary = summarise(run, result.segments, len(result.sampling.get("frames", [])))
 
 
 def describe_scenes(run: ModelRun) -> Result:
@@ -86,8 +137,10 @@ def describe_scenes(run: ModelRun) -> Result:
 def describe_timeline(run: ModelRun) -> Result:
     """One prompt with every frame; the model writes the timeline, read back into segments."""
     group = run.inputs.whole()
-    prompt, frames = run.prompt(group, run.fill("task", len(group.frames)))
-    segments, parsed = parse_segments(run.generate(prompt), run.inputs.info.duration_s)
+    prompt, frames = run.prompt(group, run.fill("task", len(group.frames),
+                                                start=timestamp_text(group.start_s),
+                                                end=timestamp_text(group.end_s)))
+    segments, parsed = parse_segments(run.generate(prompt), group.end_s, group.start_s)
     for i, seg in enumerate(segments):
         last = i == len(segments) - 1
         seg.frames = [f.index for f in frames
@@ -207,7 +260,7 @@ def find_ranges(run: ModelRun) -> Result:
                             f"exactly one (got {len(run.questions)})")
     query = check_query(run.model, run.questions[0].question)
     settings = run.recipe.windows
-    spans = window_spans(run.inputs.info, float(settings["window_s"]))
+    spans = window_spans(run.inputs.info, float(settings["length_s"]))
     windows = relevance.score_windows(run, spans, query)
     ranges = relevance.merge_ranges(windows, float(settings["score_threshold"]))
     relevance.best_frames(run, ranges)
@@ -215,7 +268,7 @@ def find_ranges(run: ModelRun) -> Result:
                         f"{timestamp_text(r.peak_start_s)}-{timestamp_text(r.peak_end_s)}",
                         [] if r.best_frame is None else [r.best_frame]) for r in ranges]
     found = Relevance(query=query, threshold=float(settings["score_threshold"]),
-                      window_s=float(settings["window_s"]),
+                      window_s=float(settings["length_s"]),
                       frames_per_window=int(run.inputs.sampling["requested"]),
                       windows=windows, ranges=ranges)
     return run.result(segments=segments, relevance=found)
@@ -230,11 +283,13 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("describe", recipe="describe", mode="scenes", questions=False, choices=False,
          runner=describe_scenes,
          help="find the cuts, describe each scene from its frames, then summarise",
+         windowed=True, finish=finish_describing,
          prompts={"intro": (), "scene": (), "summary": ("descriptions",)},
          optional_prompts=_DIALOGUE),
     Task("timeline", recipe="timeline", mode="timeline", questions=False, choices=False,
          runner=describe_timeline,
          help="one prompt with every frame; the model writes the timeline",
+         windowed=True, finish=finish_describing,
          prompts={"intro": (), "task": ()},
          optional_prompts={"summary": ("descriptions",), **_DIALOGUE}),
     Task("qa", recipe="qa", mode="ask", questions=True, choices=False,

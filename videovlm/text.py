@@ -89,8 +89,10 @@ def _clean(text: str) -> str:
     return joined.strip(" \t:-–—,;*_|").strip()
 
 
-def parse_segments(text: str, duration_s: float) -> tuple[list[Segment], bool]:
-    """Timed segments from a model's timeline text, clamped to ``[0, duration_s]`` and ordered.
+def parse_segments(text: str, duration_s: float, start_s: float = 0.0
+                   ) -> tuple[list[Segment], bool]:
+    """Timed segments from a model's timeline text, clamped to ``[start_s, duration_s]`` (a
+    window's span; the whole video by default) and ordered.
 
     Accepts ranges (``00:12 - 00:30: text``, ``[0:12-0:30] text``, ``From 00:05 to 00:10, text``,
     ``0-5s text``) and start-only lists (``- 00:12: text``, ``[0:12] text``, ``At 12s, text``).
@@ -120,8 +122,9 @@ def parse_segments(text: str, duration_s: float) -> tuple[list[Segment], bool]:
         if anc.start is None or anc.end_invalid or not body:
             continue
         start, end = anc.start, anc.end
-        if start >= duration_s or (end is not None and end < start):
+        if start >= duration_s or (end is not None and (end < start or end < start_s)):
             continue
+        start = max(start, start_s)
         if end is not None:
             end = min(end, duration_s)
             if end <= start:  # a moment, not a stretch: let the next start close it
@@ -130,7 +133,7 @@ def parse_segments(text: str, duration_s: float) -> tuple[list[Segment], bool]:
 
     if not raw:
         whole = text.strip()
-        return [Segment(0.0, duration_s, whole)], False
+        return [Segment(start_s, duration_s, whole)], False
 
     raw.sort(key=lambda r: r[0])
     starts = [r[0] for r in raw]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import srt
 import webvtt
 from PIL import Image
@@ -111,8 +112,14 @@ def _facts(result: Result) -> list[tuple[str, str]]:
         ("Codec", str(v.get("codec"))),
     ]
     if s.get("frames") is not None:
-        asked = (f"({s.get('requested')} per window)" if result.relevance is not None
-                 else f"of {s.get('requested')} requested")
+        windows = s.get("windows")
+        if result.relevance is not None:
+            asked = f"({s.get('requested')} per window)"
+        elif windows:
+            asked = (f"of {s.get('requested')} requested per window in "
+                     f"{len(windows['spans'])} windows of {format_time(windows['length_s'])}")
+        else:
+            asked = f"of {s.get('requested')} requested"
         rows.append(("Frames shown to the model",
                      f"{len(s['frames'])} {asked}, "
                      f"{s.get('image_size')} px ({s.get('fit')}), {s.get('backend')} decoder"))
@@ -309,11 +316,50 @@ svg.curve .threshold { stroke: #b35c00; stroke-dasharray: 6 4; }
 """
 
 
+@dataclass(frozen=True)
+class Thumbnail:
+    """A frame as the reports need it: its index, its time and a small JPEG (``THUMB_SIZE``).
+
+    What a long video's result keeps instead of decoded frames, so that a one-hour run holds
+    kilobytes per frame, not megabytes; it reads like a :class:`~videovlm.decode.Frame`
+    (``index``, ``time_s``, ``image``) wherever a report or a contact sheet takes one, and its
+    bytes travel in a window's progress record.
+    """
+
+    index: int
+    time_s: float
+    jpeg: bytes
+
+    @classmethod
+    def of(cls, frame: Any) -> Thumbnail:
+        if isinstance(frame, Thumbnail):
+            return frame
+        img = Image.fromarray(frame.image)
+        img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        return cls(frame.index, frame.time_s, _jpeg(img, THUMB_QUALITY))
+
+    @property
+    def image(self) -> np.ndarray:
+        with Image.open(io.BytesIO(self.jpeg)) as img:
+            return np.asarray(img.convert("RGB"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "time_s": self.time_s,
+                "jpeg": base64.b64encode(self.jpeg).decode("ascii")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Thumbnail:
+        return cls(int(d["index"]), float(d["time_s"]), base64.b64decode(d["jpeg"]))
+
+
 def thumbnail_uri(frame: Any) -> str:
     """A frame as a small JPEG data: URI (the report's thumbnails; the server's too)."""
-    img = Image.fromarray(frame.image)
-    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    return "data:image/jpeg;base64," + base64.b64encode(_jpeg(img, THUMB_QUALITY)).decode()
+    jpeg = frame.jpeg if isinstance(frame, Thumbnail) else None
+    if jpeg is None:
+        img = Image.fromarray(frame.image)
+        img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        jpeg = _jpeg(img, THUMB_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def _html(result: Result, stem: str) -> dict[str, bytes]:

@@ -31,6 +31,7 @@ from videovlm import writers
 from videovlm.batch.inputs import Job, ensure_inside, output_location
 from videovlm.batch.log import ResultsLog, prepare_run
 from videovlm.result import Result
+from videovlm.windows import progress_path
 
 
 def error_result(job: Job, exc: BaseException, *, seconds: float | None = None) -> Result:
@@ -76,6 +77,9 @@ class Recorder:
                 result = error_result(job, exc)
         record = {"input": job.input, **result.to_dict(), "outputs": outputs}
         self.log.append(record)
+        # a long video's finished windows are no longer needed once its record is there
+        folder, stem = output_location(self.out_dir, job.input)
+        progress_path(folder, stem).unlink(missing_ok=True)
         return record
 
 

@@ -21,6 +21,7 @@ import click
 
 from videovlm import batch as b
 from videovlm import tasks
+from videovlm.api import windowed_recipe
 from videovlm.batch_ray import run_ray
 from videovlm.cli import cli
 from videovlm.cli.common import (
@@ -35,6 +36,7 @@ from videovlm.cli.common import (
     quiet_option,
     say_problems,
     setup_logging,
+    window_option,
 )
 from videovlm.errors import VideoVLMError
 from videovlm.model import default_model_id
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="ray: decode as Ray tasks, generate in an actor pool "
               "(RAY_ADDRESS for a cluster; pip install 'videovlm[ray]').")
+@window_option
 @backend_option
 @dialogue_options
 @quiet_option
@@ -82,7 +85,7 @@ if TYPE_CHECKING:
 def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
           include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
           batch_size: int, questions_file: Path | None, formats: str | None, engine: str,
-          backend: str | None, dialogue: dict[str, Any],
+          window: float | None, backend: str | None, dialogue: dict[str, Any],
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
           n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
@@ -98,6 +101,9 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
         choice_recipe = load_recipe(tasks.for_questions(True).recipe)
     else:
         recipe = choice_recipe = load_recipe(tasks.get(tasks.DEFAULT_TASK).recipe)
+    if window is not None:
+        recipe = windowed_recipe(recipe, window)
+        choice_recipe = recipe if choice_recipe.name == recipe.name else choice_recipe
     dialogue = dialogue_overrides(dialogue, one_video=False)
     recipe = recipe.with_overrides(**dialogue)
     choice_recipe = choice_recipe.with_overrides(**dialogue)
@@ -194,7 +200,8 @@ def run_batch(
         # before any file is written
         model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
         stages = b.VideoStages(recipe, image_size=model.image_size, n=n, backend=backend,
-                               questions=questions, choice_recipe=choice_recipe)
+                               questions=questions, choice_recipe=choice_recipe,
+                               out_dir=out_dir, resume=resume)
         stage = functools.partial(stages.model, model)
         size = b.batch_size_for(model, batch_size)
         report = b.run_local(jobs, stages.cpu, stage, out_dir, formats=names, workers=workers,

@@ -10,23 +10,29 @@ command met it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
 
+from videovlm.cache import cache_dir
 from videovlm.dialogue import AUTO, NONE, read_subtitle_file
 from videovlm.errors import VideoVLMError
 from videovlm.model import QUANTIZATIONS, Model
+from videovlm.pack import timestamp_text
 from videovlm.pipelines import KEY_SECTION, SCHEMA
 from videovlm.questions import QuestionsFileError
 from videovlm.sheet import contact_sheet
 from videovlm.speech import DEFAULT_ASR_MODEL, SpeechModel, shared_model
+from videovlm.windows import Span, progress_path
 from videovlm.writers import parse_formats, write
 
 if TYPE_CHECKING:
@@ -61,7 +67,7 @@ quantize_option = click.option(
 
 def model_options_for(frames_help: str) -> Decorator:
     """The model options, with ``-n``'s help saying what the command's frame budget covers (the
-    whole video, or each window of ``find``)."""
+    whole video, each window of a long one, or each window of ``find``)."""
     return _stack(
         click.option("--model", "model_id", metavar="ID|PATH", default=None,
                      help="Hub id or local checkpoint folder [default: $VIDEOVLM_MODEL or "
@@ -78,7 +84,8 @@ def model_options_for(frames_help: str) -> Decorator:
     )
 
 
-model_options = model_options_for("Frame budget for the whole video [default: the recipe's, 50].")
+model_options = model_options_for("Frame budget for the whole video, or each window of a long "
+                                  "one [default: the recipe's, 50].")
 """The options every command that runs the model shares: --model, --device, --dtype, -n,
 --quantize, --no-cache."""
 
@@ -184,6 +191,17 @@ batch_size_option = click.option(
 quiet_option = click.option(
     "--quiet", is_flag=True,
     help="No progress or notes on stderr (warnings, errors and a batch's summary stay).")
+
+window_option = click.option(
+    "--window", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="Cut a video longer than SECONDS into windows of SECONDS, each described from its own "
+         "-n frames, then summarise them (0: never) [default: the recipe's, 300 s windows for "
+         "videos over 600 s].")
+
+stream_option = click.option(
+    "--stream", is_flag=True,
+    help="Print each segment on stdout as a JSON line as soon as it is made (a long video's "
+         "window by window); without -o the result follows as one JSON line.")
 
 formats_option = click.option(
     "-f", "--format", "formats", default=None, metavar="json,srt,vtt,md,html",
@@ -307,9 +325,69 @@ def output_formats(formats: str | None, out_dir: Path | None, default: Sequence[
     return parse_formats(formats if formats is not None else default)
 
 
+@dataclass
+class Watch:
+    """What one video's run is given by :func:`run_videos`: where its progress file lives and
+    who is told of its windows (the bar on stderr, the ``--stream`` lines on stdout). Passed on
+    as :func:`videovlm.api.run_recipe`'s keywords (``**watch.kwargs()``)."""
+
+    video: str
+    progress_file: Path
+    quiet: bool
+    stream: bool
+    several: bool
+    streamed: int = 0
+    _bar: Any = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"progress_file": self.progress_file, "on_start": self.start,
+                "on_window": self.window}
+
+    def start(self, spans: Sequence[Span]) -> None:
+        total = spans[-1][1]
+        self._bar = tqdm(total=round(total, 3), file=sys.stderr, dynamic_ncols=True,
+                         position=1 if self.several else 0, leave=not self.several,
+                         desc=self._done_text(0.0, total),
+                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+                         disable=self.quiet or not sys.stderr.isatty())
+
+    def window(self, i: int, span: Span, record: dict[str, Any]) -> None:
+        for seg in record["segments"]:
+            self.segment(seg)
+        if self._bar is not None:
+            self._say_done(span[1])
+            self._bar.update(round(span[1] - span[0], 3))
+
+    def _say_done(self, done_s: float) -> None:
+        assert self._bar is not None
+        self._bar.set_description_str(self._done_text(done_s, self._bar.total), refresh=False)
+
+    def _done_text(self, done_s: float, total_s: float) -> str:
+        return f"{Path(self.video).name} {timestamp_text(done_s)} / {timestamp_text(total_s)}"
+
+    def segment(self, seg: dict[str, Any]) -> None:
+        if self.stream:
+            click.echo(json.dumps({"video": self.video, **seg}, ensure_ascii=False))
+            self.streamed += 1
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_file(video: str, out_dir: Path | None, stem: str) -> Path:
+    """Where a long video's finished windows are kept until its outputs exist: beside them
+    (``out_dir/<stem>.progress.json``), or, for results printed on stdout, in the cache folder
+    under a name made from the video's absolute path."""
+    if out_dir is not None:
+        return progress_path(out_dir, stem)
+    digest = hashlib.sha256(os.path.abspath(video).encode("utf-8")).hexdigest()[:16]
+    return progress_path(cache_dir() / "progress", f"{stem}-{digest}")
+
+
 def run_videos(
     videos: Sequence[str],
-    run_one: Callable[[str], Result],
+    run_one: Callable[[str, Watch], Result],
     *,
     desc: str,
     quiet: bool,
@@ -317,6 +395,7 @@ def run_videos(
     formats: Sequence[str] = (),
     sheet: Path | None = None,
     show: Callable[[Result], None] | None = None,
+    stream: bool = False,
 ) -> int:
     """Run ``run_one`` on each video in turn and put each result where the user asked; the exit
     code (0, or 1 when some video failed).
@@ -326,20 +405,30 @@ def run_videos(
     results stay one JSON Lines stream). One video's error is raised, becoming one line and exit
     code 2; among several, a failure is logged and the others still run, since the user asked
     for all of them. ``sheet`` also writes each video's contact sheet (``sheet_<stem>`` when
-    there are several).
+    there are several). ``run_one`` gets each video's :class:`Watch`: a long video's run keeps
+    its finished windows in the watch's progress file, removed here once the result is out
+    (so a killed run, started again, resumes), and with ``stream`` every segment is printed as
+    one JSON line as soon as it is made; the result then follows as one line too.
     """
     log = logging.getLogger("videovlm")
     videos = list(videos)
     failed = 0
     for video, stem in zip(progress(videos, quiet, desc), stems(videos), strict=True):
+        watch = Watch(video, progress_file(video, out_dir, stem), quiet, stream,
+                      len(videos) > 1)
         try:
-            result = run_one(video)
+            result = run_one(video, watch)
         except VideoVLMError as exc:
             if len(videos) == 1:
                 raise
             failed += 1
             log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
             continue
+        finally:
+            watch.close()
+        if stream and not watch.streamed:  # a short video: its segments came all at once
+            for seg in result.to_dict()["segments"]:
+                watch.segment(seg)
         if sheet is not None:
             target = sheet if len(videos) == 1 else sheet.with_name(
                 f"{sheet.stem}_{stem}{sheet.suffix}")
@@ -351,8 +440,9 @@ def run_videos(
         elif show is not None:
             show(result)
         else:
-            indent = 2 if len(videos) == 1 else None
+            indent = 2 if len(videos) == 1 and not stream else None
             click.echo(json.dumps(result.to_dict(), indent=indent, ensure_ascii=False))
+        watch.progress_file.unlink(missing_ok=True)
     if failed:
         log.error("%d of %d videos failed", failed, len(videos))
     return 1 if failed else 0

@@ -63,7 +63,7 @@ def ranges_text(result: Result) -> list[str]:
 @formats_option
 @click.option("--window", "window_s", type=float, default=None, metavar="SECONDS",
               help=f"Length of each scored window [default: the recipe's, "
-                   f"{_DEFAULT.windows['window_s']:g}].")
+                   f"{_DEFAULT.windows['length_s']:g}].")
 @click.option("--threshold", type=float, default=None, metavar="P",
               help="A window whose score (P(yes), 0..1) reaches this is part of a range "
                    f"[default: the recipe's, {_DEFAULT.windows['score_threshold']:g}].")

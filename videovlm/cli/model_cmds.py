@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from videovlm.api import ask as ask_api
-from videovlm.api import ask_recipe, describe_recipe, run_recipe
+from videovlm.api import ask_recipe, describe_recipe, run_recipe, windowed_recipe
 from videovlm.cli import cli
 from videovlm.cli.common import (
     backend_option,
@@ -29,6 +29,8 @@ from videovlm.cli.common import (
     recipe_option,
     run_videos,
     setup_logging,
+    stream_option,
+    window_option,
 )
 from videovlm.errors import InputError, VideoVLMError
 from videovlm.probe import probe
@@ -63,24 +65,28 @@ def _check_inputs(videos: list[str]) -> None:
                              f"{t.help}" for t in TASKS.values() if t.describes) + ".")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a contact sheet of the frames the model saw (.jpg or .png).")
+@window_option
+@stream_option
 @backend_option
 @recipe_option(", ".join(f"{t.recipe} for {t.mode}" for t in TASKS.values() if t.describes))
 @dialogue_options
 @quiet_option
 @model_options
 def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None, mode: str | None,
-             sheet: Path | None, backend: str | None, recipe: str | None,
-             dialogue: dict[str, Any], quiet: bool,
+             sheet: Path | None, window: float | None, stream: bool, backend: str | None,
+             recipe: str | None, dialogue: dict[str, Any], quiet: bool,
              model_id: str | None, device: str | None, dtype: str | None, n: int | None,
              no_cache: bool, quantize: str | None) -> None:
     """Describe what happens in each VIDEO, with timestamps.
 
     Without -o the result JSON goes to stdout (one line per video when there are several).
+    A video over ten minutes is described in five-minute windows, each from its own -n frames
+    (--window changes that); killed, the same command resumes after the last finished window.
     Subtitles next to a video (clip.srt, clip.en.vtt) or inside it go with the frames
     (--subtitles none: frames only).
     """
     setup_logging(quiet)
-    rec = describe_recipe(mode, recipe).with_overrides(
+    rec = windowed_recipe(describe_recipe(mode, recipe), window).with_overrides(
         **dialogue_overrides(dialogue, one_video=len(videos) == 1))
     names = output_formats(formats, out_dir, rec.outputs)
     if sheet is not None:
@@ -88,8 +94,9 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     _check_inputs(list(videos))
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     code = run_videos(
-        videos, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend),
-        desc=rec.name, quiet=quiet, out_dir=out_dir, formats=names, sheet=sheet)
+        videos, lambda video, watch: run_recipe(rec, video, model=model, n=n, backend=backend,
+                                                **watch.kwargs()),
+        desc=rec.name, quiet=quiet, out_dir=out_dir, formats=names, sheet=sheet, stream=stream)
     if code:
         sys.exit(code)
 
@@ -136,6 +143,6 @@ def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_jso
     _check_inputs([video])
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     run_videos(
-        [video], lambda v: ask_api(v, list(questions), choices=list(choices) or None,
-                                   model=model, n=n, backend=backend, recipe=rec),
+        [video], lambda v, _: ask_api(v, list(questions), choices=list(choices) or None,
+                                      model=model, n=n, backend=backend, recipe=rec),
         desc="ask", quiet=quiet, show=None if as_json else _print_answers)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from videovlm import tasks
-from videovlm.api import run_recipe
+from videovlm.api import run_recipe, windowed_recipe
 from videovlm.batch import Question
 from videovlm.cli import cli
 from videovlm.cli.batch_cmd import run_batch
@@ -32,6 +32,8 @@ from videovlm.cli.common import (
     run_videos,
     schema_options,
     setup_logging,
+    stream_option,
+    window_option,
 )
 from videovlm.errors import InputError, VideoVLMError
 from videovlm.pipelines import Recipe, list_recipes, load_recipe
@@ -47,6 +49,8 @@ from videovlm.pipelines import Recipe, list_recipes, load_recipe
 @click.option("--choices", multiple=True, metavar="TEXT",
               help="An option for multiple choice (mcq recipes); repeat for each.")
 @schema_options("backend", "seek", "fit", "max_new_tokens")
+@window_option
+@stream_option
 @dialogue_options
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="For a folder: skip videos already recorded in OUTDIR/results.jsonl.")
@@ -54,8 +58,8 @@ from videovlm.pipelines import Recipe, list_recipes, load_recipe
 @model_options
 def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str | None,
         questions: tuple[str, ...], choices: tuple[str, ...], backend: str | None,
-        seek: str | None, fit: str | None, max_new_tokens: int | None,
-        dialogue: dict[str, Any], resume: bool,
+        seek: str | None, fit: str | None, max_new_tokens: int | None, window: float | None,
+        stream: bool, dialogue: dict[str, Any], resume: bool,
         quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
         n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run RECIPE (a built-in name, see `videovlm pipelines`, or a .toml file) on videos.
@@ -70,6 +74,7 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
         seek=seek, fit=fit, max_new_tokens=max_new_tokens,
         **dialogue_overrides(dialogue,
                              one_video=len(inputs) == 1 and not folders))
+    rec = windowed_recipe(rec, window)
     rec.with_overrides(n=n)  # applied per video, as batch does; a bad -n fails here, first
     names = output_formats(formats, out_dir, rec.outputs)
     _check_questions(rec, questions, choices)
@@ -82,6 +87,9 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
         raise InputError(f"{inputs[0]}: no such file or folder")
     if folders:
         assert out_dir is not None
+        if stream:
+            raise VideoVLMError("--stream prints one run's segments: a folder's results go to "
+                                "OUTDIR/results.jsonl; drop --stream")
         sys.exit(run_batch(Path(folders[0]), out_dir, rec, choice_recipe=rec,
                            asked=[Question(q, tuple(choices) or None) for q in questions],
                            resume=resume, formats=formats, backend=backend, n=n,
@@ -89,10 +97,11 @@ def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str
                            no_cache=no_cache, quantize=quantize))
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     code = run_videos(
-        inputs, lambda video: run_recipe(rec, video, model=model, n=n, backend=backend,
-                                         questions=list(questions) or None,
-                                         choices=list(choices) or None),
-        desc=rec.name, quiet=quiet, out_dir=out_dir, formats=names)
+        inputs, lambda video, watch: run_recipe(rec, video, model=model, n=n, backend=backend,
+                                                questions=list(questions) or None,
+                                                choices=list(choices) or None,
+                                                **watch.kwargs()),
+        desc=rec.name, quiet=quiet, out_dir=out_dir, formats=names, stream=stream)
     if code:
         sys.exit(code)
 
