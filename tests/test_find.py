@@ -84,6 +84,15 @@ def test_windows_cover_the_video_once_with_real_scores(model, shots) -> None:
     assert d["mode"] == "windows" and d["prompt"]["calls"] == 4
 
 
+def test_progress_hears_of_every_window_in_order(model, shots) -> None:
+    heard: list[tuple[str, object]] = []
+    result = find(shots, QUERY, model=model, window_s=2.0, per_call=3,
+                  on_start=lambda spans: heard.append(("start", list(spans))),
+                  on_window=lambda i, span, record: heard.append(("window", (i, span))))
+    spans = [(w.start_s, w.end_s) for w in result.relevance.windows]
+    assert heard == [("start", spans), *(("window", (i, s)) for i, s in enumerate(spans))]
+
+
 def test_ranges_are_the_merge_of_the_scores(model, shots) -> None:
     plain = find(shots, QUERY, model=model, window_s=2.0).relevance
     threshold = sorted(w.score for w in plain.windows)[1]  # all but the lowest window

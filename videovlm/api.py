@@ -114,7 +114,8 @@ def run_model(
                           span=span, dialogue=inputs.dialogue)
 
     return task.runner(ModelRun(model, inputs, rec, asked, asker=asker, prefixes=prefixes,
-                                streamer=streamer, load=load))
+                                streamer=streamer, load=load, on_start=on_start,
+                                on_window=on_window))
 
 
 def run_windows(
@@ -352,13 +353,16 @@ def find(
     backend: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    on_start: OnStart | None = None,
+    on_window: OnWindow | None = None,
 ) -> Result:
     """When ``query`` is visible in one video: the video cut into windows of ``window_s``
     seconds, each scored from its own ``n`` frames (P(yes) that the query is visible), and the
     windows at or above ``threshold`` merged into ranges (``result.relevance``; the ranges are
     also ``result.segments``). ``per_call`` windows decode together in one batched call.
-    Defaults are the find recipe's."""
+    Defaults are the find recipe's; ``on_start`` and ``on_window`` hear of the windows as
+    they are scored (:func:`videovlm.windows.drive`'s hooks: a progress bar)."""
     rec = find_recipe(recipe, window_s=window_s, threshold=threshold, per_call=per_call)
     text = tasks.check_query(None, query)
     return run_recipe(rec, path, model=model, questions=[text], device=device, dtype=dtype,
-                      n=n, backend=backend)
+                      n=n, backend=backend, on_start=on_start, on_window=on_window)

@@ -38,12 +38,17 @@ def score_windows(run: ModelRun, spans: Sequence[Span], query: str) -> list[Wind
     """
     per_call = int(run.recipe.windows["windows_per_call"])
     windows: list[Window] = []
+    if run.on_start is not None:
+        run.on_start(spans)
     for start in range(0, len(spans), per_call):
         batch = spans[start:start + per_call]
         asked = [_ask(run, span, query) for span in batch]
         replies = run.answer_together([ask for ask, _ in asked], per_call)
         windows += [_window(run, span, frames, reply) for span, (_, frames), (reply,)
                     in zip(batch, asked, replies, strict=True)]
+        if run.on_window is not None:
+            for i, span in enumerate(batch, start):
+                run.on_window(i, span, {"segments": []})
     return windows
 
 

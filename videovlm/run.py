@@ -45,7 +45,7 @@ from videovlm.result import Result
 if TYPE_CHECKING:
     from videovlm.pipelines import Recipe
     from videovlm.video import Group, VideoInputs
-    from videovlm.windows import Span
+    from videovlm.windows import OnStart, OnWindow, Span
 
 log = logging.getLogger("videovlm")
 
@@ -99,7 +99,9 @@ class ModelRun:
     ``prefixes`` keeps encoded prefixes across runs (a follow-up question then costs only the
     question); ``streamer`` (transformers' ``put``/``end`` protocol) sees every model call's
     tokens as they are generated, and is never part of the recorded generation settings.
-    ``load`` decodes a part of the video on demand (:meth:`window`).
+    ``load`` decodes a part of the video on demand (:meth:`window`); a task that works
+    through windows itself (``find``) tells ``on_start`` and ``on_window`` of its progress, as
+    :func:`videovlm.windows.drive` does (the command's bar).
 
     A run keeps its prompts' token counts and the times of the frames they held, not the
     prompts or frames themselves (only those :meth:`prompt` is told to keep, or
@@ -111,8 +113,10 @@ class ModelRun:
     def __init__(self, model: Model, inputs: VideoInputs, recipe: Recipe,
                  questions: Sequence[Asked] = (), *, asker: Asker | None = None,
                  prefixes: PrefixStore | None = None, streamer: Any = None,
-                 load: Loader | None = None, windowed: bool = False) -> None:
+                 load: Loader | None = None, windowed: bool = False,
+                 on_start: OnStart | None = None, on_window: OnWindow | None = None) -> None:
         self.model = model
+        self.on_start, self.on_window = on_start, on_window
         self.windowed = windowed
         self.inputs = inputs
         self.recipe = recipe

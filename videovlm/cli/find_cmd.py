@@ -17,6 +17,7 @@ from videovlm.api import find as find_api
 from videovlm.api import find_recipe
 from videovlm.cli import cli
 from videovlm.cli.common import (
+    Watch,
     backend_option,
     formats_option,
     load_model,
@@ -99,7 +100,10 @@ def find(video: str, query: str, out_dir: Path | None, formats: str | None,
     probe(video)  # an unreadable video fails now, not after the model loaded
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     check_query(model, text)
-    result = find_api(video, text, model=model, n=n, backend=backend, recipe=rec)
+    bar = Watch(video, Path(), quiet, stream=False, several=False)  # windows done / duration
+    result = find_api(video, text, model=model, n=n, backend=backend, recipe=rec,
+                      on_start=bar.start, on_window=bar.window)
+    bar.close()
     if out_dir is not None:
         for path in write(result, out_dir, names, Path(video).stem or "video"):
             logging.getLogger("videovlm").info("wrote %s", path)
