@@ -28,6 +28,19 @@ def run_cli(args: list[str]) -> int:
     return exit_info.value.code
 
 
+def run_cli_output(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``videovlm ARGS``, run in this process."""
+    from videovlm.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 # -- recipes ------------------------------------------------------------------------------------
 
 QA_PROMPTS = '[prompts]\nintro = "{n_frames} frames"\nquestion = "{question}"\n'

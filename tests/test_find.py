@@ -17,9 +17,9 @@ import pytest
 import srt
 import webvtt
 
+from tests.helpers import run_cli_output as run_cli
 from tests.media import make_shots
 from videovlm.api import find, find_recipe, load_video, stage_video
-from videovlm.cli import main
 from videovlm.model import Model
 from videovlm.probe import probe
 from videovlm.relevance import ANSWER_WORDS, merge_ranges
@@ -154,16 +154,6 @@ def test_yes_and_no_tokens_are_found_on_a_tokenizer_that_splits_them(model) -> N
     single = {t[0]: letter for letter in "ABC" for form in (letter, " " + letter)
               if len(t := tok(form, add_special_tokens=False)["input_ids"]) == 1}
     assert model._letter_ids(["A", "B", "C"]) == single
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_writes_the_ranges_as_json_subtitles_and_a_report(model, shots, tiny_smolvlm,

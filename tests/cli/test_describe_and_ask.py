@@ -19,22 +19,11 @@ import webvtt
 from PIL import Image
 
 from tests.conftest import SAMPLES
-from videovlm.cli import main
+from tests.helpers import run_cli_output as run
 from videovlm.probe import probe
 
 BIKES = str(SAMPLES / "bikes.mp4")
 WORLD = str(SAMPLES / "world.mp4")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``videovlm ARGS``."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
