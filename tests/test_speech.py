@@ -259,7 +259,14 @@ def test_describe_transcribe_puts_speech_in_prompts_results_and_a_transcript_fil
 
 
 def test_ask_transcribe_without_audio_notes_it_and_answers(
-        tiny_idefics3, tiny_whisper, capsys: pytest.CaptureFixture[str]) -> None:
+        tiny_idefics3, tiny_whisper, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from videovlm import speech
+
+    monkeypatch.setattr(speech, "_loaded", {})  # loaded by this command, as a user's would be
+    hf_logging.enable_progress_bar()  # as in a fresh process: the command must turn it off
     code = run_cli(["ask", str(BIKES), "-q", "What happens?", "--model", str(tiny_idefics3),
                     "--quantize", "none", "-n", "3", "--transcribe", "--asr-model",
                     str(tiny_whisper), "--json"])
@@ -268,6 +275,7 @@ def test_ask_transcribe_without_audio_notes_it_and_answers(
     result = json.loads(captured.out)
     assert result["dialogue"]["kind"] == "speech" and result["dialogue"]["cues"] == 0
     assert "no audio track" in captured.err
+    assert "Loading weights" not in captured.err  # no library bar when stderr is a log
 
 
 def test_asr_options_need_transcribe_and_a_missing_model_is_one_line(

@@ -177,6 +177,7 @@ def dialogue_overrides(dialogue: dict[str, Any], *, one_video: bool = True) -> d
         raise VideoVLMError("--asr-model and --asr-language choose how --transcribe hears the "
                             "audio: add --transcribe")
     if transcribe:
+        _hub_bars(False)  # no "Loading weights" bar in a log (a terminal still shows it)
         speech = shared_model(asr_model)
         speech.language_code(asr_language)
     return {"subtitles": subtitles, "subtitle_lang": lang, "transcribe": transcribe,
