@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     asr.add_argument("dir")
     asr.add_argument("--shape", choices=ASR_SHAPES, default="tiny")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar: the path printed is enough
     if args.command == "tiny-asr":
         print(make_whisper_checkpoint(args.dir, args.shape))
         return 0
