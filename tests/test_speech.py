@@ -236,14 +236,16 @@ def test_the_token_layout_is_the_hub_models():
 # -- --transcribe: speech as the dialogue of describe and ask ------------------------------------
 
 
+@pytest.mark.parametrize("windows", [[], ["--window", "3"]], ids=["whole", "windowed"])
 def test_describe_transcribe_puts_speech_in_prompts_results_and_a_transcript_file(
-        tiny_idefics3, tiny_whisper, tmp_path: Path) -> None:
+        tiny_idefics3, tiny_whisper, tmp_path: Path, windows: list[str]) -> None:
     out = tmp_path / "out"
     code = run_cli(["describe", str(SPEECH), "--model", str(tiny_idefics3), "--quantize", "none",
                     "-n", "6", "--transcribe", "--asr-model", str(tiny_whisper), "-o", str(out),
-                    "-f", "json", "--quiet"])
+                    "-f", "json", "--quiet", *windows])
     assert code == 0
     result = json.loads((out / "speech.json").read_text())
+    assert bool(result["sampling"].get("windows")) == bool(windows)
     dialogue = result["dialogue"]
     assert dialogue["kind"] == "speech" and dialogue["model"]
     heard = dialogue["transcript"]

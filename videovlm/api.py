@@ -163,7 +163,8 @@ def run_windows(
                     on_window=on_window)
     result = combine(records, video=video.info.to_dict(), model=model.info(),
                      generation=generation_settings(recipe), mode=recipe.mode,
-                     length_s=float(recipe.windows["length_s"]), timing_s=video.timing_s)
+                     length_s=float(recipe.windows["length_s"]), timing_s=video.timing_s,
+                     dialogue=None if video.dialogue is None else video.dialogue.source)
     if task.finish is not None:
         whole = VideoInputs(video.path, video.info, recipe.mode, [], [], [], {})
         run = ModelRun(model, whole, recipe, asker=asker)

@@ -127,7 +127,6 @@ def _refs_for(info: VideoInfo, mode: str, n: int, seek: str, scene_settings: dic
     return sorted(by_index.values(), key=lambda r: r.index), spans
 
 
-
 def read_dialogue(path: str | os.PathLike[str], info: VideoInfo, recipe: Recipe
                   ) -> Dialogue | None:
     """The video's dialogue as the recipe's ``[dialogue]`` asks: speech recognition with

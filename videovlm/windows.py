@@ -230,19 +230,24 @@ def window_record(span: Span, result: Result) -> Record:
         "timing_s": d["timing_s"],
         "cache": d["cache"],
         "warnings": d["warnings"],
-        "dialogue": d["dialogue"],
+        # the dialogue's use in this window; its source (the whole transcript, with
+        # --transcribe) is the video's, the same in every window: combine puts it back once
+        "dialogue": None if d["dialogue"] is None else {
+            k: v for k, v in d["dialogue"].items() if k != "transcript"},
         "thumbnails": [Thumbnail.of(by_index[i]).to_dict() for i in sorted(keep)],
     }
 
 
 def combine(records: Sequence[Record], *, video: Mapping[str, Any], model: Mapping[str, Any],
             generation: Mapping[str, Any], mode: str, length_s: float,
-            timing_s: Mapping[str, float]) -> Result:
+            timing_s: Mapping[str, float], dialogue: Mapping[str, Any] | None = None
+            ) -> Result:
     """The whole video's :class:`~videovlm.result.Result` from its windows' records, in order:
     segments one after another, every frame's time, the largest prompt and the sum of all,
     timings and frame-cache counts summed (``timing_s``: the stages run once for the file,
     probe, cuts and dialogue), every distinct warning, each segment's transcript and the
-    dialogue record. The task's own last step (a summary) comes after."""
+    dialogue record (``dialogue``: the video's dialogue source, read once for the file). The
+    task's own last step (a summary) comes after."""
     first = records[0]
     frames = sorted({(f["index"], f["time_s"]) for r in records for f in r["sampling"]["frames"]})
     sampling = {k: v for k, v in first["sampling"].items() if k != "frames"}
@@ -277,16 +282,17 @@ def combine(records: Sequence[Record], *, video: Mapping[str, Any], model: Mappi
         mode=mode,
         segments_parsed=all(r["segments_parsed"] for r in records),
         frames=[thumbs[i] for i in sorted(thumbs)],
-        dialogue=_dialogue(records),
+        dialogue=_dialogue(records, dialogue),
     )
 
 
-def _dialogue(records: Sequence[Record]) -> dict[str, Any] | None:
-    """The whole video's ``dialogue`` record from its windows': the same source and cue count
-    (read once for the file), the cues shown summed (a cue spanning two windows is shown in
-    both), trimmed if any window trimmed."""
+def _dialogue(records: Sequence[Record], source: Mapping[str, Any] | None
+              ) -> dict[str, Any] | None:
+    """The whole video's ``dialogue`` record from its windows': the source (read once for the
+    file) and cue count, the cues shown summed (a cue spanning two windows is shown in both),
+    trimmed if any window trimmed."""
     found = [r["dialogue"] for r in records if r.get("dialogue") is not None]
     if not found:
         return None
-    return {**found[0], "in_prompt": sum(d["in_prompt"] for d in found),
+    return {**found[0], **(source or {}), "in_prompt": sum(d["in_prompt"] for d in found),
             "trimmed": any(d["trimmed"] for d in found)}
