@@ -242,9 +242,12 @@ def test_describe_transcribe_puts_speech_in_prompts_results_and_a_transcript_fil
     out = tmp_path / "out"
     code = run_cli(["describe", str(SPEECH), "--model", str(tiny_idefics3), "--quantize", "none",
                     "-n", "6", "--transcribe", "--asr-model", str(tiny_whisper), "-o", str(out),
-                    "-f", "json", "--quiet", *windows])
+                    "-f", "json,md", "--quiet", *windows])
     assert code == 0
     result = json.loads((out / "speech.json").read_text())
+    facts = (out / "speech.md").read_text()
+    assert f"speech recognition, {Path(tiny_whisper).name}: " in facts
+    assert "speech None" not in facts
     assert bool(result["sampling"].get("windows")) == bool(windows)
     dialogue = result["dialogue"]
     assert dialogue["kind"] == "speech" and dialogue["model"]

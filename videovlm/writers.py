@@ -142,8 +142,10 @@ def _facts(result: Result) -> list[tuple[str, str]]:
 
 def _dialogue_fact(d: dict[str, Any]) -> str:
     """Where the dialogue came from and how much of it the prompts showed, in one line."""
-    where = (f"stream {d.get('stream')}" if d.get("kind") == "stream"
-             else f"{d.get('kind')} {Path(str(d.get('path'))).name}")
+    kind = d.get("kind")
+    where = (f"stream {d.get('stream')}" if kind == "stream"
+             else f"speech recognition, {Path(str(d.get('model'))).name}" if kind == "speech"
+             else f"{kind} {Path(str(d.get('path'))).name}")
     about = ", ".join(str(x) for x in (d.get("language"), d.get("format")) if x)
     trimmed = ", trimmed to fit" if d.get("trimmed") else ""
     return (f"{where}{f' ({about})' if about else ''}: {d.get('cues')} cues, "
