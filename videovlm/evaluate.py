@@ -47,6 +47,9 @@ class EvalItem:
     question: str
     choices: tuple[str, ...]
     answer: str
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The benchmark's own keys of the question (``category``, ``duration``, ``subtitles``...),
+    kept for reports broken down by them and for protocols that use them."""
 
 
 def gold_letter(answer: str, choices: Sequence[str]) -> str | None:
@@ -109,7 +112,7 @@ def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[
             continue
         seen[ident] = entry.where
         rel = PurePosixPath(entry.video.strip().replace("\\", "/")).as_posix()
-        items.append(EvalItem(ident, rel, entry.question, tuple(options), gold))
+        items.append(EvalItem(ident, rel, entry.question, tuple(options), gold, entry.fields))
     if limit is not None:
         items = items[:limit]
     missing: dict[str, int] = {}

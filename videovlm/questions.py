@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ class Entry:
     choices: tuple[str, ...] | None = None
     answer: str | None = None
     id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The item's keys outside :data:`KEYS`, as written (a benchmark's category, duration,
+    subtitles...); only files read without ``strict`` can have any."""
 
 
 def read_questions(
@@ -145,4 +148,4 @@ def _entry(obj: Any, where: str, number: int, needed: Collection[str], bare: boo
         raise ValueError("id must be a string or an integer")
     return Entry(where, number, question.strip(), video,
                  None if choices is None else tuple(choices), answer,
-                 None if ident is None else str(ident))
+                 None if ident is None else str(ident), {k: obj[k] for k in unknown})
