@@ -25,7 +25,7 @@ def _register() -> None:
     import importlib
 
     for name in ("frames", "model_cmds", "find_cmd", "batch_cmd", "recipes", "eval_cmd",
-                 "serve_cmd", "speech_cmd"):
+                 "serve_cmd", "speech_cmd", "convert_cmd"):
         importlib.import_module(f"videovlm.cli.{name}")
 
 
