@@ -36,7 +36,8 @@ def error_of(path_or_name: str | Path) -> str:
 
 
 def test_builtins_one_per_task_with_defaults_filled() -> None:
-    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme", "find", "mcq", "qa",
+    assert recipe_names() == ["describe", "eval_cinepile", "eval_videomme",
+                              "eval_videomme_subtitles", "find", "mcq", "qa",
                               "timeline"]
     recipes = {r.name: r for r in list_recipes()}
     assert {r.task for r in recipes.values()} == set(TASKS)
@@ -207,7 +208,8 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, body: str, expected: str) -
 
 def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
     assert "did you mean 'timeline'" in error_of("timelne")
-    names = "describe, eval_cinepile, eval_videomme, find, mcq, qa, timeline"
+    names = ("describe, eval_cinepile, eval_videomme, eval_videomme_subtitles, find, mcq, qa, "
+             "timeline")
     assert names in error_of("nothing-like-it")
     assert "not found" in error_of(tmp_path / "absent.toml")
 

@@ -62,6 +62,7 @@ def run_model(
     questions: Sequence[str] | None = None,
     choices: Sequence[str] | None = None,
     question_choices: Sequence[Sequence[str] | None] | None = None,
+    question_subtitles: Sequence[str | None] | None = None,
     choice_recipe: Recipe | str | None = None,
     asker: Asker | None = None,
     prefixes: PrefixStore | None = None,
@@ -75,7 +76,9 @@ def run_model(
     :func:`run_windows`; ``progress_file``, ``on_start`` and ``on_window`` are its).
 
     ``choices`` are the options of every question; ``question_choices`` gives each question
-    its own (None: an open question), as benchmarks and questions files do. Questions with
+    its own (None: an open question), as benchmarks and questions files do;
+    ``question_subtitles`` each one's own subtitles for a question prompt's ``{subtitles}``
+    (CinePile's scene subtitles; None: the video's, at the frames). Questions with
     options are asked with ``choice_recipe``'s question prompt and generation settings
     (default: ``recipe``). However they mix, the frames are encoded once. Timing merges the CPU
     stage's (``probe``, ``decode``, ``prepare``) with the model stage's (``pack``,
@@ -102,8 +105,13 @@ def run_model(
     elif len(question_choices) != len(questions or []):
         raise ValueError("question_choices needs one entry per question")
     with_choices = _recipe(choice_recipe) if choice_recipe is not None else rec
-    asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec)
-             for q, c in zip(questions or [], question_choices, strict=True)]
+    if question_subtitles is None:
+        question_subtitles = [None] * len(questions or [])
+    elif len(question_subtitles) != len(questions or []):
+        raise ValueError("question_subtitles needs one entry per question")
+    asked = [Asked(q, option_texts(c) if c else None, with_choices if c else rec, sub)
+             for q, c, sub in zip(questions or [], question_choices, question_subtitles,
+                                  strict=True)]
     s = inputs.sampling
 
     windows_rec = read_once(rec, inputs.dialogue)  # the dialogue was read with the run's frames

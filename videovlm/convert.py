@@ -55,6 +55,7 @@ from typing import Any
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write
 from videovlm.questions import QuestionsFileError
+from videovlm.tasks import CINEPILE, VIDEOMME
 from videovlm.text import LETTERS, MAX_CHOICES, option_texts
 
 SUFFIXES: tuple[str, ...] = (".parquet", ".json", ".jsonl")
@@ -267,10 +268,10 @@ def _videomme(row: Row, seen: dict[str, int]) -> dict[str, Any]:
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("cinepile", "CinePile",
+    Benchmark(CINEPILE, "CinePile",
               ("question", "choices", "answer_key", "answer_key_position", "subtitles",
                ("videoID", "yt_clip_link")), _cinepile),
-    Benchmark("videomme", "Video-MME",
+    Benchmark(VIDEOMME, "Video-MME",
               ("videoID", "question_id", "question", "options", "answer"), _videomme),
 )}
 

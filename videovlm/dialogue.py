@@ -379,6 +379,16 @@ def overlaps(cue: Cue, start_s: float, end_s: float) -> bool:
     return cue.start_s < end_s and cue.end_s > start_s
 
 
+def at_times(cues: Sequence[Cue], times: Sequence[float]) -> list[Cue]:
+    """The cues on screen at one of ``times`` (``start_s <= t < end_s``), each once, in order.
+
+    Video-MME's subtitle protocol (lmms-eval's ``videomme_w_subtitle``) shows the subtitle
+    lines said at the sampled frames' instants, not at the slices around them: this is that
+    rule, on the frames' clock; a line said only between two sampled frames is left out.
+    """
+    return [c for c in cues if any(c.start_s <= t < c.end_s for t in times)]
+
+
 def frame_slices(times: Sequence[float], start_s: float, end_s: float, planned: int,
                  seek: str = "exact") -> list[tuple[float, float]]:
     """The part of ``[start_s, end_s]`` each frame was taken for: the union of the selection

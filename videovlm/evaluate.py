@@ -25,6 +25,7 @@ from typing import Any
 from videovlm import batch as b
 from videovlm import tasks
 from videovlm.api import VideoInputs, load_video, option_texts, run_model
+from videovlm.convert import SUBTITLE_FIELD
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write
 from videovlm.model import Model
@@ -131,9 +132,29 @@ def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[
 def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
                  items: Sequence[EvalItem], asker: Asker | None = None) -> Result:
     """Answer every question about one video from one encoding of its frames, each question
-    with its own options (:func:`videovlm.api.run_model` with ``question_choices``)."""
+    with its own options (:func:`videovlm.api.run_model` with ``question_choices``) and its own
+    ``subtitles`` field where it has one (CinePile's scene subtitles, for a protocol whose
+    prompt shows ``{subtitles}``)."""
+    subtitles = [s if isinstance(s := item.fields.get("subtitles"), str) else None
+                 for item in items]
     return run_model(model, inputs, recipe, questions=[item.question for item in items],
-                     question_choices=[list(item.choices) for item in items], asker=asker)
+                     question_choices=[list(item.choices) for item in items],
+                     question_subtitles=subtitles, asker=asker)
+
+
+def video_recipe(recipe: Recipe, items: Sequence[EvalItem], videos: Path) -> Recipe:
+    """The protocol's recipe for one video's questions: their ``subtitle_file`` (Video-MME's
+    ``.srt``, written by ``eval-convert --subtitle-dir``; a relative one is under ``videos``)
+    read instead of a sidecar, when the recipe reads subtitles (``subtitles = "auto"``, so not
+    under a frames-only protocol or ``--subtitles none``)."""
+    named = {f for item in items if isinstance(f := item.fields.get(SUBTITLE_FIELD), str)}
+    if not named or recipe.dialogue.get("subtitles", "auto") != "auto":
+        return recipe
+    if len(named) > 1:
+        raise VideoVLMError(f"{items[0].video}: its questions name different subtitle files "
+                            f"({', '.join(sorted(named))}): give one {SUBTITLE_FIELD} per video")
+    path = Path(named.pop())
+    return recipe.with_overrides(subtitles=str(path if path.is_absolute() else videos / path))
 
 
 @dataclass
@@ -203,7 +224,8 @@ def evaluate(
     }
 
     def cpu(job: b.Job) -> VideoInputs:
-        return load_video(job.path, recipe, n=n, image_size=model.image_size, backend=backend)
+        return load_video(job.path, video_recipe(recipe, by_video[job.input], root), n=n,
+                          image_size=model.image_size, backend=backend)
 
     def generate(job: b.Job, inputs: VideoInputs, asker: Asker | None = None) -> Result:
         return answer_video(model, inputs, recipe, by_video[job.input], asker)

@@ -151,7 +151,9 @@ PROMPT_KEYS: dict[str, tuple[str, ...]] = {
     "task": (*_COMMON, "start", "end"),
     "scene": (*_COMMON, "start", "end"),
     "summary": (*_COMMON, "descriptions"),
-    "question": (*_COMMON, "question", "options"),
+    "question": (*_COMMON, "question", "options", "subtitles"),
+    "option": ("letter", "text"),
+    "no_subtitles": (),
     "dialogue": ("text", "start", "end"),
     "query": (*_COMMON, "query", "start", "end"),
 }
@@ -189,6 +191,12 @@ class Recipe:
 
     def has_prompt(self, key: str) -> bool:
         return key in self.prompts
+
+    def uses(self, key: str, placeholder: str) -> bool:
+        """Whether prompt ``key`` (any family's text) holds ``{placeholder}``."""
+        texts = [self.prompts.get(key), *(t.get(key) for t in self.family_prompts.values())]
+        return any(placeholder in {f for _, f, _, _ in string.Formatter().parse(t) if f}
+                   for t in texts if t)
 
     def prompt(self, key: str, family: str | None = None, **values: Any) -> str:
         """The prompt ``key`` (``family``'s own text when the recipe has one) with its

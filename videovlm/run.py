@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from num2words import num2words
 
 from videovlm.decode import Frame, decode_with_backend
-from videovlm.dialogue import Cue, assign_cues, frame_slices, trim_lines, word_count
+from videovlm.dialogue import Cue, assign_cues, at_times, frame_slices, trim_lines, word_count
 from videovlm.errors import VideoVLMError
 from videovlm.model import DEFAULT_MAX_NEW_TOKENS, Ask, Model, Prefix, Reply
 from videovlm.pack import (
@@ -87,6 +87,9 @@ class Asked:
     question: str
     options: list[str] | None
     recipe: Recipe
+    subtitles: str | None = None
+    """The question's own subtitles (a benchmark's, CinePile's scene subtitles) for a question
+    prompt's ``{subtitles}``; None: the video's dialogue at the frames, if any."""
 
 
 class ModelRun:
@@ -236,11 +239,32 @@ class ModelRun:
         """Per frame (at ``times``, chosen by ``planned`` slices of ``group``), the cues shown
         after it; None when there is no dialogue or the recipe shows none."""
         d = self.inputs.dialogue
-        if d is None or not d.cues or not self.recipe.has_prompt("dialogue"):
+        if (d is None or not d.cues or not self.recipe.has_prompt("dialogue")
+                or self.recipe.uses("question", "subtitles")):
             return None
         slices = frame_slices(times, group.start_s, group.end_s, planned,
                               self.inputs.sampling.get("seek", "exact"))
         return assign_cues(d.during(group.start_s, group.end_s), slices)
+
+    def subtitles(self, asked: Asked, group: Group) -> str:
+        """What a question prompt's ``{subtitles}`` says: the question's own subtitles when it
+        has them (CinePile's, verbatim), else the lines of the video's dialogue on screen at
+        ``group``'s frames (Video-MME's rule in lmms-eval: :func:`~videovlm.dialogue.at_times`),
+        one per line; the recipe's ``prompts.no_subtitles`` (else nothing) when the video has
+        no dialogue source. A recipe whose question prompt holds ``{subtitles}`` shows the
+        dialogue there only, never also after each frame.
+
+        The lines are those of the planned frames: a prompt re-planned with fewer frames to fit
+        keeps them (the warning says it was re-planned)."""
+        if asked.subtitles is not None or not asked.recipe.uses("question", "subtitles"):
+            return asked.subtitles or ""
+        d = self.inputs.dialogue
+        if d is None:
+            return (asked.recipe.prompt("no_subtitles", family=self.model.family)
+                    if asked.recipe.has_prompt("no_subtitles") else "")
+        said = at_times(d.cues, [self.inputs.frames[i].time_s for i in group.frames])
+        self._shown.update(dict.fromkeys(said))
+        return "\n".join(c.text for c in said)
 
     def _dialogue(self, cues: list[list[Cue]] | None, words: int | None = None
                   ) -> list[str | None] | None:

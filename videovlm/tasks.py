@@ -193,11 +193,14 @@ def answer_questions(run: ModelRun) -> Result:
     group = run.inputs.whole()
 
     def task(i: int) -> str:
-        opts = asked[i].options or []
-        shown = "\n".join(f"{ltr}. {opt}" for ltr, opt
-                          in zip(choice_letters(opts), opts, strict=True))
-        return run.fill("question", len(group.frames), recipe=asked[i].recipe,
-                        question=asked[i].question, options=shown)
+        a = asked[i]
+        opts = a.options or []
+        shown = "\n".join(
+            a.recipe.prompt("option", family=run.model.family, letter=ltr, text=opt)
+            if a.recipe.has_prompt("option") else f"{ltr}. {opt}"
+            for ltr, opt in zip(choice_letters(opts), opts, strict=True))
+        return run.fill("question", len(group.frames), recipe=a.recipe, question=a.question,
+                        options=shown, subtitles=run.subtitles(a, group))
 
     tasks = [task(i) for i in range(len(asked))]
     recipes = []  # distinct recipes, in order of first use
@@ -278,6 +281,9 @@ def find_ranges(run: ModelRun) -> Result:
 
 _DIALOGUE = {"dialogue": ("text",)}
 """Every task may show the dialogue after each frame (``prompts.dialogue``, with ``{text}``)."""
+_SUBTITLES = {"no_subtitles": ()}
+"""A question prompt may show the subtitles in one block instead (``{subtitles}``); this is
+what the block says when the video has none (Video-MME's "No subtitles available")."""
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("describe", recipe="describe", mode="scenes", questions=False, choices=False,
@@ -294,11 +300,13 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          optional_prompts={"summary": ("descriptions",), **_DIALOGUE}),
     Task("qa", recipe="qa", mode="ask", questions=True, choices=False,
          runner=answer_questions, help="free-form questions about the video",
-         prompts={"intro": (), "question": ("question",)}, optional_prompts=_DIALOGUE),
+         prompts={"intro": (), "question": ("question",)},
+         optional_prompts={**_DIALOGUE, **_SUBTITLES}),
     Task("mcq", recipe="mcq", mode="ask", questions=True, choices=True,
          runner=answer_questions, help="multiple-choice questions, answered with a letter",
          prompts={"intro": (), "question": ("question", "options")},
-         optional_prompts=_DIALOGUE),
+         # how one option is shown (default "A. text"): CinePile's "- A) text"
+         optional_prompts={**_DIALOGUE, **_SUBTITLES, "option": ("letter", "text")}),
     Task("find", recipe="find", mode="windows", questions=True, choices=False,
          runner=find_ranges,
          help="when is the query visible: every short window scored, the high ones as ranges",
@@ -312,12 +320,20 @@ DEFAULT_TASK = "describe"
 DESCRIBE_MODES: tuple[str, ...] = tuple(t.mode for t in TASKS.values() if t.describes)
 """``videovlm describe --mode``'s choices: each picks the describing task with that mode."""
 
+CINEPILE, VIDEOMME = "cinepile", "videomme"
+"""The benchmarks ``videovlm eval-convert`` reads (:mod:`videovlm.convert`), named as the
+protocols their questions run under."""
+
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("videomme", "eval_videomme", "Video-MME's own instruction"),
-    Protocol("cinepile", "eval_cinepile", "CinePile's prompt (frames only)"),
+    Protocol(VIDEOMME, "eval_videomme", "Video-MME's own instruction, frames only"),
+    Protocol("videomme_subtitles", "eval_videomme_subtitles",
+             "Video-MME with the subtitle lines said at the sampled frames (the question's "
+             "subtitle_file, else a sidecar .srt)"),
+    Protocol(CINEPILE, "eval_cinepile",
+             "CinePile's prompt with the scene's subtitles (the question's subtitles field)"),
     Protocol("plain", "mcq", "the mcq recipe"),
 )}
-DEFAULT_PROTOCOL = "videomme"
+DEFAULT_PROTOCOL = VIDEOMME
 
 
 def get(name: str) -> Task:

@@ -18,6 +18,7 @@ from videovlm.cli import cli
 from videovlm.cli.common import say_problems
 from videovlm.convert import BENCHMARKS, SUBTITLE_FIELD, convert
 from videovlm.questions import QuestionsFileError
+from videovlm.tasks import VIDEOMME
 
 
 @cli.command("eval-convert")
@@ -44,7 +45,7 @@ def eval_convert(benchmark: str, src: Path, out: Path, ext: str, split: str | No
     letter) and id, and keeps the benchmark's other columns (categories, duration, subtitles...)
     under their own names.
     """
-    if subtitle_dir is not None and benchmark != "videomme":
+    if subtitle_dir is not None and benchmark != VIDEOMME:
         raise click.UsageError("--subtitle-dir is for videomme (CinePile's subtitles are in "
                                "its table)")
     try:
