@@ -209,6 +209,9 @@ def test_bad_sources_are_one_line_exit_2_nothing_written(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert "no .parquet, .json, .jsonl files" in error_line(
         capsys, "videomme", str(tmp_path / "empty"), "-o", out)
+    # a place the questions file cannot go
+    assert "cannot write" in error_line(capsys, "cinepile", str(cine), "-o",
+                                        str(tmp_path / "no-such-folder" / "q.jsonl"))
     csv = tmp_path / "v.csv"
     csv.write_text("a,b\n")
     assert "not a .parquet, .json, .jsonl file" in error_line(capsys, "videomme", str(csv),

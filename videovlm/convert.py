@@ -119,13 +119,9 @@ def source_files(src: str | os.PathLike[str], split: str | None = None) -> list[
                                "the benchmark's question file or the folder of its shards")
     else:
         raise ConvertError(f"{path}: no such file or folder")
-    def split_of(f: Path) -> str:
-        m = _SHARD.match(f.name)
-        return m.group("split") if m else f.stem
-
-    splits = {m.group("split") for f in files if (m := _SHARD.match(f.name))}
+    splits = {_split_of(f) for f in files if _SHARD.match(f.name)}
     if split is not None:
-        files = [f for f in files if split_of(f) == split]
+        files = [f for f in files if _split_of(f) == split]
         if not files:
             raise ConvertError(f"{path}: no files of split {split!r}"
                                + (f" (found {', '.join(sorted(splits))})" if splits else ""))
@@ -136,6 +132,12 @@ def source_files(src: str | os.PathLike[str], split: str | None = None) -> list[
         if f.suffix.lower() not in SUFFIXES:
             raise ConvertError(f"{f}: not a {', '.join(SUFFIXES)} file")
     return files
+
+
+def _split_of(f: Path) -> str:
+    """A shard's split (``test`` of ``test-00000-of-00001.parquet``), else the file's stem."""
+    m = _SHARD.match(f.name)
+    return m.group("split") if m else f.stem
 
 
 def _parquet_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
