@@ -280,6 +280,10 @@ def split_long(edges: list[int], frame_pts: np.ndarray, max_len: int) -> list[in
     out = [edges[0]]
     for a, b in itertools.pairwise(edges):
         k = math.ceil((b - a) / max_len) if max_len > 0 else 1
+        # edges sit on frame starts, so there are never more windows than frames in (a, b):
+        # a gap of years between two timestamps must not mean a loop over years of windows
+        inside = bisect.bisect_left(starts, b) - bisect.bisect_right(starts, a)
+        k = min(k, inside + 1)
         for j in range(1, k):
             target = a + (b - a) * j / k
             pos = bisect.bisect_left(starts, target)
