@@ -285,7 +285,11 @@ def test_timestamps_near_2_63_plan_without_wrapping(crafted):
     shifted = probe(crafted["timestamps_2e60.mkv"][0])
     plain = probe(crafted["size_100000.mkv"][0])  # the same frames at their own times
     for n in (1, 7, 50, 1000):
-        assert [r.index for r in plan(shifted, n)] == [r.index for r in plan(plain, n)]
+        for seek in ("exact", "keyframe"):
+            assert ([r.index for r in plan(shifted, n, seek=seek)]
+                    == [r.index for r in plan(plain, n, seek=seek)])
+    assert [r.index for r in plan(shifted, 5, start_s=0.2, end_s=0.7)] == [
+        r.index for r in plan(plain, 5, start_s=0.2, end_s=0.7)]
 
 
 def test_a_last_frame_years_later_makes_no_more_windows_than_frames(crafted):
