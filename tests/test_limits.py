@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -207,22 +206,32 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+# The child runs the CLI under an address-space limit and reports its own peak resident memory
+# (VmHWM of its own address space: ru_maxrss would count the pytest process it was forked from)
+_BOUNDED = """
+import atexit, os, resource, runpy, sys
+limit = int(os.environ["VIDEOVLM_TEST_AS"])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def report():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["VIDEOVLM_TEST_HWM"], "w") as f:
+        f.write(kb)
+atexit.register(report)
+sys.argv = ["videovlm", *sys.argv[1:]]
+runpy.run_module("videovlm", run_name="__main__")
+"""
+
+
 def run_bounded(args: list[str]) -> tuple[int, str, str, float]:
     """Run the CLI in a child under an address-space limit: (exit code, stdout, stderr, peak
-    resident memory in MB, that child's own, from wait4)."""
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (_LIMIT_BYTES, _LIMIT_BYTES))
-
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "videovlm", *args], stdout=out,
-                                stderr=err, cwd=ROOT, env=_env(), preexec_fn=limit)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return (proc.returncode, out.read().decode(), err.read().decode(),
-                usage.ru_maxrss / 1024)
+    resident memory in MB)."""
+    with tempfile.TemporaryDirectory() as d:
+        hwm = Path(d) / "hwm"
+        env = {**_env(), "VIDEOVLM_TEST_AS": str(_LIMIT_BYTES), "VIDEOVLM_TEST_HWM": str(hwm)}
+        proc = subprocess.run([sys.executable, "-c", _BOUNDED, *args], capture_output=True,
+                              text=True, cwd=ROOT, env=env)
+        return proc.returncode, proc.stdout, proc.stderr, int(hwm.read_text()) / 1024
 
 
 CRAFTED = ["duration_years.mp4", "size_65535.mp4", "stts_1e9_frames.mp4", "stsz_1e9_frames.mp4",
