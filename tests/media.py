@@ -450,3 +450,137 @@ def shift_streams(src: str | Path, dst: str | Path, video_s: float, audio_s: flo
                     out.mux(audio.encode(pcm))
         out.mux(audio.encode(None))
     return dst
+
+
+# --- Headers that lie: byte edits of generated clips -------------------------------------------
+
+_MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"})
+
+
+def mp4_box(data: bytes | bytearray, path: str, occurrence: int = 0) -> int:
+    """Offset of the payload of box ``path`` (``"moov/trak/mdia/mdhd"``) in an MP4's bytes.
+
+    The ``occurrence``-th match in file order (e.g. the second ``trak``); only the boxes an
+    edit needs are descended into. Raises KeyError when there is no such box.
+    """
+    want = [p.encode() for p in path.split("/")]
+    found: list[int] = []
+
+    def walk(start: int, end: int, depth: int) -> None:
+        at = start
+        while at + 8 <= end:
+            size, kind = struct.unpack_from(">I4s", data, at)
+            head = 8
+            if size == 1:
+                size, head = struct.unpack_from(">Q", data, at + 8)[0], 16
+            elif size == 0:
+                size = end - at
+            if size < head:
+                return
+            if kind == want[depth]:
+                if depth == len(want) - 1:
+                    found.append(at + head)
+                elif kind in _MP4_CONTAINERS:
+                    walk(at + head, at + size, depth + 1)
+            at += size
+
+    walk(0, len(data), 0)
+    if len(found) <= occurrence:
+        raise KeyError(path)
+    return found[occurrence]
+
+
+def patch_mp4(src: str | Path, dst: str | Path, edits: Sequence[tuple[str, int, str, float]]
+              ) -> Path:
+    """``src`` with fields overwritten in place: each edit is (box path, byte offset inside the
+    box's payload, struct format, value), e.g. ``("moov/mvhd", 16, ">I", 2**32 - 1)``."""
+    data = bytearray(Path(src).read_bytes())
+    for box, offset, fmt, value in edits:
+        struct.pack_into(fmt, data, mp4_box(data, box) + offset, value)
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+_EBML_MASTERS = frozenset({0x18538067, 0x1654AE6B, 0xAE, 0xE0, 0x1549A966})
+
+
+def ebml_element(data: bytes | bytearray, path: Sequence[int]) -> tuple[int, int]:
+    """(offset of the payload, payload size) of the Matroska element at ``path``, a list of
+    element IDs from the top (e.g. Segment, Info, Duration), the first match at each level."""
+
+    def vint(at: int) -> tuple[int, int]:
+        width = 9 - data[at].bit_length()
+        value = data[at] & (0xFF >> width)
+        for b in data[at + 1:at + width]:
+            value = (value << 8) | b
+        return value, width
+
+    start, end = 0, len(data)
+    for depth, want in enumerate(path):
+        at = start
+        while at < end:
+            width = 9 - data[at].bit_length()
+            element_id = int.from_bytes(data[at:at + width], "big")
+            size, size_width = vint(at + width)
+            payload = at + width + size_width
+            if size == (1 << (7 * size_width)) - 1:  # unknown size: runs to the parent's end
+                size = end - payload
+            if element_id == want:
+                if depth == len(path) - 1:
+                    return payload, size
+                if want not in _EBML_MASTERS:
+                    raise KeyError(f"{want:x} holds no elements")
+                start, end = payload, payload + size
+                break
+            at = payload + size
+        else:
+            raise KeyError(f"{want:x}")
+    raise KeyError("empty path")
+
+
+MKV_DURATION = (0x18538067, 0x1549A966, 0x4489)
+MKV_PIXEL_WIDTH = (0x18538067, 0x1654AE6B, 0xAE, 0xE0, 0xB0)
+MKV_PIXEL_HEIGHT = (0x18538067, 0x1654AE6B, 0xAE, 0xE0, 0xBA)
+
+
+def patch_mkv(src: str | Path, dst: str | Path, edits: Sequence[tuple[Sequence[int], float]]
+              ) -> Path:
+    """``src`` with Matroska elements overwritten in place, each at its own size: an unsigned
+    integer, or a float (4 or 8 bytes) where the element holds one (Duration)."""
+    data = bytearray(Path(src).read_bytes())
+    for path, value in edits:
+        at, size = ebml_element(data, path)
+        if isinstance(value, float):
+            struct.pack_into(">f" if size == 4 else ">d", data, at, value)
+        else:
+            data[at:at + size] = int(value).to_bytes(size, "big")
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def remux_mkv(src: str | Path, dst: str | Path, *, shift: int = 0, last_gap: int = 0,
+              claim_size: tuple[int, int] | None = None) -> Path:
+    """``src``'s video packets copied into Matroska (time base 1 ms) with timestamps it did not
+    choose: every one ``shift`` ms later, the last frame a further ``last_gap`` ms on; and with
+    ``claim_size`` the header's PixelWidth/PixelHeight say that instead of the real size (the
+    decoder still finds the real one in the stream)."""
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        video_in = inp.streams.video[0]
+        video = out.add_stream_from_template(video_in)
+        if claim_size is not None:
+            video.codec_context.width, video.codec_context.height = claim_size
+        packets = [p for p in inp.demux(video_in) if p.size]  # an MP4's: pts and dts
+        last = max(p.pts for p in packets)
+        ms = Fraction(1, 1000)
+        for packet in packets:
+            to_ms = packet.time_base / ms
+            later = shift + (last_gap if packet.pts == last else 0)
+            packet.pts = round(packet.pts * to_ms) + later
+            packet.dts = round(packet.dts * to_ms) + later
+            packet.time_base = ms
+            packet.stream = video
+            out.mux(packet)
+    return dst

@@ -45,9 +45,18 @@ def slice_centres(info: VideoInfo, n: int, start_s: float = 0.0, end_s: float | 
     lo = origin + round(start_s / tb) if start_s else origin
     hi = tl.end_pts if end_s is None else min(tl.end_pts, origin + round(end_s / tb))
     span = hi - lo
-    k = np.arange(n, dtype=np.int64)
+    k = np.arange(n, dtype=_exact_dtype(info, n))
     # centre_k = lo + (2k + 1) * span / (2n), scaled by 2n to stay integral
     return lo * 2 * n + (2 * k + 1) * span, lo, hi
+
+
+def _exact_dtype(info: VideoInfo, n: int) -> type:
+    """int64 where every ``2 * n * pts`` fits in it, else Python ints (``object``): a header's
+    time base and timestamps are the file's word, and one that puts frames 2^60 ticks apart
+    must not wrap around into a wrong plan."""
+    tl = info.timeline
+    biggest = max(abs(int(tl.pts[0])), abs(int(tl.pts[-1])), abs(int(tl.end_pts)))
+    return np.int64 if 4 * biggest * n < 2**62 else object
 
 
 def plan(
@@ -71,7 +80,7 @@ def plan(
     tl = info.timeline
     pts = tl.pts
     centres, lo, hi = slice_centres(info, n, start_s, end_s)
-    scaled = pts * (2 * n)
+    scaled = pts.astype(_exact_dtype(info, n)) * (2 * n)
     on_screen = np.searchsorted(scaled, centres, side="right") - 1
     on_screen = np.clip(on_screen, 0, len(pts) - 1)
     if seek == "keyframe":

@@ -35,6 +35,17 @@ class Timeline:
         """Seconds from the first frame to frame ``i``."""
         return float((int(self.pts[i]) - int(self.pts[0])) * self.time_base)
 
+    def entry_points(self) -> np.ndarray:
+        """Indices of the frames a decode may start at: the keyframes, and frame 0 always.
+
+        Frame 0 need not be a keyframe: an MP4 whose edit list starts after its first keyframe
+        shows frames whose keyframe is in the file but never shown (decoded, discarded). A
+        decode that starts at the file's start reaches them; the probe has already dropped any
+        frame that no decode can reach (a file cut at its head).
+        """
+        keys = np.flatnonzero(self.keyframe)
+        return keys if len(keys) and keys[0] == 0 else np.concatenate(([0], keys))
+
 
 @dataclass(frozen=True, eq=False)
 class VideoInfo:
@@ -107,6 +118,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         raise InputError(f"{path}: not a readable video file ({_reason(exc)})") from None
     with container:
         stream = _video_stream(container, path)
+        _refuse_elementary(container, stream, path)
         has_audio = len(container.streams.audio) > 0
         stream_index = stream.index  # read while open: PyAV's stream is gone after close
         tb = stream.time_base
@@ -123,15 +135,21 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         with _open(path) as container:
             read = _demux(container, container.streams[stream_index], path)
     pts, keys, durations, first, notes, cut = read
-    pts, keys, durations = _from_first_keyframe(pts, keys, durations, notes)
+    read_count = len(pts) + cut.discarded  # every sample the demuxer gave, shown or not
+    pts, keys, durations = _from_first_keyframe(pts, keys, durations, notes, cut.lead_key)
 
     if len(pts) == 0:
         raise InputError(f"{path}: the video stream holds no complete frame")
     decode_pts = np.asarray(pts, dtype=np.int64)
     order = np.argsort(decode_pts, kind="stable")
-    if header["frames"] is not None and header["frames"] > len(pts) + cut.discarded:
+    claimed = header["index"] or header["frames"]
+    whole_bytes = _matroska_whole(path) if header["matroska"] else None
+    if (claimed is not None and claimed > read_count) or whole_bytes is False:
         cut.cut = True
-    keep = _complete_prefix(decode_pts, order, cut.cut)
+    # positive evidence that nothing is missing: every sample the index lists was read, or
+    # every byte the Matroska segment declares is in the file
+    whole = not cut.cut and (claimed == read_count or whole_bytes is True)
+    keep = _complete_prefix(decode_pts, order, cut.cut, whole)
     if keep < len(order):
         notes.append(
             f"the file is cut off: its last {len(order) - keep} frames in display order lack "
@@ -155,6 +173,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         notes.append(f"rotation {rotation} degrees is not a multiple of 90; ignored")
         rotation = 0
     w, h = first.width, first.height
+    check_frame_size(path, w, h)
     if rotation in (90, 270):
         w, h = h, w
     duration_s = float((end_pts - int(pts_arr[0])) * tb)
@@ -177,6 +196,23 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         timeline=timeline,
         warnings=tuple(notes),
     )
+
+
+# The largest picture any level of H.264, HEVC, VP9 or AV1 allows (AV1 level 6.x: 35,651,584
+# luma samples, 8192x4352). A frame beyond it is a header's claim, not a video anyone encoded
+# to be played, and each one costs width x height x 3 bytes as RGB: it is refused, not decoded.
+MAX_PIXELS = 8192 * 4352
+
+
+def check_frame_size(path: str, width: int, height: int) -> None:
+    """InputError for a decoded picture larger than :data:`MAX_PIXELS` (a decompression bomb:
+    a few bytes of header can make a decoder produce gigabytes)."""
+    if width * height > MAX_PIXELS:
+        raise InputError(
+            f"{path}: its frames are {width}x{height}, {width * height:,} pixels, more than any "
+            f"codec level allows ({MAX_PIXELS:,}: 8192x4352); downscale it first "
+            "(ffmpeg -i IN -vf scale=-2:2160 OUT.mp4)"
+        )
 
 
 def _check_file(path: str) -> None:
@@ -225,6 +261,32 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+# FFmpeg's demuxers for raw elementary streams whose packets carry no timestamps at all (its
+# m4v and obu demuxers give timestamps from their parsers, and those files are read as usual)
+_ELEMENTARY_FORMATS = {"h264": "H.264", "hevc": "HEVC", "vvc": "H.266"}
+
+
+def _refuse_elementary(container, stream, path: str) -> None:
+    """Say what is true of a raw ``.h264``/``.hevc`` stream: it has no timestamps.
+
+    Only the decoder knows such a stream's presentation order (B-frames), and nothing knows its
+    frames' times; giving it a container at a stated rate fixes both. The advice re-encodes:
+    FFmpeg 5.1's ``-c copy`` from a raw stream with B-frames writes every pts equal to its dts
+    (measured: frames out of order), while decoding restores the order.
+    """
+    kind = _ELEMENTARY_FORMATS.get(container.format.name)
+    if kind is None:
+        return
+    rate = stream.codec_context.framerate  # the stream's own (SPS/VPS timing), if it says
+    fps = f"{float(rate):g}" if rate else "FPS"
+    said = f" (its header says {fps} fps)" if rate else ""
+    raise InputError(
+        f"{path}: a raw {kind} elementary stream stores no timestamps, so no frame's time is "
+        f"known; put it in a container at its frame rate{said}, e.g. "
+        f"ffmpeg -r {fps} -i IN -c:v libx264 -crf 18 OUT.mp4"
+    )
+
+
 def _video_stream(container, path: str):
     """The stream a player would show: the best video stream that is not cover art."""
     videos = [
@@ -270,6 +332,8 @@ def _demux(container, stream, path: str, stop: int | None = None):
             if packet.is_corrupt or packet.is_discard:
                 dropped += packet.is_corrupt
                 cut.discarded += packet.is_discard
+                cut.lead_key = cut.lead_key or (not pts and packet.is_discard
+                                                and packet.is_keyframe)
                 continue
             ts = packet.pts
             if ts is None:
@@ -481,6 +545,43 @@ def _composition_offsets(path: str, track_id: int, n: int) -> np.ndarray | None:
     return None
 
 
+_EBML_ID, _SEGMENT_ID = b"\x1a\x45\xdf\xa3", b"\x18\x53\x80\x67"
+
+
+def _matroska_whole(path: str) -> bool | None:
+    """Whether every byte the Matroska segment declares is in the file; None when it declares
+    no size (a live recording) or the head is not the plain EBML header + segment."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    end = os.path.getsize(path)
+    at = 0
+    for expected in (_EBML_ID, _SEGMENT_ID):
+        if head[at:at + 4] != expected:
+            return None
+        size, width = _ebml_size(head, at + 4)
+        if width == 0:
+            return None
+        at += 4 + width
+        if expected == _EBML_ID:
+            if size is None:
+                return None
+            at += size
+    return None if size is None else at + size <= end
+
+
+def _ebml_size(data: bytes, at: int) -> tuple[int | None, int]:
+    """An EBML element size at ``at``: (value or None for 'unknown', its width; 0: malformed)."""
+    if at >= len(data) or data[at] == 0:
+        return None, 0
+    width = 9 - data[at].bit_length()
+    if at + width > len(data):
+        return None, 0
+    value = data[at] & (0xFF >> width)
+    for b in data[at + 1:at + width]:
+        value = (value << 8) | b
+    return (None if value == (1 << (7 * width)) - 1 else value), width
+
+
 def _top_level_box(f, name: bytes) -> memoryview | None:
     """The payload of the file's top-level box ``name``; None if absent or fragmented."""
     end = os.fstat(f.fileno()).st_size
@@ -498,7 +599,8 @@ def _top_level_box(f, name: bytes) -> memoryview | None:
             return None
         if kind == name:
             f.seek(at + skip)
-            return memoryview(f.read(size - skip))
+            # no more than the file holds: the size is the file's word, read() would allocate it
+            return memoryview(f.read(min(size, end - at) - skip))
         at += size
     return None
 
@@ -535,20 +637,24 @@ class _Cut:
 
     cut: bool = False  # damaged or incomplete packets, or a demux error
     discarded: int = 0  # packets the container says to decode but not show (edit lists)
+    lead_key: bool = False  # a keyframe packet came before the first shown one (discarded)
 
 
 def _from_first_keyframe(pts: list[int], keys: list[bool], durations: list[int],
-                         notes: list[str]) -> tuple[list[int], list[bool], list[int]]:
+                         notes: list[str], lead_key: bool = False,
+                         ) -> tuple[list[int], list[bool], list[int]]:
     """Drop what a file that starts inside a group of pictures cannot show.
 
     A stream cut at its head (a recording or broadcast ``.ts`` picked up mid-GOP) starts with
     frames that need a keyframe the file no longer has: those before its first keyframe in
     decode order, and those after it shown before it (B-frames reaching back). No decoder can
     produce them, so they are no frames of this file; keeping them would make every plan that
-    lands there fail. A file with no keyframe flag at all keeps everything.
+    lands there fail. A file with no keyframe flag at all keeps everything, and so does one
+    whose keyframe is there but not shown (``lead_key``: an MP4 edit list that starts after its
+    first keyframe, as ``ffmpeg -ss T -c copy`` writes): decoding from the start reaches them.
     """
     start = next((i for i, k in enumerate(keys) if k), 0)
-    if start == 0:
+    if start == 0 or lead_key:
         return pts, keys, durations
     key_pts = pts[start]
     keep = [i for i in range(start, len(pts)) if pts[i] >= key_pts]
@@ -557,26 +663,33 @@ def _from_first_keyframe(pts: list[int], keys: list[bool], durations: list[int],
     return [pts[i] for i in keep], [keys[i] for i in keep], [durations[i] for i in keep]
 
 
-def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool) -> int:
+def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
+                     whole: bool = False) -> int:
     """How many frames, in display order, are certainly all there.
 
     A file cut off in decode order loses the frames that would have come after the cut; with
     B-frames some of them display *before* frames that made it (a P-frame whose B-frames are
     lost). Such a P-frame would get a wrong index, so frames are kept only up to the reorder
-    depth before the cut. MPEG-TS and friends flag nothing when cut: a reordering stream whose
-    last decoded frames end in a gap wider than its frame interval is taken as cut too.
+    depth before the cut. ``whole``: the container vouches that every frame was read (an MP4's
+    sample count, a Matroska segment's size), so nothing is dropped however the frames are
+    spaced. MPEG-TS and friends vouch for nothing and flag nothing when cut: there a reordering
+    stream whose last decoded frames end in a hole is taken as cut, a hole being a last gap
+    wider than the frame interval that lost frames could fill (at most ``depth`` of them, so at
+    most ``depth + 1`` intervals); a longer gap is a pause (a still held before the last frame),
+    not a cut.
     """
     m = len(decode_pts)
     rank = np.empty(m, dtype=np.int64)
     rank[order] = np.arange(m)
     depth = int(max(0, int((np.arange(m) - rank).max())))
-    if depth == 0 or m < 3:
+    if depth == 0 or m < 3 or whole:
         return m
     if not cut:
         last = int(np.argmax(decode_pts))
         ordered = decode_pts[order]
         gaps = np.diff(ordered)
-        hole = last >= m - 1 - depth and gaps[-1] > 1.5 * float(np.median(gaps))
+        interval = float(np.median(gaps))
+        hole = last >= m - 1 - depth and 1.5 * interval < gaps[-1] <= (depth + 1.5) * interval
         if not hole:
             return m
     return m - depth
@@ -595,6 +708,10 @@ def _header_facts(container, stream) -> dict:
     rate = stream.average_rate or stream.guessed_rate
     codec = stream.codec_context.codec
     return {
+        "matroska": container.format.name.startswith("matroska"),
+        # an MP4's sample table as FFmpeg built it: what the file really indexes, where the
+        # header's own count (stts) may claim anything
+        "index": len(stream.index_entries) if container.format.name == _MOV_FORMAT else None,
         "frames": frames,
         "duration": duration,
         "fps": float(rate) if rate else None,

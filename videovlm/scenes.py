@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from videovlm.errors import InputError
-from videovlm.probe import VideoInfo
+from videovlm.probe import VideoInfo, check_frame_size
 
 Scene = tuple[float, float]
 
@@ -112,7 +112,9 @@ def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None, *,
         stream.thread_type = "AUTO"
         if skip_nonref:
             stream.codec_context.skip_frame = "NONREF"
-        width, height = _small_size(stream.codec_context.width, stream.codec_context.height, s)
+        cc = stream.codec_context
+        check_frame_size(info.path, cc.width, cc.height)  # the header's size sets the output's
+        width, height = _small_size(cc.width, cc.height, s)
         reformatter = VideoReformatter()  # reused: a fresh swscale context per frame costs 2x
         try:
             for frame in container.decode(stream):
@@ -280,6 +282,10 @@ def split_long(edges: list[int], frame_pts: np.ndarray, max_len: int) -> list[in
     out = [edges[0]]
     for a, b in itertools.pairwise(edges):
         k = math.ceil((b - a) / max_len) if max_len > 0 else 1
+        # edges sit on frame starts, so there are never more windows than frames in (a, b):
+        # a gap of years between two timestamps must not mean a loop over years of windows
+        inside = bisect.bisect_left(starts, b) - bisect.bisect_right(starts, a)
+        k = min(k, inside + 1)
         for j in range(1, k):
             target = a + (b - a) * j / k
             pos = bisect.bisect_left(starts, target)

@@ -18,6 +18,8 @@ from videovlm.decode import Frame
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write, format_time
 
+_MAX_CELL_ASPECT = 4.0  # height / width of a sheet cell, at most
+
 SHEET_FORMATS: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
@@ -71,7 +73,10 @@ def render_sheet(
     if not frames:
         raise VideoVLMError("no frames to put on a contact sheet")
     thumb_width = max(16, int(thumb_width))
-    aspect = max(f.image.shape[0] / f.image.shape[1] for f in frames)
+    # a cell no taller than 4:1 (portrait phone video is 16:9): a 16x8192 picture, which any
+    # decoder allows, would otherwise make each cell 500 thumbnails tall (GBs of sheet); the
+    # thumbnail still keeps its aspect inside the cell
+    aspect = min(_MAX_CELL_ASPECT, max(f.image.shape[0] / f.image.shape[1] for f in frames))
     cell_w, cell_h = thumb_width, max(1, round(thumb_width * aspect))
     n = len(frames)
     cols = columns or max(1, math.ceil(math.sqrt(n * cell_h / cell_w)))

@@ -23,7 +23,7 @@ import numpy as np
 from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError, InputError
 from videovlm.plan import FrameRef
-from videovlm.probe import VideoInfo
+from videovlm.probe import VideoInfo, check_frame_size
 
 # Decoders that read ``skip_frame`` per packet and skip only frames no other frame references
 # (checked by the pixel tests); others (libdav1d reads it once, at open) always decode in full.
@@ -94,8 +94,7 @@ def _chunks(info: VideoInfo, refs: list[FrameRef], workers: int) -> list[list[Fr
     Targets sharing a keyframe stay together (one seek serves them all); a chunk's work is
     estimated as the frames decoded from each group's keyframe to its last target.
     """
-    tl = info.timeline
-    key_idx = np.flatnonzero(tl.keyframe) if tl.keyframe.any() else np.array([0])
+    key_idx = info.timeline.entry_points()
     groups: list[list[FrameRef]] = []
     costs: list[int] = []
     last_key = None
@@ -151,7 +150,7 @@ class _Run:
         self.on_frame = on_frame
         tl = info.timeline
         self.has_keys = bool(tl.keyframe.any())
-        self.key_pts = tl.pts[tl.keyframe] if self.has_keys else tl.pts[:1]
+        self.key_pts = tl.pts[tl.entry_points()]  # where a run may start, frame 0 always
         # each packet is read at most once per run and runs overlap only on seek retries
         self.budget = 2 * (len(tl.pts) + 64) * (_SEEK_RETRIES + 2)
         self.packets = None  # the demux iterator of the current run; None: no run (must seek)
@@ -321,6 +320,7 @@ class _Run:
             ref = self.refs.get(pts)
             if ref is None or pts in self.found:
                 continue
+            check_frame_size(self.info.path, frame.width, frame.height)  # a size change mid-way
             rgb = self.rgb.reformat(
                 frame, format="rgb24", threads=self.threads, **_rgb_options(frame)
             ).to_ndarray()

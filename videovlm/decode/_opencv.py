@@ -53,9 +53,7 @@ class _Reader:
         self.cv2 = cv2
         self.info = info
         tl = info.timeline
-        self.keys = np.flatnonzero(tl.keyframe)
-        if len(self.keys) == 0:
-            self.keys = np.array([0])
+        self.keys = tl.entry_points()
         origin = _stream_start(info)
         # each frame's time as OpenCV reports it: ms from the stream's start_time
         self.ms = (tl.pts - origin).astype(np.float64) * float(tl.time_base) * 1000.0
