@@ -142,7 +142,9 @@ def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_jso
         raise VideoVLMError("a question (-q) is empty: give the question's text")
     _check_inputs([video])
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
-    run_videos(
+    code = run_videos(
         [video], lambda v, _: ask_api(v, list(questions), choices=list(choices) or None,
                                       model=model, n=n, backend=backend, recipe=rec),
         desc="ask", quiet=quiet, show=None if as_json else _print_answers)
+    if code:
+        sys.exit(code)
