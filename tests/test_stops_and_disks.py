@@ -179,6 +179,7 @@ def test_sigterm_stops_a_long_describe_after_its_window_and_the_same_command_goe
 
 @pytest.mark.slow
 def test_sigterm_stops_an_eval_after_its_video_and_it_resumes(tiny_idefics3, tmp_path):
+    (tmp_path / "videos").mkdir()
     videos = make_eval_videos(tmp_path / "videos")
     for i in range(4):  # more videos, so there is something left to stop before
         media.make_video(videos / f"more{i}.mp4", n_frames=8)
@@ -338,3 +339,92 @@ def test_an_injected_full_disk_stops_the_batch_whole_then_it_resumes(
     final = _whole(out)
     assert final[:2] == first and sorted(r["input"] for r in final) == \
         [f"v{i}.mp4" for i in range(6)]
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_eval_and_describe_outputs_is_one_line_and_nothing_half_written(
+        tiny_idefics3, tmp_path, monkeypatch, capsys):
+    (tmp_path / "videos").mkdir()
+    videos = make_eval_videos(tmp_path / "videos")
+    qfile = write_questions(tmp_path / "q.jsonl", QUESTIONS)
+    out = tmp_path / "eval"
+    args = ["eval", str(qfile), "--videos", str(videos), "-o", str(out), "--model",
+            str(tiny_idefics3), "-n", "2", "--quiet", "--workers", "0"]
+    with monkeypatch.context() as m:
+        FullDisk(m, out, lambda name: name.startswith(f".{SUMMARY_NAME}."), 1)
+        assert run_cli(args) == 2
+    _disk_full_line(capsys.readouterr().err, mount_point(out), out / SUMMARY_NAME)
+    assert not (out / SUMMARY_NAME).exists() and not list(out.glob("*.tmp"))
+    first = records(out)
+    assert run_cli(args) in (0, 1)  # 1: the cut clip; every video answered before is kept
+    assert "0 done" in capsys.readouterr().err or records(out) == first
+    assert records(out) == first and json.loads((out / SUMMARY_NAME).read_text())
+
+    described = tmp_path / "described"
+    video = str(videos / "a" / "x.mp4")
+    args = ["describe", video, "-o", str(described), "--model", str(tiny_idefics3), "-n", "2",
+            "-f", "json,srt", "--quiet"]
+    with monkeypatch.context() as m:
+        FullDisk(m, described, lambda name: name.startswith(".x.srt."), 1)
+        assert run_cli(args) == 2
+    _disk_full_line(capsys.readouterr().err, mount_point(described), described / "x.srt")
+    assert not (described / "x.srt").exists() and not list(described.glob(".*.tmp"))
+    assert run_cli(args) == 0
+    assert (described / "x.srt").read_text() and json.loads((described / "x.json").read_text())
+
+
+# -- folders that cannot be written -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def read_only(tmp_path_factory) -> Iterator[Path]:
+    """A folder nobody may write in: a read-only tmpfs as root (root ignores permissions), a
+    folder without write permission otherwise."""
+    where = tmp_path_factory.mktemp("ro") / "ro"
+    if os.geteuid() != 0:
+        where.mkdir()
+        where.chmod(0o555)
+        yield where
+        where.chmod(0o755)
+        return
+    with tmpfs(where, "1m", "ro"):
+        yield where
+
+
+@pytest.fixture(scope="module")
+def a_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("file") / "notes.txt"
+    path.write_text("not a folder\n")
+    return path
+
+
+def _command(name: str, out: Path, clip: Path, folder: Path, qfile: Path, missing: Path
+             ) -> list[str]:
+    """Each command that writes a folder of outputs, with a model that does not exist: had the
+    folder not been checked first, the error would be the model's."""
+    model = ["--model", str(missing)]
+    return {
+        "describe": ["describe", str(clip), "-o", str(out), *model],
+        "run": ["run", "describe", str(clip), "-o", str(out), *model],
+        "batch": ["batch", str(folder), "-o", str(out), *model],
+        "eval": ["eval", str(qfile), "--videos", str(folder), "-o", str(out), *model],
+        "find": ["find", str(clip), "a red square", "-o", str(out), *model],
+        "transcribe": ["transcribe", str(clip), "-o", str(out), "--asr-model", str(missing)],
+    }[name]
+
+
+@pytest.mark.parametrize("command", ["describe", "run", "batch", "eval", "find", "transcribe"])
+@pytest.mark.parametrize("case", ["read-only", "missing under read-only", "a file",
+                                  "under a file"])
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(
+        command, case, read_only, a_file, clips, tmp_path, capsys):
+    out = {"read-only": read_only, "missing under read-only": read_only / "new" / "out",
+           "a file": a_file, "under a file": a_file / "out"}[case]
+    qfile = write_questions(tmp_path / "q.jsonl", [{"video": "v0.mp4", "question": "?",
+                                                     "choices": ["a", "b"], "answer": "A"}])
+    args = _command(command, out, clips / "v0.mp4", clips, qfile, tmp_path / "no-model")
+    assert run_cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"videovlm: error: {out} "), err
+    assert ("is a file" if "file" in case else "is not writable") in err[0]
+    assert not (read_only / "new").exists() and a_file.is_file()

@@ -44,6 +44,18 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     return path
 
 
+def make_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` and its parents created where missing; a full disk is said as for a write
+    (a folder takes space too)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise_if_disk_full(exc, folder)
+        raise
+    return folder
+
+
 def write_all(fd: int, data: bytes) -> None:
     """``data`` written to ``fd`` by ``os.write`` calls: one for a regular file, more only after a
     short write (a disk filling up mid-way writes part, then fails)."""
@@ -58,8 +70,11 @@ _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 def raise_if_disk_full(exc: OSError, path: str | os.PathLike[str]) -> None:
     """Raise :class:`~videovlm.errors.DiskFullError` for ``exc`` if it says the disk is full
     (``ENOSPC``, ``EDQUOT``): one line naming the disk (its mount point) and the file, and how to
-    go on. Anything else is left to the caller."""
-    if isinstance(exc, DiskFullError) or exc.errno not in _FULL:
+    go on (a ``DiskFullError`` already is one: raised as it is). Anything else is left to the
+    caller."""
+    if isinstance(exc, DiskFullError):
+        raise exc
+    if exc.errno not in _FULL:
         return
     raise DiskFullError(exc.errno, f"no space left on {mount_point(path)} writing {path}: "
                                    "free space and run the same command again to resume") from exc
@@ -88,7 +103,8 @@ def check_output_folder(folder: str | os.PathLike[str]) -> Path:
     if not existing.is_dir():
         raise OutputError(f"{folder} is a file, not a folder: give a folder for the outputs"
                           if existing == folder else
-                          f"{folder} cannot be created: {existing} is a file, not a folder")
+                          f"{folder} cannot be created: {existing} is a file, not a folder; give "
+                          "another output folder")
     probe = existing / f".videovlm-write-check.{secrets.token_hex(6)}.tmp"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from videovlm.dialogue import Cue
-from videovlm.files import atomic_write
+from videovlm.files import atomic_write, make_folder
 from videovlm.interrupts import Interrupted, stop_requested
 from videovlm.probe import VideoInfo
 from videovlm.result import Result, Segment
@@ -148,7 +148,7 @@ class Progress:
 
     def add(self, record: Record) -> None:
         self.done.append(record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         atomic_write(self.path, json.dumps({"version": self.VERSION, "key": self.key,
                                             "windows": self.done}, ensure_ascii=False))
 

@@ -16,7 +16,13 @@ from typing import Any
 
 from videovlm.batch.inputs import Job
 from videovlm.errors import VideoVLMError
-from videovlm.files import atomic_write, fsync_dir, raise_if_disk_full, write_all
+from videovlm.files import (
+    atomic_write,
+    fsync_dir,
+    make_folder,
+    raise_if_disk_full,
+    write_all,
+)
 
 RESULTS_NAME = "results.jsonl"
 SETTINGS_NAME = "batch.json"
@@ -125,8 +131,7 @@ def prepare_run(
     into a folder made with other settings is refused, because its records would mix two kinds
     of results under one name.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     lock = _lock(out)
     try:
         log = ResultsLog(out / RESULTS_NAME)

@@ -82,6 +82,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     Without -o the result JSON goes to stdout (one line per video when there are several).
     A video over ten minutes is described in five-minute windows, each from its own -n frames
     (--window changes that); killed, the same command resumes after the last finished window.
+    Ctrl-C or SIGTERM finishes the current video or window, then stops (exit 130/143).
     Subtitles next to a video (clip.srt, clip.en.vtt) or inside it go with the frames
     (--subtitles none: frames only).
     """
