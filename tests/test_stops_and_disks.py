@@ -411,10 +411,14 @@ def _command(name: str, out: Path, clip: Path, folder: Path, qfile: Path, missin
         "eval": ["eval", str(qfile), "--videos", str(folder), "-o", str(out), *model],
         "find": ["find", str(clip), "a red square", "-o", str(out), *model],
         "transcribe": ["transcribe", str(clip), "-o", str(out), "--asr-model", str(missing)],
+        "describe --sheet": ["describe", str(clip), "--sheet", str(out / "sheet.jpg"), *model],
+        "frames --save": ["frames", str(clip), "--save", str(out)],
+        "frames --sheet": ["frames", str(clip), "--sheet", str(out / "sheet.jpg")],
     }[name]
 
 
-@pytest.mark.parametrize("command", ["describe", "run", "batch", "eval", "find", "transcribe"])
+@pytest.mark.parametrize("command", ["describe", "run", "batch", "eval", "find", "transcribe",
+                                     "describe --sheet", "frames --save", "frames --sheet"])
 @pytest.mark.parametrize("case", ["read-only", "missing under read-only", "a file",
                                   "under a file"])
 def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(

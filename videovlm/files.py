@@ -44,6 +44,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """:func:`check_output_folder` for one output file (a contact sheet): its folder must be
+    writable, and the path must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder: give a file name for it")
+    check_output_folder(path.parent)
+    return path
+
+
 def make_folder(folder: str | os.PathLike[str]) -> Path:
     """``folder`` and its parents created where missing; a full disk is said as for a write
     (a folder takes space too)."""

@@ -33,6 +33,7 @@ from videovlm.cli.common import (
     window_option,
 )
 from videovlm.errors import InputError, VideoVLMError
+from videovlm.files import check_output_file
 from videovlm.probe import probe
 from videovlm.sheet import sheet_format
 from videovlm.tasks import DEFAULT_TASK, DESCRIBE_MODES, TASKS, for_questions
@@ -63,7 +64,7 @@ def _check_inputs(videos: list[str]) -> None:
 @click.option("--mode", type=click.Choice(DESCRIBE_MODES), default=None,
               help="; ".join(f"{t.mode}{' (default)' if t.name == DEFAULT_TASK else ''}: "
                              f"{t.help}" for t in TASKS.values() if t.describes) + ".")
-@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--sheet", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Also write a contact sheet of the frames the model saw (.jpg or .png).")
 @window_option
 @stream_option
@@ -92,6 +93,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     names = output_formats(formats, out_dir, rec.outputs)
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
+        check_output_file(sheet)
     _check_inputs(list(videos))
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     code = run_videos(
