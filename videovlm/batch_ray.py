@@ -48,6 +48,7 @@ from videovlm.batch import (
     progress_bar,
 )
 from videovlm.errors import ModelError, VideoVLMError
+from videovlm.interrupts import signum_of
 from videovlm.model import Model, default_model_id, resolve
 
 _DECODE_MEMORY = 512 * 2**20  # bytes a decode task may hold: 50 frames at 1080p and their copies
@@ -207,9 +208,11 @@ def run_ray(
                     bar.update(1)
                     if interrupts.stop:
                         report.interrupted = report.done + report.failed < len(prep.todo)
+                        report.signum = interrupts.signum
                         break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         report.interrupted = True
+        report.signum = signum_of(exc)
     finally:
         bar.close()
         prep.close()

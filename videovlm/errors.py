@@ -28,3 +28,23 @@ class ModelError(VideoVLMError):
 
 class RecipeError(VideoVLMError):
     """A pipeline recipe is invalid (unknown key, wrong type, missing prompt)."""
+
+
+class OutputError(VideoVLMError):
+    """An output cannot be written: a read-only folder, a path through a file, a full disk."""
+
+
+class DiskFullError(OutputError, OSError):
+    """The disk holding an output is full (``ENOSPC``, or a quota's ``EDQUOT``).
+
+    Also an ``OSError``, so what writes only for speed (the frame cache) goes on without its
+    entry as for any failed write, while an output's writer stops the command with this line:
+    a batch then stops rather than record every following video as failed, and resumes once
+    there is space.
+    """
+
+    def __init__(self, errno: int, message: str) -> None:
+        OSError.__init__(self, errno, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)

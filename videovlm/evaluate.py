@@ -166,8 +166,8 @@ class EvalReport:
 
     @property
     def exit_code(self) -> int:
-        """0 every video answered; 1 some video failed (its questions unscored); 130
-        interrupted."""
+        """0 every video answered; 1 some video failed (its questions unscored); 130/143
+        stopped by Ctrl-C/SIGTERM."""
         return self.batch.exit_code
 
     def line(self) -> str:

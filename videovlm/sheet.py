@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from videovlm.decode import Frame
 from videovlm.errors import VideoVLMError
-from videovlm.files import atomic_write, format_time
+from videovlm.files import atomic_write, format_time, make_folder
 
 _MAX_CELL_ASPECT = 4.0  # height / width of a sheet cell, at most
 
@@ -53,7 +53,7 @@ def contact_sheet(
     data = render_sheet(frames, sheet_format(path), thumb_width=thumb_width, columns=columns,
                         quality=quality)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     return atomic_write(path, data)
 
 

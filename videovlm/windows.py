@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from videovlm.dialogue import Cue
-from videovlm.files import atomic_write
+from videovlm.files import atomic_write, make_folder
+from videovlm.interrupts import Interrupted, stop_requested
 from videovlm.probe import VideoInfo
 from videovlm.result import Result, Segment
 from videovlm.scenes import Scene, split_long
@@ -147,7 +148,7 @@ class Progress:
 
     def add(self, record: Record) -> None:
         self.done.append(record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         atomic_write(self.path, json.dumps({"version": self.VERSION, "key": self.key,
                                             "windows": self.done}, ensure_ascii=False))
 
@@ -170,7 +171,10 @@ def drive(spans: Sequence[Span], load: Callable[[int], T], work: Callable[[int, 
     worked, so at most two windows' inputs exist at once, whatever the video's length. Windows
     already in ``progress`` are not redone; each new record is added to it before the next
     window starts. The combine step (the caller's) then reads the records alone, so a resumed
-    run and an uninterrupted one combine the same records.
+    run and an uninterrupted one combine the same records. With ``progress``, a first Ctrl-C or
+    SIGTERM (:func:`videovlm.interrupts.stop_requested`) stops the run after the window in
+    hand, once it is kept, with :class:`~videovlm.interrupts.Interrupted` (the same call goes
+    on from there); the last window is finished as the whole run.
     """
     if progress is not None and progress.done:
         log.info("%s: %d of %d windows already done: going on from there", progress.path.name,
@@ -196,6 +200,9 @@ def drive(spans: Sequence[Span], load: Callable[[int], T], work: Callable[[int, 
             records.append(record)
             if on_window is not None:
                 on_window(i, spans[i], record)
+            stop = stop_requested()
+            if stop is not None and progress is not None and i + 1 < len(spans):  # kept
+                raise Interrupted(stop.signum)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return records

@@ -27,7 +27,7 @@ from webvtt.models import Timestamp
 
 from videovlm.dialogue import Cue
 from videovlm.errors import VideoVLMError
-from videovlm.files import atomic_write, format_time
+from videovlm.files import atomic_write, format_time, make_folder
 from videovlm.result import Relevance, Result
 from videovlm.sheet import render_sheet
 from videovlm.text import choice_letters
@@ -490,8 +490,7 @@ def write(result: Result, out_dir: Path, formats: Sequence[str] | str, stem: str
     if heard.get("kind") == "speech":  # --transcribe: the whole transcript beside the outputs
         cues = [Cue(c["start_s"], c["end_s"], c["text"]) for c in heard.get("transcript", [])]
         files[f"{Path(stem).name}.transcript.srt"] = srt_bytes(cues)
-    target_dir = Path(out_dir) / Path(stem).parent
-    target_dir.mkdir(parents=True, exist_ok=True)
+    target_dir = make_folder(Path(out_dir) / Path(stem).parent)
     paths = []
     for fname, data in files.items():
         path = target_dir / fname
@@ -530,7 +529,7 @@ def write_transcript(cues: Sequence[Timed], out_dir: Path, formats: Sequence[str
                          + "\n").encode(),
     }
     files = {f"{stem}.transcript.{name}": render[name]() for name in names}
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     paths = []
     for fname, data in files.items():
         atomic_write(Path(out_dir) / fname, data)

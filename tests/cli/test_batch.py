@@ -1,5 +1,6 @@
 """`videovlm batch` with the real model stage on a tiny checkpoint: records and outputs, resume,
-a questions file, one-line refusals, and a clean stop on Ctrl-C or survival of SIGKILL."""
+a questions file, one-line refusals, and survival of SIGKILL (Ctrl-C and SIGTERM:
+tests/test_stops_and_disks.py)."""
 
 from __future__ import annotations
 
@@ -107,26 +108,6 @@ def batch_in_a_process(tmp_path: Path, n_videos: int, *options: str) -> tuple[Pa
     out = tmp_path / "out"
     return out, [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out),
                  *options]
-
-
-@pytest.mark.slow
-def test_cli_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, fast_recipe, tiny_idefics3):
-    out, cmd = batch_in_a_process(tmp_path, 6, "--pipeline", str(fast_recipe), "--model",
-                                  str(tiny_idefics3))
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-            (out / RESULTS_NAME).exists() and (out / RESULTS_NAME).read_bytes()):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "run the same command again" in err and "Traceback" not in err
-    done = records(out)
-    assert 1 <= len(done) < 6
-    assert subprocess.run(cmd, timeout=300).returncode == 0
-    inputs = [r["input"] for r in records(out)]
-    assert sorted(inputs) == [f"v{i}.mp4" for i in range(6)]
 
 
 @pytest.mark.slow

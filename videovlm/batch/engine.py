@@ -6,20 +6,18 @@ The engine is generic over two stages so it can be tested, benchmarked and reuse
 without a model: ``cpu_stage(job) -> payload`` (probe, scenes, decode, prepare: runs in background
 workers) and ``model_stage(job, payload) -> Result`` (runs in the calling thread, where the one
 loaded model lives). What both engines share lives here too: the commit step
-(:class:`Recorder`), the report, Ctrl-C handling and the progress bar.
+(:class:`Recorder`), the report, the stop on Ctrl-C or SIGTERM and the progress bar.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,8 @@ from tqdm import tqdm
 from videovlm import writers
 from videovlm.batch.inputs import Job, ensure_inside, output_location
 from videovlm.batch.log import ResultsLog, prepare_run
+from videovlm.errors import DiskFullError
+from videovlm.interrupts import STOP_SIGNALS, Interrupts, exit_code, signum_of
 from videovlm.result import Result
 from videovlm.windows import progress_path
 
@@ -73,6 +73,8 @@ class Recorder:
                 write = self.write or writers.write
                 paths = write(result, folder, self.formats, stem)
                 outputs = [Path(p).relative_to(self.out_dir).as_posix() for p in paths]
+            except DiskFullError:  # no input's fault: the batch stops, the next run redoes it
+                raise
             except Exception as exc:  # a failed write is this input's failure, not the batch's
                 result = error_result(job, exc)
         record = {"input": job.input, **result.to_dict(), "outputs": outputs}
@@ -95,6 +97,7 @@ class BatchReport:
     skipped: int = 0
     failed_before: int = 0  # skipped inputs whose earlier record is an error
     interrupted: bool = False
+    signum: int = signal.SIGINT  # what interrupted it, for the exit code
     wall_s: float = 0.0
     cpu_s: float = 0.0
     model_s: float = 0.0
@@ -105,9 +108,9 @@ class BatchReport:
     @property
     def exit_code(self) -> int:
         """0 all done; 1 some input's record is an error (this run's or a resumed one's);
-        130 interrupted."""
+        130 interrupted by Ctrl-C, 143 by SIGTERM (:func:`videovlm.interrupts.exit_code`)."""
         if self.interrupted:
-            return 130
+            return exit_code(self.signum)
         return 1 if self.failed or self.failed_before else 0
 
     def count(self, record: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -128,48 +131,11 @@ class BatchReport:
         return text + (f" -> {self.results}" if self.results else "")
 
 
-class Interrupts:
-    """First Ctrl-C: finish the current video, then stop. Second: abandon it now. A Ctrl-C that
-    arrives while a record is being committed only asks to stop, so no record is half-made."""
-
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.stop = False
-        self.committing = False
-        self._say = say
-        self._previous: Any = None
-        self._installed = False
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.committing or not self.stop:
-            if not self.stop:
-                self._say("interrupt: finishing the current video, then stopping "
-                          "(Ctrl-C again to abandon it)")
-            self.stop = True
-            return
-        raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def commit(self) -> Iterator[None]:
-        self.committing = True
-        try:
-            yield
-        finally:
-            self.committing = False
-
-
 def _ignore_sigint() -> None:
-    """Decode processes leave Ctrl-C to the main process, which decides what to finish."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Decode processes leave Ctrl-C and SIGTERM (a scheduler signals the whole process group)
+    to the main process, which decides what to finish."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _executor(workers: int, processes: bool) -> Executor | None:
@@ -310,6 +276,8 @@ def run_local(
                     report.model_s += time.perf_counter() - t1
                 del ready
                 for (job, _), result in zip(group, results, strict=True):
+                    if isinstance(result, DiskFullError):  # the batch's, not this input's
+                        raise result
                     if not isinstance(result, Result):
                         result = error_result(job, result or RuntimeError("no result"),
                                               seconds=time.perf_counter() - t0)
@@ -318,8 +286,10 @@ def run_local(
                     report.count(record, say)
                     bar.update(1)
         report.interrupted = interrupts.stop and report.done + report.failed < len(prep.todo)
-    except KeyboardInterrupt:
+        report.signum = interrupts.signum
+    except KeyboardInterrupt as exc:
         report.interrupted = True
+        report.signum = interrupts.signum if interrupts.stop else signum_of(exc)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

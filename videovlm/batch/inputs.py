@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from videovlm.errors import InputError
+from videovlm.files import make_folder
 from videovlm.probe import MOV_BOXES
 
 # stems of the files a run keeps beside the per-video ones (batch, and eval's scores): a video
@@ -160,7 +161,7 @@ def output_location(out_dir: str | os.PathLike[str], rel: str) -> tuple[Path, st
 
 def ensure_inside(out_dir: str | os.PathLike[str], folder: Path) -> Path:
     """Create ``folder`` and check that it really lies inside ``out_dir`` (symlinks resolved)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     real, base = os.path.realpath(folder), os.path.realpath(out_dir)
     if os.path.commonpath([real, base]) != base:
         raise InputError(f"output folder {folder} resolves to {real}, outside {base}; "

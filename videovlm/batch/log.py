@@ -16,7 +16,13 @@ from typing import Any
 
 from videovlm.batch.inputs import Job
 from videovlm.errors import VideoVLMError
-from videovlm.files import atomic_write, fsync_dir
+from videovlm.files import (
+    atomic_write,
+    fsync_dir,
+    make_folder,
+    raise_if_disk_full,
+    write_all,
+)
 
 RESULTS_NAME = "results.jsonl"
 SETTINGS_NAME = "batch.json"
@@ -67,17 +73,29 @@ class ResultsLog:
         atomic_write(self.path, "")
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Append one record as one ``os.write`` of the complete line, then ``fsync``."""
+        """Append one record as one ``os.write`` of the complete line, then ``fsync``.
+
+        A write that fails part-way (a full disk writes what fits, then refuses the rest) is
+        undone: the file is cut back to its size before, so it never ends in half a line, and
+        a full disk is one :class:`~videovlm.errors.DiskFullError` line."""
         line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         new = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(line)
-            while view:  # a regular file takes it in one write; loop only for a short write
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    write_all(fd, line)
+                    os.fsync(fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)  # freeing space: works on a full disk too
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise_if_disk_full(exc, self.path)
+            raise
         if new:
             fsync_dir(self.path.parent)
 
@@ -113,8 +131,7 @@ def prepare_run(
     into a folder made with other settings is refused, because its records would mix two kinds
     of results under one name.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     lock = _lock(out)
     try:
         log = ResultsLog(out / RESULTS_NAME)

@@ -2,7 +2,8 @@
 
 Each command group sits in its own module (``frames``, ``model_cmds``, ``batch_cmd``...) and is
 registered on :data:`cli` below. A :class:`~videovlm.errors.VideoVLMError` becomes one line on
-stderr and its exit code; nothing else is caught.
+stderr and its exit code; nothing else is caught. SIGTERM stops a command as Ctrl-C does
+(:mod:`videovlm.interrupts`), with exit code 143 instead of 130.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 
 from videovlm import __version__
 from videovlm.errors import VideoVLMError
+from videovlm.interrupts import exit_code, signum_of, sigterm_stops_at_once
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,13 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user errors into one line and an exit code."""
     _register()
     try:
-        rc = cli.main(args=argv, prog_name="videovlm", standalone_mode=False)
+        with sigterm_stops_at_once():
+            rc = cli.main(args=argv, prog_name="videovlm", standalone_mode=False)
     except VideoVLMError as exc:
         click.echo(f"videovlm: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # Ctrl-C, or SIGTERM, where nothing was to finish
         click.echo("videovlm: aborted", err=True)
-        sys.exit(130)
+        sys.exit(exit_code(signum_of(exc.__cause__)))
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)

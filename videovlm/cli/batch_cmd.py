@@ -91,7 +91,9 @@ def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
     """Run a recipe on every video in FOLDER, writing OUTDIR/results.jsonl (one line per video).
 
     Videos are found by content. Killed or interrupted, the same command resumes where it
-    stopped. Exit code 0: all done; 1: some videos failed (each has an error record).
+    stopped: Ctrl-C or SIGTERM finishes the current video, then stops (twice: at once). Exit
+    code 0: all done; 1: some videos failed (each has an error record); 2: a mistake, an
+    unwritable OUTDIR or a full disk; 130/143: stopped by Ctrl-C/SIGTERM.
     """
     setup_logging(quiet)
     if recipe_name is not None:
@@ -145,7 +147,7 @@ def run_batch(
     quantize: str | None = None,
 ) -> int:
     """Run ``recipe`` on every video in ``folder`` into ``out_dir``; the exit code (0 all done,
-    1 some failed, 2 a questions file with mistakes, 130 interrupted).
+    1 some failed, 2 a questions file with mistakes, 130/143 stopped by Ctrl-C/SIGTERM).
 
     Questions come from a file (``questions_file``, per video or for all) or are ``asked`` of
     every video; ``choice_recipe`` answers those with choices. ``n`` and ``backend`` are kept

@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 from videovlm.cache import cache_dir
 from videovlm.dialogue import AUTO, NONE, read_subtitle_file
-from videovlm.errors import VideoVLMError
+from videovlm.errors import DiskFullError, VideoVLMError
+from videovlm.files import check_output_folder
+from videovlm.interrupts import Interrupts, exit_code, signum_of
 from videovlm.model import QUANTIZATIONS, Model
 from videovlm.pack import timestamp_text
 from videovlm.pipelines import KEY_SECTION, SCHEMA
@@ -210,10 +212,19 @@ formats_option = click.option(
 
 
 def output_option(help: str, *, required: bool = False) -> Decorator:
-    """``-o/--output DIR``; the help differs by command (optional folder or required one)."""
-    return click.option("-o", "--output", "out_dir", required=required,
-                        type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help=help)
+    """``-o/--output DIR``; the help differs by command (optional folder or required one).
+
+    The one place every command's output folder is checked: one that cannot be made or
+    written (read-only, under a file, no permission) is refused in one line as the options are
+    read, before a model loads or a frame is decoded."""
+    return click.option("-o", "--output", "out_dir", required=required, metavar="DIR",
+                        type=click.Path(path_type=Path), default=None, help=help,
+                        callback=_writable_folder)
+
+
+def _writable_folder(ctx: click.Context, param: click.Parameter, value: Path | None
+                     ) -> Path | None:
+    return None if value is None else check_output_folder(value)
 
 
 def recipe_option(default: str) -> Decorator:
@@ -338,6 +349,8 @@ class Watch:
     stream: bool
     several: bool
     streamed: int = 0
+    windows: int = 0  # a long video's windows, and how many are done (kept in the progress file)
+    windows_done: int = 0
     _bar: Any = None
 
     def kwargs(self) -> dict[str, Any]:
@@ -345,6 +358,7 @@ class Watch:
                 "on_window": self.window}
 
     def start(self, spans: Sequence[Span]) -> None:
+        self.windows = len(spans)
         total = spans[-1][1]
         self._bar = tqdm(total=round(total, 3), file=sys.stderr, dynamic_ncols=True,
                          position=1 if self.several else 0, leave=not self.several,
@@ -353,6 +367,7 @@ class Watch:
                          disable=self.quiet or not sys.stderr.isatty())
 
     def window(self, i: int, span: Span, record: dict[str, Any]) -> None:
+        self.windows_done = i + 1
         for seg in record["segments"]:
             self.segment(seg)
         if self._bar is not None:
@@ -399,51 +414,92 @@ def run_videos(
     stream: bool = False,
 ) -> int:
     """Run ``run_one`` on each video in turn and put each result where the user asked; the exit
-    code (0, or 1 when some video failed).
+    code (0, 1 when some video failed, 130/143 when stopped by Ctrl-C/SIGTERM).
 
     With ``out_dir`` the results are files ``out_dir/<stem>.<format>``, else they go to stdout:
     through ``show``, or as JSON (indented for one video, one line each for several, so several
     results stay one JSON Lines stream). One video's error is raised, becoming one line and exit
     code 2; among several, a failure is logged and the others still run, since the user asked
-    for all of them. ``sheet`` also writes each video's contact sheet (``sheet_<stem>`` when
-    there are several). ``run_one`` gets each video's :class:`Watch`: a long video's run keeps
-    its finished windows in the watch's progress file, removed here once the result is out
-    (so a killed run, started again, resumes), and with ``stream`` every segment is printed as
-    one JSON line as soon as it is made; the result then follows as one line too.
+    for all of them (a full disk is no video's failure: it stops them all). ``sheet`` also
+    writes each video's contact sheet (``sheet_<stem>`` when there are several). ``run_one``
+    gets each video's :class:`Watch`: a long video's run keeps its finished windows in the
+    watch's progress file, removed here once the result is out (so a killed run, started
+    again, resumes), and with ``stream`` every segment is printed as one JSON line as soon as
+    it is made; the result then follows as one line too. A first Ctrl-C or SIGTERM finishes the
+    video in hand (a long one's window in hand) and stops with one line saying what is kept; a
+    second stops at once.
     """
     log = logging.getLogger("videovlm")
     videos = list(videos)
-    failed = 0
-    for video, stem in zip(progress(videos, quiet, desc), stems(videos), strict=True):
-        watch = Watch(video, progress_file(video, out_dir, stem), quiet, stream,
-                      len(videos) > 1)
-        try:
-            result = run_one(video, watch)
-        except VideoVLMError as exc:
-            if len(videos) == 1:
+    failed = done = 0
+    def say(text: str) -> None:  # even when quiet: how the command ended
+        click.echo(f"videovlm: {text}", err=True)
+
+    interrupts = Interrupts(say, "video (a long one's window)")
+    with interrupts:
+        for video, stem in zip(progress(videos, quiet, desc), stems(videos), strict=True):
+            if interrupts.stop:
+                break
+            watch = Watch(video, progress_file(video, out_dir, stem), quiet, stream,
+                          len(videos) > 1)
+            try:
+                result = run_one(video, watch)
+            except DiskFullError:
                 raise
-            failed += 1
-            log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
-            continue
-        finally:
-            watch.close()
-        if stream and not watch.streamed:  # a short video: its segments came all at once
-            for seg in result.to_dict()["segments"]:
-                watch.segment(seg)
-        if sheet is not None:
-            target = sheet if len(videos) == 1 else sheet.with_name(
-                f"{sheet.stem}_{stem}{sheet.suffix}")
-            contact_sheet(result.frames, target)
-            log.info("wrote %s", target)
-        if out_dir is not None:
-            for path in write(result, out_dir, formats, stem):
-                log.info("wrote %s", path)
-        elif show is not None:
-            show(result)
-        else:
-            indent = 2 if len(videos) == 1 and not stream else None
-            click.echo(json.dumps(result.to_dict(), indent=indent, ensure_ascii=False))
-        watch.progress_file.unlink(missing_ok=True)
+            except VideoVLMError as exc:
+                if len(videos) == 1:
+                    raise
+                failed += 1
+                log.error("%s", exc if video in str(exc) else f"{video}: {exc}")
+                continue
+            except KeyboardInterrupt as exc:
+                say(_stopped(videos, done + failed, watch))
+                return interrupts.exit_code if interrupts.stop else exit_code(signum_of(exc))
+            finally:
+                watch.close()
+            with interrupts.commit():
+                _put(result, watch, stem, several=len(videos) > 1, out_dir=out_dir,
+                     formats=formats, sheet=sheet, show=show)
+            done += 1
+    if interrupts.stop and done + failed < len(videos):
+        say(_stopped(videos, done + failed, None))
+        return interrupts.exit_code
     if failed:
         log.error("%d of %d videos failed", failed, len(videos))
     return 1 if failed else 0
+
+
+def _put(result: Result, watch: Watch, stem: str, *, several: bool, out_dir: Path | None,
+         formats: Sequence[str], sheet: Path | None, show: Callable[[Result], None] | None
+         ) -> None:
+    """One video's result where the user asked (:func:`run_videos`), then its progress file
+    removed: the result is out."""
+    log = logging.getLogger("videovlm")
+    if watch.stream and not watch.streamed:  # a short video: its segments came all at once
+        for seg in result.to_dict()["segments"]:
+            watch.segment(seg)
+    if sheet is not None:
+        target = sheet.with_name(f"{sheet.stem}_{stem}{sheet.suffix}") if several else sheet
+        contact_sheet(result.frames, target)
+        log.info("wrote %s", target)
+    if out_dir is not None:
+        for path in write(result, out_dir, formats, stem):
+            log.info("wrote %s", path)
+    elif show is not None:
+        show(result)
+    else:
+        indent = None if several or watch.stream else 2
+        click.echo(json.dumps(result.to_dict(), indent=indent, ensure_ascii=False))
+    watch.progress_file.unlink(missing_ok=True)
+
+
+def _stopped(videos: Sequence[str], finished: int, watch: Watch | None) -> str:
+    """The one line a stopped :func:`run_videos` ends with: what is finished, what is kept (a
+    long video's finished windows, which the same command picks up) and how to go on."""
+    kept = (f"{watch.windows_done} of {watch.windows} windows of {watch.video} are kept in "
+            f"{watch.progress_file}" if watch is not None and watch.windows_done else "")
+    if len(videos) == 1:
+        return (f"stopped: {kept}; run the same command again to go on from there" if kept
+                else "stopped before the result was out: run the same command again")
+    return (f"stopped: {finished} of {len(videos)} videos finished{'; ' + kept if kept else ''}"
+            f"; run the command again with the others, from {videos[finished]} on")

@@ -65,7 +65,9 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
     Lines are {"video": path under DIR, "question", "choices": [...], "answer": letter or
     option text, "id"?}. Each video is decoded and encoded once for all its questions. Writes
     OUTDIR/predictions.jsonl (one line per question) and OUTDIR/summary.json, and prints the
-    accuracy. Exit code 0: all answered; 1: some videos failed (recorded in the summary).
+    accuracy. Exit code 0: all answered; 1: some videos failed (recorded in the summary); 2: a
+    mistake, an unwritable OUTDIR or a full disk; 130/143: stopped by Ctrl-C/SIGTERM after the
+    current video (the same command resumes).
     """
     setup_logging(quiet)
     dialogue = dialogue_overrides(dialogue, one_video=False)

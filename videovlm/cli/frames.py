@@ -17,7 +17,7 @@ from tqdm import tqdm
 from videovlm.cli import cli
 from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend
 from videovlm.errors import VideoVLMError
-from videovlm.files import atomic_write
+from videovlm.files import atomic_write, check_output_file, check_output_folder
 from videovlm.plan import SEEK_MODES, plan
 from videovlm.probe import probe
 from videovlm.sheet import contact_sheet, sheet_format
@@ -34,9 +34,9 @@ from videovlm.sheet import contact_sheet, sheet_format
                    "keyframe (much faster on long files).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object with the video's facts and the sampled frames.")
-@click.option("--save", "save_dir", type=click.Path(file_okay=False),
+@click.option("--save", "save_dir", type=click.Path(), metavar="DIR",
               help="Write each frame, upright, as DIR/frame_{index:06d}.png.")
-@click.option("--sheet", "sheet_path", type=click.Path(dir_okay=False),
+@click.option("--sheet", "sheet_path", type=click.Path(), metavar="FILE",
               help="Write a contact sheet (.jpg or .png): thumbnails labelled with their times.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
 def frames(
@@ -54,6 +54,9 @@ def frames(
         raise VideoVLMError(f"-n must be at least 1, got {n}")
     if sheet_path:
         sheet_format(sheet_path)  # refuse a bad name before any work
+        check_output_file(sheet_path)
+    if save_dir:
+        check_output_folder(save_dir)
     info = probe(video)
     refs = plan(info, n, seek=seek)  # type: ignore[arg-type]
     with _progress(len(refs), quiet) as bar:

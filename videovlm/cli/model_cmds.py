@@ -33,6 +33,7 @@ from videovlm.cli.common import (
     window_option,
 )
 from videovlm.errors import InputError, VideoVLMError
+from videovlm.files import check_output_file
 from videovlm.probe import probe
 from videovlm.sheet import sheet_format
 from videovlm.tasks import DEFAULT_TASK, DESCRIBE_MODES, TASKS, for_questions
@@ -63,7 +64,7 @@ def _check_inputs(videos: list[str]) -> None:
 @click.option("--mode", type=click.Choice(DESCRIBE_MODES), default=None,
               help="; ".join(f"{t.mode}{' (default)' if t.name == DEFAULT_TASK else ''}: "
                              f"{t.help}" for t in TASKS.values() if t.describes) + ".")
-@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--sheet", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Also write a contact sheet of the frames the model saw (.jpg or .png).")
 @window_option
 @stream_option
@@ -82,6 +83,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     Without -o the result JSON goes to stdout (one line per video when there are several).
     A video over ten minutes is described in five-minute windows, each from its own -n frames
     (--window changes that); killed, the same command resumes after the last finished window.
+    Ctrl-C or SIGTERM finishes the current video or window, then stops (exit 130/143).
     Subtitles next to a video (clip.srt, clip.en.vtt) or inside it go with the frames
     (--subtitles none: frames only).
     """
@@ -91,6 +93,7 @@ def describe(videos: tuple[str, ...], out_dir: Path | None, formats: str | None,
     names = output_formats(formats, out_dir, rec.outputs)
     if sheet is not None:
         sheet_format(sheet)  # a bad name fails now, not after the model ran
+        check_output_file(sheet)
     _check_inputs(list(videos))
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     code = run_videos(
@@ -142,7 +145,9 @@ def ask(video: str, questions: tuple[str, ...], choices: tuple[str, ...], as_jso
         raise VideoVLMError("a question (-q) is empty: give the question's text")
     _check_inputs([video])
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
-    run_videos(
+    code = run_videos(
         [video], lambda v, _: ask_api(v, list(questions), choices=list(choices) or None,
                                       model=model, n=n, backend=backend, recipe=rec),
         desc="ask", quiet=quiet, show=None if as_json else _print_answers)
+    if code:
+        sys.exit(code)
