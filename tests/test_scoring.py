@@ -117,27 +117,32 @@ def colour_clip(path: Path, colour: int, then: int | None = None) -> Path:
     return media.make_shots(path, [*start, 6], n_frames=12)
 
 
+def rotated(j: int) -> list[str]:
+    """The colours as the j-th question's options: rotated, so gold letters vary (a model
+    that always says D is right on some)."""
+    shift = (3 * j + 1) % 4
+    return COLOURS[shift:] + COLOURS[:shift]
+
+
 def known_set(root: Path) -> tuple[Path, Path]:
     """Videos of known content and questions about them: which colour fills each one-colour
     clip, and which scene comes first/last in the two-scene ones; a category and a duration
-    bucket on each; one video named that is not on disk."""
+    bucket on each; one video named that is not on disk. Gold answers are the options' text."""
     videos = root / "videos"
     videos.mkdir()
     qs = []
     for k in range(3):
         colour_clip(videos / f"{COLOURS[k]}.mp4", k)
         qs.append({"id": f"c{k}", "video": f"{COLOURS[k]}.mp4",
-                   "question": "Which colour fills the picture?", "choices": COLOURS,
+                   "question": "Which colour fills the picture?", "choices": rotated(len(qs)),
                    "answer": COLOURS[k], "category": "colour", "duration": "short"})
     for k in range(2):
         name = f"{COLOURS[k]}-then-{COLOURS[k + 1]}.mp4"
         colour_clip(videos / name, k, k + 1)
-        qs += [{"id": f"o{k}a", "video": name, "question": "Which colour comes first?",
-                "choices": COLOURS, "answer": "ABCD"[k], "category": "order",
-                "duration": "medium"},
-               {"id": f"o{k}b", "video": name, "question": "Which colour comes last?",
-                "choices": COLOURS, "answer": "ABCD"[k + 1], "category": "order",
-                "duration": "medium"}]
+        for which, gold in (("first", k), ("last", k + 1)):
+            qs.append({"id": f"o{k}{which}", "video": name,
+                       "question": f"Which colour comes {which}?", "choices": rotated(len(qs)),
+                       "answer": COLOURS[gold], "category": "order", "duration": "medium"})
     qs.append({"id": "m1", "video": "lost.mp4", "question": "Which colour?", "choices": COLOURS,
                "answer": "A", "category": "colour", "duration": "short"})
     return write_questions(root / "q.jsonl", qs), videos
@@ -153,6 +158,25 @@ def model(tiny_idefics3):
     from videovlm.model import Model
 
     return Model.load(str(tiny_idefics3))
+
+
+@pytest.fixture(scope="module")
+def runs(known, model, tiny_smolvlm, tmp_path_factory) -> list[Path]:
+    """The known set run twice: the Idefics3 checkpoint on 2 frames under videomme, the SmolVLM2
+    one on 1 frame under cinepile (their random weights pick other letters: flips to count)."""
+    from videovlm.model import Model
+
+    qfile, videos = known
+    items = load_eval_questions(qfile, videos)
+    root = tmp_path_factory.mktemp("runs")
+    out = []
+    for m, n, protocol in ((model, 2, "videomme"), (Model.load(str(tiny_smolvlm)), 1,
+                                                      "cinepile")):
+        report = evaluate(items, videos, root / f"{protocol}{n}", m, protocol=protocol,
+                          n=n, workers=1, progress=False)
+        assert report.exit_code == 0  # the lost video is counted, not fatal
+        out.append(root / f"{protocol}{n}")
+    return out
 
 
 def recount(preds: list[dict]) -> dict:
@@ -181,21 +205,18 @@ def recount(preds: list[dict]) -> dict:
 
 def check_figures(got: dict, want: dict) -> None:
     for key, value in want.items():
-        if key.endswith("_interval") and value is not None:
-            assert got[key] == pytest.approx(value, abs=1e-5), key
+        if key.endswith("_interval") and value is not None:  # the tables' t has 4 decimals
+            assert got[key] == pytest.approx(value, abs=1e-4), key
         else:
             assert got[key] == pytest.approx(value, abs=1e-5), key
 
 
-def test_report_figures_are_the_predictions_recounted(known, model, tmp_path):
+@pytest.mark.slow
+def test_report_figures_are_the_predictions_recounted(known, model, runs):
     qfile, videos = known
-    items = load_eval_questions(qfile, videos)
-    out = tmp_path / "run"
-    report = evaluate(items, videos, out, model, protocol="videomme", n=4, workers=1,
-                      progress=False)
-    assert report.exit_code == 0  # the lost video is counted, not fatal
+    out = runs[0]
     preds = lines(out / PREDICTIONS_NAME)
-    assert [p["id"] for p in preds] == [i.id for i in items]
+    assert [p["id"] for p in preds] == [i.id for i in load_eval_questions(qfile, videos)]
     for p in preds:
         assert p["fields"]["category"] in ("colour", "order")
         if p["state"] == "missing":
@@ -208,7 +229,7 @@ def test_report_figures_are_the_predictions_recounted(known, model, tmp_path):
         assert p["correct"] == (p["parsed"] == p["answer"])
         assert p["correct_logits"] == (p["logits"] == p["answer"])
     saved = json.loads((out / REPORT_NAME).read_text())
-    assert saved == report.summary
+    assert saved["report_file"] == str(out / REPORT_NAME)
     check_figures(saved, recount(preds))
     assert saved["missing"] == 1 and saved["missing_videos"] == [
         {"video": "lost.mp4", "questions": 1, "error": preds[-1]["error"]}]
@@ -219,7 +240,7 @@ def test_report_figures_are_the_predictions_recounted(known, model, tmp_path):
             check_figures(got, recount([p for p in preds if p["fields"][key] == value]))
     assert saved["model"]["id"] == model.id and saved["model"]["dtype"] == model.dtype
     assert saved["model"]["revision"].startswith("config-sha256:")  # a local folder
-    assert (saved["protocol"], saved["frames"]) == ("videomme", 4)
+    assert (saved["protocol"], saved["frames"]) == ("videomme", 2)
     assert saved["interval"]["level"] == 0.95 and "clustered by video" in saved["interval"][
         "method"]
     md = (out / REPORT_MD_NAME).read_text()
@@ -239,22 +260,31 @@ def test_strict_refuses_a_missing_video_and_no_video_at_all_is_refused(known, tm
 
 def test_cli_missing_video_counted_strict_fails_before_the_model(known, tiny_idefics3,
                                                                  tmp_path, capsys):
-    qfile, videos = known
+    _, videos = known
+    qfile = write_questions(tmp_path / "q.jsonl", [
+        {"id": "1", "video": "red.mp4", "question": "Which colour?", "choices": COLOURS,
+         "answer": "A"},
+        {"id": "2", "video": "lost.mp4", "question": "Which colour?", "choices": COLOURS,
+         "answer": "A"}])
     base = ["eval", str(qfile), "--videos", str(videos), "-n", "2", "--quiet"]
     rc, _, err = run_cli_output(capsys, *base, "-o", str(tmp_path / "s"), "--strict",
                                 "--model", str(tmp_path / "no-model"))
     assert rc == 2 and "video 'lost.mp4' not found" in err and not (tmp_path / "s").exists()
 
     out = tmp_path / "run"
-    rc, _, err = run_cli_output(capsys, *base, "-o", str(out), "--model", str(tiny_idefics3))
+    rc, _, err = run_cli_output(capsys, *base, "-o", str(out), "--model", str(tiny_idefics3),
+                                "--workers", "0")
     assert rc == 0
     report = json.loads((out / REPORT_NAME).read_text())
     first, last = err.strip().splitlines()[0], err.strip().splitlines()[-1]
     assert first == (f"videovlm: eval: 1 video(s) not found in {videos} (1 questions): counted "
                      "as missing (--strict refuses them)")
-    assert last.startswith(f"videovlm: eval: accuracy {report['accuracy']:.4f} [95% ")
-    assert f"({report['correct']}/{report['answered']})" in last
-    assert f"1 missing on 1 video(s) (all questions {report['accuracy_all']:.4f})" in last
+    # one video answered: no interval to give (it needs two)
+    assert report["accuracy_interval"] is None
+    assert last == (f"videovlm: eval: accuracy {report['accuracy']:.4f} ({report['correct']}/1)"
+                    + (", 1 unparseable" if report["unparseable"] else "")
+                    + f", 1 missing on 1 video(s) (all questions {report['accuracy_all']:.4f}) "
+                    f"on videomme -> {out / REPORT_MD_NAME}")
 
 
 def test_a_video_that_fails_to_decode_is_missing_and_strict_makes_it_exit_1(model, tmp_path):
@@ -277,15 +307,8 @@ def test_a_video_that_fails_to_decode_is_missing_and_strict_makes_it_exit_1(mode
     assert strict.summary["missing"] == 2
 
 
-def test_eval_compare_two_frame_counts(known, model, tmp_path, capsys):
-    qfile, videos = known
-    items = load_eval_questions(qfile, videos)
-    runs = []
-    for n in (2, 4):
-        out = tmp_path / f"n{n}"
-        evaluate(items, videos, out, model, protocol="cinepile", n=n, workers=0,
-                 progress=False)
-        runs.append(out)
+@pytest.mark.slow
+def test_eval_compare_two_frame_counts_and_protocols(runs, capsys):
     rc, stdout, _ = run_cli_output(capsys, "eval-compare", str(runs[0]), str(runs[1]),
                                    "--json")
     assert rc == 0
@@ -301,9 +324,11 @@ def test_eval_compare_two_frame_counts(known, model, tmp_path, capsys):
         assert c["a"] == pytest.approx(sum(a[k][key] for k in both) / 7, abs=1e-6)
         assert c["difference"] == pytest.approx(sum(diffs) / 7, abs=1e-6)
         if any(diffs):
-            mean, low, high = cr1(diffs, [k[1] for k in both])
-            assert c["interval"] == pytest.approx([max(-1, low), min(1, high)], abs=1e-5)
+            _, low, high = cr1(diffs, [k[1] for k in both])
+            assert c["interval"] == pytest.approx([max(-1, low), min(1, high)], abs=1e-4)
         flipped = c["flipped"]
+        if key == "correct_logits":
+            assert flipped["right_to_wrong"] or flipped["wrong_to_right"]  # something to check
         assert [f["id"] for f in flipped["right_to_wrong"]] == [
             k[0] for k in both if a[k][key] and not b[k][key]]
         assert [f["id"] for f in flipped["wrong_to_right"]] == [
@@ -313,6 +338,9 @@ def test_eval_compare_two_frame_counts(known, model, tmp_path, capsys):
     assert rc == 0 and "common questions: 7 on 5 videos (1 not answered in both: left out)" \
         in stdout
     assert f"accuracy: A {100 * cmp['accuracy']['a']:.1f}%" in stdout
+    flips = cmp["accuracy_logits"]["flipped"]["wrong_to_right"]
+    assert f"wrong in A, right in B, by the logits letter ({len(flips)}):" in stdout
+    assert all(f"  {f['id']}  {f['video']}  gold {f['answer']}" in stdout for f in flips)
 
 
 def test_eval_compare_refuses_what_it_cannot_compare(known, model, tmp_path, capsys):

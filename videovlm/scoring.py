@@ -381,13 +381,14 @@ def compare_text(cmp: dict[str, Any], *, say: Callable[[str], None]) -> None:
         c = cmp[name]
         say(f"{name}: A {_pct(c['a'])}%  B {_pct(c['b'])}%  B-A {100 * c['difference']:+.1f} "
             f"points (95% interval {_diff(c['interval'])}, paired, clustered by video)")
-    for name, label in (("right_to_wrong", "right in A, wrong in B"),
-                        ("wrong_to_right", "wrong in A, right in B")):
-        flips = cmp["accuracy"]["flipped"][name]
-        say(f"{label} ({len(flips)}):")
-        for f in flips:
-            say(f"  {f['id']}  {f['video']}  gold {f['answer']}  A {f['a'] or '-'}  "
-                f"B {f['b'] or '-'}")
+    for name, letter in (("accuracy", "reply"), ("accuracy_logits", "logits")):
+        for flip, label in (("right_to_wrong", "right in A, wrong in B"),
+                            ("wrong_to_right", "wrong in A, right in B")):
+            flips = cmp[name]["flipped"][flip]
+            say(f"{label}, by the {letter} letter ({len(flips)}):")
+            for f in flips:
+                say(f"  {f['id']}  {f['video']}  gold {f['answer']}  A {f['a'] or '-'}  "
+                    f"B {f['b'] or '-'}")
 
 
 def _diff(iv: Sequence[float] | None) -> str:
