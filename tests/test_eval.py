@@ -1,6 +1,6 @@
-"""Evaluation (`videovlm eval`'s engine; the command is tested in tests/cli/test_eval.py):
-questions grouped by video and encoded once, predictions and accuracy recountable from the files,
-resume, and a bad questions file refused.
+"""Evaluation (`videovlm eval`'s engine; the command is tested in tests/cli/test_eval.py, the
+figures and reports in tests/test_scoring.py): questions grouped by video and encoded once,
+predictions and accuracy recountable from the files, resume, and a bad questions file refused.
 
 Runs the tiny random-weight checkpoint (its letters are chance, so tests check structure and
 consistency: every prediction a valid letter, the accuracy equal to a recount of the lines)
@@ -22,7 +22,7 @@ from tests.helpers import (
 )
 from videovlm.evaluate import (
     PREDICTIONS_NAME,
-    SUMMARY_NAME,
+    REPORT_NAME,
     QuestionsFileError,
     evaluate,
     gold_letter,
@@ -83,15 +83,15 @@ def test_each_video_encoded_once_predictions_and_accuracy(videos, model, tmp_pat
     assert [p["id"] for p in preds] == ["q1", "q2", "q3", "q4"]  # file order
     for p, q in zip(preds, QUESTIONS, strict=True):
         assert p["video"] == q["video"] and p["question"] == q["question"]
-        assert p["predicted"] in ("A", "B", "C", "D")
-        assert p["correct"] == (p["predicted"] == p["answer"])
-        assert p["raw"] is not None
-    summary = json.loads((out / SUMMARY_NAME).read_text())
+        assert p["logits"] in ("A", "B", "C", "D") and p["parsed"] in (None, "A", "B", "C", "D")
+        assert p["correct"] == (p["parsed"] == p["answer"])
+        assert p["raw"] is not None and p["state"] in ("parsed", "unparseable")
+    summary = json.loads((out / REPORT_NAME).read_text())
     correct = sum(p["correct"] for p in preds)
-    assert (summary["correct"], summary["total"], summary["n"]) == (correct, 4, 4)
+    assert (summary["correct"], summary["answered"], summary["questions"]) == (correct, 4, 4)
     assert summary["accuracy"] == pytest.approx(correct / 4)
-    assert summary["protocol"] == "videomme" and summary["model"] == model.id
-    assert summary["failures"] == [] and summary["unanswered"] == 0
+    assert summary["protocol"] == "videomme" and summary["model"]["id"] == model.id
+    assert summary["missing_videos"] == [] and summary["missing"] == 0
     records = lines(out / "results.jsonl")
     assert {r["input"] for r in records} == {"a/x.mp4", "y.mp4"}
     assert {r["prompt"]["recipe"] for r in records} == {"eval_videomme"}
@@ -124,12 +124,12 @@ def test_resume_skips_answered_videos_and_failures_are_recorded(videos, model, t
     out = tmp_path / "out"
     first = evaluate(items, videos, out, model, protocol="plain", n=2, workers=0,
                      progress=False)
-    assert first.exit_code == 1  # the cut clip failed; the others are scored
+    assert first.exit_code == 0  # the cut clip failed: its question is missing, the others scored
     summary = first.summary
-    assert summary["unanswered"] == 1 and summary["total"] == 4 and summary["questions"] == 5
-    assert [f["video"] for f in summary["failures"]] == ["cut.mp4"]
-    assert summary["failures"][0]["error"]["type"] == "InputError"
-    assert "1 video(s) failed (1 questions unscored)" in first.line()
+    assert summary["missing"] == 1 and summary["answered"] == 4 and summary["questions"] == 5
+    assert [f["video"] for f in summary["missing_videos"]] == ["cut.mp4"]
+    assert summary["missing_videos"][0]["error"].startswith("InputError: ")
+    assert "1 missing on 1 video(s)" in first.line()
     log = out / "results.jsonl"
     recorded = log.read_bytes()
     preds = (out / PREDICTIONS_NAME).read_bytes()
@@ -140,7 +140,7 @@ def test_resume_skips_answered_videos_and_failures_are_recorded(videos, model, t
                          progress=False)
         assert calls[0] == 0 and again.batch.skipped == 3  # nothing recomputed
         assert log.read_bytes() == recorded and (out / PREDICTIONS_NAME).read_bytes() == preds
-        assert again.exit_code == 1  # the earlier failure still counts
+        assert again.summary["missing"] == 1  # the earlier failure still counts
 
         # a run killed after its first video: that video's record stays, the rest are redone
         first_line = recorded.split(b"\n", 1)[0] + b"\n"
@@ -169,9 +169,11 @@ def test_limit_keeps_the_first_questions(videos, tmp_path):
     qs = [*QUESTIONS, {"video": "not-there.mp4", "question": "?", "choices": OPTIONS,
                        "answer": "A"}]
     path = write_questions(tmp_path / "q.jsonl", qs)
-    assert [i.id for i in load_eval_questions(path, videos, limit=2)] == ["q1", "q2"]
+    assert [i.id for i in load_eval_questions(path, videos, limit=2, strict=True)] == ["q1",
+                                                                                        "q2"]
     with pytest.raises(QuestionsFileError, match=r"not-there\.mp4"):  # only without the limit
-        load_eval_questions(path, videos)
+        load_eval_questions(path, videos, strict=True)
+    assert len(load_eval_questions(path, videos)) == 5  # not strict: to be counted as missing
 
 
 def test_questions_file_as_a_json_list(videos, tmp_path):

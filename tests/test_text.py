@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -191,12 +192,34 @@ def test_extract_choice_finds_the_committed_letter(text: str, letter: str) -> No
     assert extract_choice(text, OPTIONS) == letter
 
 
+def readme_answer_table() -> list[tuple[str, str | None]]:
+    """The answer rule's table in the README (between its answer-rule-table markers): the
+    documentation and this test are one table."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- answer-rule-table -->")[1].split("<!-- /answer-rule-table -->")[0]
+    rows = [line.strip("|").split("|") for line in table.strip().splitlines()[2:]]
+    return [(reply.strip().strip("`"), None if letter.strip() == "unparseable"
+             else letter.strip()) for reply, letter in rows]
+
+
+@pytest.mark.parametrize(("text", "letter"), readme_answer_table())
+def test_the_readme_answer_rule_table(text: str, letter: str | None) -> None:
+    assert extract_choice(text, ["red", "green", "blue", "black"]) == letter
+
+
+def test_the_readme_table_has_the_rows_it_promises() -> None:
+    replies = [r for r, _ in readme_answer_table()]
+    assert len(replies) >= 15 and "**Answer:** B" in replies and "A or B" in replies
+
+
 @pytest.mark.parametrize("text", [
     "",
     "a man walks",  # lowercase article, not option A
     "Answer: E",  # not an option
     "xq zz wobble",
     "a red car and a dog",  # two options named, neither longer: no commitment
+    "A. a red car\nB. a blue bicycle",  # the options listed back: no commitment
+    "(A) or (C)",
 ])
 def test_extract_choice_is_none_without_a_commitment(text: str) -> None:
     assert extract_choice(text, OPTIONS) is None

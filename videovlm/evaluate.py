@@ -7,14 +7,20 @@ model stage of :func:`videovlm.api.run_model`, with each question showing its ow
 
 The run itself is a :mod:`videovlm.batch` run, one job per video, so it inherits the batch's
 crash safety: ``OUTDIR/results.jsonl`` holds one complete record per finished video (its answers,
-or its error) and a rerun skips those. ``predictions.jsonl`` (one line per question) and
-``summary.json`` are derived from that log and rewritten whole, atomically, after every run, so
-they always agree with it and are never seen half-written.
+or its error) and a rerun skips those. ``predictions.jsonl`` (one line per question),
+``report.json`` and ``report.md`` are derived from that log by :mod:`videovlm.scoring` and
+rewritten whole, atomically, after every run, so they always agree with it and are never seen
+half-written.
+
+A video that is not there, or cannot be read or decoded, does not stop the run: it is a job like
+the others, its error is recorded, and its questions are scored as missing. ``strict`` restores
+the older rule (a video not found fails before the model loads; one that fails in the run makes
+the exit code 1).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -23,11 +29,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from videovlm import batch as b
-from videovlm import tasks
+from videovlm import scoring, tasks
 from videovlm.api import VideoInputs, load_video, option_texts, run_model
 from videovlm.convert import SUBTITLE_FIELD
 from videovlm.errors import VideoVLMError
-from videovlm.files import atomic_write
 from videovlm.model import Model
 from videovlm.pipelines import Recipe, load_recipe
 from videovlm.questions import QuestionsFileError, read_questions
@@ -35,8 +40,9 @@ from videovlm.result import Result
 from videovlm.run import Asker
 from videovlm.text import LETTERS, choice_letters
 
-PREDICTIONS_NAME = "predictions.jsonl"
-SUMMARY_NAME = "summary.json"
+PREDICTIONS_NAME = scoring.PREDICTIONS_NAME
+REPORT_NAME = scoring.REPORT_NAME
+REPORT_MD_NAME = scoring.REPORT_MD_NAME
 
 
 @dataclass(frozen=True)
@@ -80,17 +86,20 @@ def gold_letter(answer: str, choices: Sequence[str]) -> str | None:
 
 
 def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[str],
-                        *, limit: int | None = None) -> list[EvalItem]:
+                        *, limit: int | None = None, strict: bool = False) -> list[EvalItem]:
     """Read and check a questions file against the videos folder; the first ``limit``
     questions (in file order) when given.
 
     Everything is checked before a model is loaded, and every problem is collected (bad JSON,
-    missing or mistyped keys, a gold answer that names no option, a duplicate id, a video that
-    is not under ``videos``) into one :class:`~videovlm.questions.QuestionsFileError`, one line
-    per problem. The file (JSON Lines, or a JSON list) and its keys are read and checked by
-    :func:`videovlm.questions.read_questions`; keys a benchmark adds of its own are ignored.
-    Videos are checked for existence only for the questions kept by ``limit``, so a quick run
-    on the first few questions does not need the whole benchmark on disk.
+    missing or mistyped keys, a gold answer that names no option, a duplicate id, with
+    ``strict`` a video that is not under ``videos``) into one
+    :class:`~videovlm.questions.QuestionsFileError`, one line per problem. The file (JSON
+    Lines, or a JSON list) and its keys are read and checked by
+    :func:`videovlm.questions.read_questions`; keys a benchmark adds of its own are kept in
+    ``fields``. A video that is not in ``videos`` is a problem only with ``strict``, or when no
+    video of the file is there at all (the wrong ``--videos`` folder, not a few lost files);
+    otherwise its questions are scored as missing. Videos are looked for only for the questions
+    kept by ``limit``, so a quick run on the first few does not need the whole benchmark.
     """
     root = Path(videos)
     if not root.is_dir():
@@ -116,17 +125,32 @@ def load_eval_questions(path: str | os.PathLike[str], videos: str | os.PathLike[
         items.append(EvalItem(ident, rel, entry.question, tuple(options), gold, entry.fields))
     if limit is not None:
         items = items[:limit]
-    missing: dict[str, int] = {}
-    for item in items:
-        if item.video not in missing and not (root / item.video).is_file():
-            missing[item.video] = 0
-        if item.video in missing:
-            missing[item.video] += 1
-    problems += [f"{path}: video {video!r} not found in {root} ({k} question"
-                 f"{'s' if k > 1 else ''})" for video, k in missing.items()]
+    missing = missing_videos(items, root)
+    if strict:
+        problems += [f"{path}: video {video!r} not found in {root} ({k} question"
+                     f"{'s' if k > 1 else ''})" for video, k in missing.items()]
+    elif items and len(missing) == len({i.video for i in items}):
+        problems.append(f"{path}: none of its {len(missing)} videos is in {root}: give the "
+                        "folder that holds them with --videos")
     if problems:
         raise QuestionsFileError(problems)
     return items
+
+
+def missing_videos(items: Sequence[EvalItem], videos: str | os.PathLike[str]) -> dict[str, int]:
+    """The videos of ``items`` that are not readable files under ``videos``, each with its
+    question count (in order of first mention)."""
+    root = Path(videos)
+    missing: dict[str, int] = {}
+    for item in items:
+        if item.video not in missing and _readable(root / item.video):
+            continue
+        missing[item.video] = missing.get(item.video, 0) + 1
+    return missing
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
 
 
 def answer_video(model: Model, inputs: VideoInputs, recipe: Recipe,
@@ -159,28 +183,45 @@ def video_recipe(recipe: Recipe, items: Sequence[EvalItem], videos: Path) -> Rec
 
 @dataclass
 class EvalReport:
-    """How an evaluation went: the batch run's report and the scores written from its log."""
+    """How an evaluation went: the batch run's report and the scores written from its log
+    (``report.json``'s content)."""
 
     batch: b.BatchReport
     summary: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
 
     @property
     def exit_code(self) -> int:
-        """0 every video answered; 1 some video failed (its questions unscored); 130/143
-        stopped by Ctrl-C/SIGTERM."""
-        return self.batch.exit_code
+        """130/143 stopped by Ctrl-C/SIGTERM; with ``strict``, 1 when some video failed;
+        else 0: missing videos are part of the result, counted in the report."""
+        if self.batch.interrupted or self.strict:
+            return self.batch.exit_code
+        return 0
 
     def line(self) -> str:
-        """The one line a person reads at the end: the accuracy, and what it does not cover."""
+        """The one line a person reads at the end: the accuracy, its interval, and what it does
+        not cover."""
         s = self.summary
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
-        failed = len(s["failures"])
-        tail = (f", {failed} video(s) failed ({s['unanswered']} questions unscored)"
-                if failed else "")
-        left = s["questions"] - s["total"] - s["unanswered"]
-        tail += f", {left} questions left" if left else ""
-        return (f"accuracy {acc} ({s['correct']}/{s['total']}) on {s['protocol']}{tail} "
-                f"-> {s['summary_file']}")
+        iv = s["accuracy_interval"]
+        ci = f" [95% {iv[0]:.4f}-{iv[1]:.4f}]" if iv else ""
+        tail = f", {s['unparseable']} unparseable" if s["unparseable"] else ""
+        if s["missing"]:
+            tail += (f", {s['missing']} missing on {len(s['missing_videos'])} video(s) (all "
+                     f"questions {s['accuracy_all']:.4f})")
+        tail += f", {s['pending']} questions left" if s["pending"] else ""
+        return (f"accuracy {acc}{ci} ({s['correct']}/{s['answered']}){tail} on {s['protocol']} "
+                f"-> {s['report_md']}")
+
+
+def model_revision(model: Model) -> str:
+    """The checkpoint's commit hash when it came from the hub, else ``config-sha256:`` and the
+    digest of its config.json (a local folder has no commit; its config still tells two
+    checkpoints apart)."""
+    if model.revision:
+        return model.revision
+    digest = hashlib.sha256((Path(model.path) / "config.json").read_bytes()).hexdigest()
+    return f"config-sha256:{digest[:16]}"
 
 
 def evaluate(
@@ -198,15 +239,18 @@ def evaluate(
     progress: bool = True,
     say: Callable[[str], None] | None = None,
     dialogue: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> EvalReport:
     """Answer ``items`` with ``model`` under ``protocol`` into ``out_dir`` and score them.
 
     One batch job per video (videos in order of first mention), decoded in background workers
     while the model answers the previous one; with ``batch_size`` > 1, that many videos'
     questions decode together (:mod:`videovlm.batch.together`). ``results.jsonl`` and
-    ``batch.json`` make the run resumable (a rerun skips answered videos; other settings are
-    refused); afterwards
-    ``predictions.jsonl`` and ``summary.json`` are rewritten from the whole log. ``dialogue``
+    ``batch.json`` make the run resumable (a rerun skips answered videos and retries failed
+    ones; other settings are refused); afterwards ``predictions.jsonl``, ``report.json`` and
+    ``report.md`` are rewritten from the whole log. A video that is missing or fails to decode
+    is recorded as an error and its questions are scored as missing; ``strict`` makes that
+    exit code 1. ``dialogue``
     overrides the protocol recipe's ``[dialogue]`` (``subtitles``: auto or none,
     ``subtitle_lang``): by default each video's subtitles, found as ``describe`` finds them,
     go after the frames they are said during, as the benchmarks' subtitle tracks give them.
@@ -235,57 +279,13 @@ def evaluate(
                          settings=settings, progress=progress, say=say, batch_size=size,
                          model_batch=b.batched(model, generate, size))
     records = b.ResultsLog(out / b.RESULTS_NAME).load()
-    summary = write_scores(items, records, out, protocol=protocol, model_id=model.id, n=n)
-    return EvalReport(batch=report, summary=summary)
-
-
-def write_scores(items: Sequence[EvalItem], records: dict[str, dict[str, Any]],
-                 out_dir: str | os.PathLike[str], *, protocol: str, model_id: str,
-                 n: int | None = None) -> dict[str, Any]:
-    """Write ``predictions.jsonl`` (one line per answered question, in file order) and
-    ``summary.json`` from the run's records; return the summary.
-
-    Accuracy is ``correct / total`` over the predictions written, the same lines a reader can
-    recount; questions of a failed video are not guessed but counted apart (``unanswered``)
-    with the video's error under ``failures``.
-    """
-    out = Path(out_dir)
-    lines: list[str] = []
-    correct = unanswered = 0
-    failures: list[dict[str, Any]] = []
-    position: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.video] = counts.get(item.video, 0) + 1
-    for item in items:
-        rec = records.get(item.video)
-        k = position[item.video] = position.get(item.video, -1) + 1
-        if rec is None:
-            continue
-        if rec.get("error") is not None:
-            unanswered += 1
-            if k == 0:
-                failures.append({"video": item.video, "questions": counts[item.video],
-                                 "error": rec["error"]})
-            continue
-        got = rec["answers"][k]
-        ok = got["choice"] == item.answer
-        correct += ok
-        lines.append(json.dumps({
-            "id": item.id, "video": item.video, "question": item.question,
-            "choices": list(item.choices), "answer": item.answer, "predicted": got["choice"],
-            "raw": got["answer"], "correct": ok,
-        }, ensure_ascii=False) + "\n")
-    atomic_write(out / PREDICTIONS_NAME, "".join(lines))
-    total = len(lines)
-    summary = {
-        "protocol": protocol, "recipe": tasks.protocol(protocol).recipe, "model": model_id,
-        "frames": n,
-        "questions": len(items), "videos": len(counts), "n": total, "correct": correct,
-        "total": total, "accuracy": round(correct / total, 6) if total else None,
-        "unanswered": unanswered, "failures": failures,
-        "predictions_file": str(out / PREDICTIONS_NAME),
-        "summary_file": str(out / SUMMARY_NAME),
+    provenance = {
+        "protocol": protocol, "recipe": recipe.name, "recipe_digest": settings["recipe_digest"],
+        "frames": recipe.sampling["n"] if n is None else n, "backend": backend,
+        "model": {"id": model.id, "revision": model_revision(model), "family": model.family,
+                  "dtype": model.dtype, "device": model.device,
+                  "quantization": model.quantization},
+        "questions_digest": settings["questions"],
     }
-    atomic_write(out / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return summary
+    summary = scoring.write_report(out, scoring.predictions(items, records), provenance)
+    return EvalReport(batch=report, summary=summary, strict=strict)

@@ -49,8 +49,10 @@ class Answer:
     """An answer to one question; ``choice`` is the chosen letter for multiple choice.
 
     ``choice_source`` says where the letter came from: ``text`` (the answer names it) or
-    ``logits`` (the option letter scored highest at the answer's first token). ``recipe`` and
-    ``generation`` are set when one run answered questions under several recipes.
+    ``logits`` (the option letter scored highest at the answer's first token). ``choice_logits``
+    is that logits letter whatever the text says, so an evaluation can score the text and the
+    logits apart (:mod:`videovlm.scoring`). ``recipe`` and ``generation`` are set when one run
+    answered questions under several recipes.
     """
 
     question: str
@@ -58,6 +60,7 @@ class Answer:
     choices: list[str] | None = None
     choice: str | None = None
     choice_source: str | None = None
+    choice_logits: str | None = None
     recipe: str | None = None
     generation: dict[str, Any] | None = None
 
@@ -66,6 +69,7 @@ class Answer:
                                "answer": self.answer, "choice": self.choice}
         if self.choices is not None:
             out["choice_source"] = self.choice_source
+            out["choice_logits"] = self.choice_logits
         if self.recipe is not None:
             out.update(recipe=self.recipe, generation=self.generation)
         return out

@@ -222,6 +222,7 @@ def answer_questions(run: ModelRun) -> Result:
     texts: list[str] = [""] * len(asked)
     picks: list[str | None] = [None] * len(asked)
     sources: list[str | None] = [None] * len(asked)
+    logits: list[str | None] = [None] * len(asked)
     for (r, count), positions in batches.items():
         letters = choice_letters(asked[positions[0]].options or []) if count else None
         out = run.answer(prefix, prompt, [tasks[i] for i in positions], settings[r], letters)
@@ -229,13 +230,13 @@ def answer_questions(run: ModelRun) -> Result:
             texts[i] = reply.text
             if count:
                 said = extract_choice(reply.text, asked[i].options or [])
-                picks[i] = said or reply.choice
+                picks[i], logits[i] = said or reply.choice, reply.choice
                 sources[i] = "text" if said else ("logits" if reply.choice else None)
     # the answers' own recipe and settings are recorded whenever they are not the run's: two
     # recipes, or multiple-choice questions only, asked under the choice recipe
     mixed = any(r != run.recipe for r in recipes)
     answers = [Answer(question=a.question, answer=texts[i], choices=a.options, choice=picks[i],
-                      choice_source=sources[i],
+                      choice_source=sources[i], choice_logits=logits[i],
                       recipe=a.recipe.name if mixed else None,
                       generation=dict(settings[which[i]]) if mixed else None)
                for i, a in enumerate(asked)]

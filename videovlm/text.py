@@ -180,16 +180,26 @@ def _norm(s: str) -> str:
 
 
 def extract_choice(text: str, choices: Sequence[str]) -> str | None:
-    """The option letter ``text`` commits to, or None when it commits to none.
+    """The option letter ``text`` commits to, or None when it commits to none (the reply is
+    *unparseable*: scoring counts it wrong, and apart).
 
-    Tried in order, most explicit first: the text is just a letter (``B``, ``(B)``, ``B.``); it
-    starts with a labelled letter (``B) text``, ``(B) text``, ``B. text``, ``B: text``); it names
-    one after a keyword (``Answer: B``, ``The answer is (B).``, ``option B``); it contains one
-    option's text (an option only named as part of a longer one does not count, so "red car"
-    beats "red"; two separate options are no commitment), or is part of exactly one
-    option's text; it holds one
-    parenthesised letter. Letters must be capitals and among the options, so "a man walks" is
-    not read as option A.
+    The answer rule, tried in order, most explicit first (README, "Evaluation", has the table
+    of replies it is tested on):
+
+    1. The reply is just a letter: ``B``, ``(B)``, ``B.``, ``[B]``, ``**B**``; here a lower-case
+       letter counts too (``b``): nothing else can be meant.
+    2. It names one after a keyword: ``Answer: B``, ``**Answer:** B``, ``The answer is (B).``,
+       ``option B``; a lower-case letter only when it ends the reply (``the answer is b``), so
+       "the answer is a red car" is not option A.
+    3. It starts with a labelled letter: ``B) text``, ``(B) text``, ``B. text``, ``B: text`` --
+       unless it shows another option's label too (``(A) or (B)``, a list of the options), which
+       is no commitment.
+    4. It names exactly one option's text (an option only named as part of a longer one does not
+       count, so "red car" beats "red"), or is part of exactly one option's text.
+    5. It holds exactly one parenthesised letter.
+
+    Letters elsewhere must be capitals and among the options, so "a man walks" is not option A,
+    and two letters with nothing to choose between them (``A or B``) are no answer.
     """
     letters = choice_letters(choices)
     valid = "".join(letters)
@@ -197,17 +207,23 @@ def extract_choice(text: str, choices: Sequence[str]) -> str | None:
         return None
     body = text.strip().strip("*_`\"' ")
     lc = rf"[{valid}]"
+    either = rf"[{valid}{valid.lower()}]"
 
-    patterns = [
-        rf"^\(?(?P<l>{lc})\)?[.):]?$",
-        rf"^[\[(]?(?P<l>{lc})(?:[.):\]]|\s*[-–—]\s)",
-        rf"(?i:answer|option|choice|letter)(?:\s+(?i:is|would\s+be|:))?\s*[:\-]?\s*"
-        rf"[*\[(]?(?P<l>{lc})(?![\w'])",
-    ]
-    for pat in patterns:
-        m = re.search(pat, body)
-        if m:
+    m = re.fullmatch(rf"[\[(]?(?P<l>{either})[\])]?[.):]?", body)
+    if m:
+        return m.group("l").upper()
+    keyword = (r"\b(?i:answer|option|choice|letter)\b(?:\s+(?i:is|would\s+be|should\s+be))?"
+               r"[\s:*_\-]*[\[(]?")
+    m = (re.search(rf"{keyword}(?P<l>{lc})(?![\w'])", body)
+         or re.search(rf"{keyword}(?P<l>{either})[\])]?[\s.*_]*$", body))
+    if m:
+        return m.group("l").upper()
+    m = re.match(rf"[\[(]?(?P<l>{lc})(?:[.):\]]|\s*[-–—]\s)", body)
+    if m:
+        labels = set(re.findall(rf"\(({lc})\)|^[\[(]?({lc})[.):\]]", body, flags=re.M))
+        if {x for pair in labels for x in pair if x} == {m.group("l")}:
             return m.group("l")
+        return None
 
     norm_text = f" {_norm(body)} "
     named = {letter: _norm(c) for letter, c in zip(letters, choices, strict=True)
