@@ -34,7 +34,7 @@ from tests.helpers import (
     write_questions,
 )
 from videovlm.batch import RESULTS_NAME
-from videovlm.evaluate import PREDICTIONS_NAME, SUMMARY_NAME
+from videovlm.evaluate import PREDICTIONS_NAME, REPORT_NAME
 from videovlm.files import mount_point
 from videovlm.windows import progress_path
 
@@ -366,15 +366,15 @@ def test_a_full_disk_under_eval_and_describe_outputs_is_one_line_and_nothing_hal
     args = ["eval", str(qfile), "--videos", str(videos), "-o", str(out), "--model",
             str(tiny_idefics3), "-n", "2", "--quiet", "--workers", "0"]
     with monkeypatch.context() as m:
-        FullDisk(m, out, lambda name: name.startswith(f".{SUMMARY_NAME}."), 1)
+        FullDisk(m, out, lambda name: name.startswith(f".{REPORT_NAME}."), 1)
         assert run_cli(args) == 2
-    _disk_full_line(capsys.readouterr().err, mount_point(out), out / SUMMARY_NAME)
-    assert not (out / SUMMARY_NAME).exists() and not list(out.glob("*.tmp"))
+    _disk_full_line(capsys.readouterr().err, mount_point(out), out / REPORT_NAME)
+    assert not (out / REPORT_NAME).exists() and not list(out.glob("*.tmp"))
     first = records(out)
     assert run_cli(args) in (0, 1)  # 1: the cut clip of QUESTIONS
     capsys.readouterr()
     assert records(out) == first  # every video was answered before the disk filled: none again
-    assert json.loads((out / SUMMARY_NAME).read_text())["questions"]
+    assert json.loads((out / REPORT_NAME).read_text())["questions"]
 
     described = tmp_path / "described"
     video = str(videos / "a" / "x.mp4")
