@@ -28,3 +28,8 @@ class ModelError(VideoVLMError):
 
 class RecipeError(VideoVLMError):
     """A pipeline recipe is invalid (unknown key, wrong type, missing prompt)."""
+
+
+class DecoderCrash(BackendError):
+    """A decoder died in native code (a signal: SIGSEGV, SIGABRT) on this file; the command
+    survives it, decoding runs in a child process (:mod:`videovlm.decode.isolation`)."""
