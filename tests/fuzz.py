@@ -200,12 +200,13 @@ def frames_command(path: Path, backend: str, save: Path) -> list[str]:
             "--backend", backend, "--json", "--save", str(save)]
 
 
-def run(args: list[str], limit: float = RUN_LIMIT_S) -> tuple[int | None, str, str, float]:
+def run(args: list[str], limit: float = RUN_LIMIT_S, env: dict[str, str] | None = None
+        ) -> tuple[int | None, str, str, float]:
     """(exit code or None if it overran, stdout, stderr, seconds) of a command, as a user runs
-    it (a fresh process, this checkout's videovlm)."""
+    it (a fresh process, this checkout's videovlm, ``env`` added to the environment)."""
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **(env or {})}
     start = time.monotonic()
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=limit, env=env,
