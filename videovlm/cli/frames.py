@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from videovlm.cli import cli
-from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend
+from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend, isolation
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write
 from videovlm.plan import SEEK_MODES, plan
@@ -54,6 +54,7 @@ def frames(
         raise VideoVLMError(f"-n must be at least 1, got {n}")
     if sheet_path:
         sheet_format(sheet_path)  # refuse a bad name before any work
+    isolation.warm_up()  # the decoding process starts while the file is probed
     info = probe(video)
     refs = plan(info, n, seek=seek)  # type: ignore[arg-type]
     with _progress(len(refs), quiet) as bar:

@@ -88,6 +88,20 @@ def crash_for_test(where: str, path: str | os.PathLike[str]) -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
+def warm_up() -> None:
+    """Start this thread's decoding child now, without waiting for it: its imports then overlap
+    the caller's probe (``videovlm frames`` calls this first)."""
+    if isolated():
+        _thread_child().spawn()
+
+
+def _thread_child() -> _Child:
+    child = getattr(_local, "child", None)
+    if child is None:
+        child = _local.child = _Child()
+    return child
+
+
 def decode_isolated(
     name: str, info: VideoInfo, refs: Sequence[FrameRef],
     make_frame: Callable[[int, float, np.ndarray], Frame],
@@ -95,10 +109,7 @@ def decode_isolated(
 ) -> list[Frame]:
     """Backend ``name``'s frames for ``refs``, decoded in this thread's child process, each
     made here by ``make_frame(index, time_s, image)``."""
-    child = getattr(_local, "child", None)
-    if child is None:
-        child = _local.child = _Child()
-    return child.decode(name, info, refs, make_frame, on_frame)
+    return _thread_child().decode(name, info, refs, make_frame, on_frame)
 
 
 def timeout_s(info: VideoInfo) -> float:
@@ -124,6 +135,7 @@ class _Child:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = False
         self._finalizer: weakref.finalize | None = None
 
     def decode(self, name: str, info: VideoInfo, refs: Sequence[FrameRef],
@@ -168,7 +180,22 @@ class _Child:
             shm.unlink()
 
     def _start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """A child that has said it is ready: this one, or a fresh one if it is gone."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self._kill()
+        self.spawn()
+        if self.ready:
+            return
+        message = self._receive(time.monotonic() + START_TIMEOUT_S, "the decode process", None,
+                                START_TIMEOUT_S)
+        if message != ("ready",):
+            self._kill()
+            raise RuntimeError(f"the decode process said {message!r} instead of ready")
+        self.ready = True
+
+    def spawn(self) -> None:
+        """Start the child if there is none; it says it is ready when its imports are done."""
+        if self.proc is not None:
             return
         root = os.path.dirname(os.path.dirname(os.path.abspath(videovlm.__file__)))
         path = os.environ.get("PYTHONPATH")
@@ -178,12 +205,8 @@ class _Child:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "videovlm.decode"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+        self.ready = False
         self._finalizer = weakref.finalize(self, _stop, self.proc)
-        message = self._receive(time.monotonic() + START_TIMEOUT_S, "the decode process", None,
-                                START_TIMEOUT_S)
-        if message != ("ready",):
-            self._kill()
-            raise RuntimeError(f"the decode process said {message!r} instead of ready")
 
     def _send(self, message: Any) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -220,7 +243,7 @@ class _Child:
         if self._finalizer is not None:
             self._finalizer.detach()
         _stop(self.proc)
-        self.proc = None
+        self.proc, self.ready = None, False
         return code
 
 
