@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import videovlm
-from videovlm import errors
+import videovlm.errors as errors
 from videovlm.errors import BackendError, DecoderCrash, VideoVLMError
 from videovlm.plan import FrameRef
 from videovlm.probe import VideoInfo
@@ -197,7 +196,7 @@ class _Child:
         """Start the child if there is none; it says it is ready when its imports are done."""
         if self.proc is not None:
             return
-        root = os.path.dirname(os.path.dirname(os.path.abspath(videovlm.__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
         # a fresh interpreter, not multiprocessing: spawn would re-run the caller's main script
