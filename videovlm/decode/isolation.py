@@ -146,6 +146,7 @@ class _Child:
         assert self.proc is not None
         h, w = info.height, info.width
         shm = shared_memory.SharedMemory(create=True, size=max(1, len(refs) * h * w * 3))
+        answered = False  # the child finished the job: it can take the next one
         try:
             block = np.ndarray((len(refs), h, w, 3), dtype=np.uint8, buffer=shm.buf)
             limit = timeout_s(info)
@@ -156,6 +157,7 @@ class _Child:
             while True:
                 message = self._receive(deadline, name, info, limit)
                 kind = message[0]
+                answered = kind != "frame"
                 if kind == "frame":
                     _, index, time_s, image = message
                     if image is None:
@@ -175,6 +177,8 @@ class _Child:
                                        f"process:\n{message[1]}")
         finally:
             del block
+            if not answered and self.proc is not None:
+                self._kill()  # left mid-job (Ctrl-C, a failing callback): never reused so
             shm.close()
             shm.unlink()
 
