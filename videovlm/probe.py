@@ -115,6 +115,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
                 f"{path}: the video stream has no time base; remux it (ffmpeg -c copy)"
             )
         header = _header_facts(container, stream)
+        reorders = bool(stream.codec_context.has_b_frames)  # the codec's header: B-frames
         table = _sample_table(container, stream, path)
         read = None if table is None else _read_indexed(container, stream, path, table)
         if read is None and table is None:
@@ -131,7 +132,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     order = np.argsort(decode_pts, kind="stable")
     if header["frames"] is not None and header["frames"] > len(pts) + cut.discarded:
         cut.cut = True
-    keep = _complete_prefix(decode_pts, order, cut.cut)
+    tick = 1 / (header["fps"] * tb) if header["fps"] else None
+    keep = _complete_prefix(decode_pts, order, cut.cut, reorders, tick)
     if keep < len(order):
         notes.append(
             f"the file is cut off: its last {len(order) - keep} frames in display order lack "
@@ -557,7 +559,8 @@ def _from_first_keyframe(pts: list[int], keys: list[bool], durations: list[int],
     return [pts[i] for i in keep], [keys[i] for i in keep], [durations[i] for i in keep]
 
 
-def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool) -> int:
+def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
+                     reorders: bool = False, tick: float | None = None) -> int:
     """How many frames, in display order, are certainly all there.
 
     A file cut off in decode order loses the frames that would have come after the cut; with
@@ -565,18 +568,23 @@ def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool) -> in
     lost). Such a P-frame would get a wrong index, so frames are kept only up to the reorder
     depth before the cut. MPEG-TS and friends flag nothing when cut: a reordering stream whose
     last decoded frames end in a gap wider than its frame interval is taken as cut too.
+    A stream whose codec header says it reorders (``reorders``) reorders by at least one frame
+    even where no surviving packets show it: a file cut right after its first P-frame holds
+    I0 P3 only, and P3 would pass as frame 1 (found by the fuzz corpus); ``tick``, the header's
+    frame interval, then tells the gap.
     """
     m = len(decode_pts)
     rank = np.empty(m, dtype=np.int64)
     rank[order] = np.arange(m)
-    depth = int(max(0, int((np.arange(m) - rank).max())))
-    if depth == 0 or m < 3:
+    depth = max(int(reorders), int((np.arange(m) - rank).max()))
+    if depth == 0 or m < 2:
         return m
     if not cut:
         last = int(np.argmax(decode_pts))
         ordered = decode_pts[order]
         gaps = np.diff(ordered)
-        hole = last >= m - 1 - depth and gaps[-1] > 1.5 * float(np.median(gaps))
+        typical = float(np.median(gaps)) if len(gaps) > 1 or tick is None else tick
+        hole = last >= m - 1 - depth and gaps[-1] > 1.5 * typical
         if not hole:
             return m
     return m - depth
