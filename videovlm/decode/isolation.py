@@ -300,6 +300,7 @@ def child_main(decoder: Decoder) -> None:
         with lock:
             out.write(_HEADER.pack(len(data)) + data)
 
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     send(("ready",))
     stdin = sys.stdin.buffer
     while True:
@@ -308,6 +309,13 @@ def child_main(decoder: Decoder) -> None:
             return
         job = pickle.loads(stdin.read(_HEADER.unpack(header)[0]))
         _serve(job, decoder, send)
+
+
+def _orphan_watch(parent: int) -> None:
+    """End this child once its parent is gone (killed: no EOF comes while a decode hangs)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _serve(job: tuple, decoder: Decoder, send: Callable[[Any], None]) -> None:
