@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import indices_of, make_video, read_index
-from videovlm.decode import available_backends, decode, get_backend
+from videovlm.decode import available_backends, decode
 from videovlm.errors import BackendError
 from videovlm.plan import plan
 from videovlm.probe import probe
@@ -114,16 +114,18 @@ def test_decord_is_refused_where_it_cannot_seek(clip_path):
 
 @needs["decord"]
 def test_decord_that_overruns_its_time_limit_is_killed(quirk_clips, monkeypatch):
-    from videovlm.decode import _decord
+    from videovlm.decode import isolation
 
     # the limit is the bound that keeps decord's endless loops from hanging the CLI: with no
-    # time allowed at all, the real decord child must be stopped and the call refused
-    monkeypatch.setattr(_decord, "_BASE_TIMEOUT_S", 0.0)
-    monkeypatch.setattr(_decord, "_PER_FRAME_S_720P", 0.0)
+    # time allowed at all, the real decoding child must be stopped and the call refused
+    monkeypatch.setattr(isolation, "BASE_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(isolation, "PER_FRAME_S_720P", 0.0)
     info = probe(quirk_clips["avi"])
     with pytest.raises(BackendError, match="did not finish") as exc:
-        get_backend("decord").decode(info, plan(info, 5))
+        decode(info, plan(info, 5), "decord")
     assert "\n" not in str(exc.value)
+    monkeypatch.undo()  # and the next decode starts a fresh child that finishes
+    assert len(decode(info, plan(info, 5), "av")) == 5
 
 
 @needs["decord"]

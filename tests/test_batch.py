@@ -499,3 +499,41 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert not list(out.rglob("*.tmp"))
     again = subprocess.run(cmd, stderr=subprocess.PIPE, timeout=120)  # all done: nothing redone
     assert again.returncode == 1 and records(out) == recs
+
+
+def crashing_stage(job: Job) -> dict:
+    """``decode_all`` that counts its runs in $CALLS and kills its process with SIGSEGV on
+    files named crash*: a real signal death of a decode worker, as a native crash is."""
+    calls = Path(os.environ["VIDEOVLM_TEST_CALLS"])
+    if job.path.name.startswith("crash"):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.kill(os.getpid(), signal.SIGSEGV)
+    payload = decode_all(job)
+    (calls / f"{job.input.replace('/', '_')}.{os.getpid()}.{time.monotonic_ns()}").touch()
+    return payload
+
+
+def test_a_decode_process_killed_by_a_signal_fails_its_file_only(tmp_path, monkeypatch):
+    root = tmp_path / "videos"
+    root.mkdir()
+    for k in range(6):
+        media.make_video(root / f"v{k}.mp4", n_frames=8)
+    media.make_video(root / "crash.mp4", n_frames=8)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    monkeypatch.setenv("VIDEOVLM_TEST_CALLS", str(calls))
+    jobs = find_videos(root).jobs
+    report = run_local(jobs, crashing_stage, summarise, tmp_path / "out", workers=2,
+                       processes=True, progress=False)
+    recs = {r["input"]: r for r in records(tmp_path / "out")}
+    assert sorted(recs) == sorted(j.input for j in jobs)  # one record each, none lost
+    assert recs["crash.mp4"]["error"]["type"] == "DecoderCrash"
+    assert "Segmentation fault" in recs["crash.mp4"]["error"]["message"]
+    assert all(r["error"] is None for k, r in recs.items() if k != "crash.mp4")
+    assert (report.done, report.failed, report.exit_code) == (6, 1, 1)
+    # a job that finished before the crash is not decoded again; only those in flight then are
+    runs = [p.name.split(".mp4")[0] for p in calls.iterdir()]
+    assert sorted(set(runs)) == [f"v{k}" for k in range(6)]
+    assert len(runs) <= 6 + 1  # a job whose result was on its way when the pool broke

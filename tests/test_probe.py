@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import av
 import pytest
 
+from tests import media
 from tests.conftest import CLIPS, SAMPLES
 from videovlm.errors import InputError
 from videovlm.probe import probe
@@ -213,3 +215,17 @@ def test_ts_cut_at_its_head_starts_at_its_first_keyframe(tmp_path, keep_from):
     offset = shown[0] - frames[0].index
     assert shown == [f.index + offset for f in frames]
     assert offset % 30 == 0  # the file now starts on one of the encoder's keyframes
+
+
+def test_a_b_frame_file_cut_after_its_first_p_frame_keeps_only_what_precedes_it(tmp_path):
+    # found by the fuzz corpus: a Matroska file cut after I0 P3 (the B-frames 1 and 2 lost)
+    # showed no reordering, and P3 passed as frame 1
+    full = media.make_video(tmp_path / "full.mkv", n_frames=30, gop=12, bframes=2)
+    with av.open(str(full)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    assert packets[1].pts > packets[2].pts  # decode order I0 P3 B1 B2 ...
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: packets[2].pos + 4])  # inside B1: it is lost
+    info = probe(cut)
+    assert info.frame_count == 1
+    assert any("cut off" in w for w in info.warnings)

@@ -48,3 +48,8 @@ class DiskFullError(OutputError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class DecoderCrash(BackendError):
+    """A decoder died in native code (a signal: SIGSEGV, SIGABRT) on this file; the command
+    survives it, decoding runs in a child process (:mod:`videovlm.decode.isolation`)."""

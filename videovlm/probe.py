@@ -127,6 +127,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
                 f"{path}: the video stream has no time base; remux it (ffmpeg -c copy)"
             )
         header = _header_facts(container, stream)
+        reorders = bool(stream.codec_context.has_b_frames)  # the codec's header: B-frames
         table = _sample_table(container, stream, path)
         read = None if table is None else _read_indexed(container, stream, path, table)
         if read is None and table is None:
@@ -149,7 +150,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     # positive evidence that nothing is missing: every sample the index lists was read, or
     # every byte the Matroska segment declares is in the file
     whole = not cut.cut and (claimed == read_count or whole_bytes is True)
-    keep = _complete_prefix(decode_pts, order, cut.cut, whole)
+    tick = 1 / (header["fps"] * tb) if header["fps"] else None
+    keep = _complete_prefix(decode_pts, order, cut.cut, whole, reorders, tick)
     if keep < len(order):
         notes.append(
             f"the file is cut off: its last {len(order) - keep} frames in display order lack "
@@ -664,7 +666,8 @@ def _from_first_keyframe(pts: list[int], keys: list[bool], durations: list[int],
 
 
 def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
-                     whole: bool = False) -> int:
+                     whole: bool = False, reorders: bool = False, tick: float | None = None
+                     ) -> int:
     """How many frames, in display order, are certainly all there.
 
     A file cut off in decode order loses the frames that would have come after the cut; with
@@ -676,19 +679,22 @@ def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
     stream whose last decoded frames end in a hole is taken as cut, a hole being a last gap
     wider than the frame interval that lost frames could fill (at most ``depth`` of them, so at
     most ``depth + 1`` intervals); a longer gap is a pause (a still held before the last frame),
-    not a cut.
+    not a cut. A stream whose codec header says it reorders (``reorders``) reorders by at least
+    one frame even where no surviving packets show it: a file cut right after its first P-frame
+    holds I0 P3 only, and P3 would pass as frame 1 (found by the fuzz corpus); ``tick``, the
+    header's frame interval, then tells the gap.
     """
     m = len(decode_pts)
     rank = np.empty(m, dtype=np.int64)
     rank[order] = np.arange(m)
-    depth = int(max(0, int((np.arange(m) - rank).max())))
-    if depth == 0 or m < 3 or whole:
+    depth = max(int(reorders), int((np.arange(m) - rank).max()))
+    if depth == 0 or m < 2 or whole:
         return m
     if not cut:
         last = int(np.argmax(decode_pts))
         ordered = decode_pts[order]
         gaps = np.diff(ordered)
-        interval = float(np.median(gaps))
+        interval = float(np.median(gaps)) if len(gaps) > 1 or tick is None else tick
         hole = last >= m - 1 - depth and 1.5 * interval < gaps[-1] <= (depth + 1.5) * interval
         if not hole:
             return m

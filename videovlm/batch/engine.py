@@ -11,14 +11,18 @@ loaded model lives). What both engines share lives here too: the commit step
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,8 @@ from tqdm import tqdm
 from videovlm import writers
 from videovlm.batch.inputs import Job, ensure_inside, output_location
 from videovlm.batch.log import ResultsLog, prepare_run
-from videovlm.errors import DiskFullError
+from videovlm.decode.isolation import crash_for_test
+from videovlm.errors import DecoderCrash, DiskFullError
 from videovlm.interrupts import STOP_SIGNALS, Interrupts, exit_code, signum_of
 from videovlm.result import Result
 from videovlm.windows import progress_path
@@ -138,14 +143,139 @@ def _ignore_sigint() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _executor(workers: int, processes: bool) -> Executor | None:
-    if workers <= 0:
-        return None
-    if processes:
-        # spawn, not fork: the parent may hold torch's threads and a loaded model
-        return ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint,
-                                   mp_context=multiprocessing.get_context("spawn"))
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="videovlm-decode")
+# In a decode process: the file that names the job it is working on, and where faulthandler
+# writes "Fatal Python error: ..." if a signal kills it (how the parent knows which job did it)
+_MARK: Any = None
+
+
+def _start_worker(folder: str) -> None:
+    global _MARK
+    _ignore_sigint()
+    _MARK = open(os.path.join(folder, str(os.getpid())), "w")  # noqa: SIM115 (the process's)
+    faulthandler.enable(_MARK)
+
+
+def _in_worker(stage: Callable[[Job], Any], job: Job) -> tuple[Any, float]:
+    """``stage(job)`` in a decode process, its job named in the process's mark meanwhile."""
+    _MARK.seek(0)
+    _MARK.truncate()
+    _MARK.write(job.input + "\n")
+    _MARK.flush()
+    try:
+        crash_for_test("worker", job.path)
+        return _timed(stage, job)
+    finally:
+        _MARK.seek(0)
+        _MARK.truncate()
+        _MARK.flush()
+
+
+def _broken(future: Future[Any]) -> bool:
+    """Whether a finished ``future`` failed because its pool broke, not by its own error."""
+    return future.cancelled() or isinstance(future.exception(), BrokenProcessPool)
+
+
+class _Workers:
+    """The CPU stage's background workers: threads, or spawned processes that may die.
+
+    A decode process killed by a signal (a decoder's native crash, the OOM killer) breaks its
+    pool, and every job in flight fails with it. Here the job whose process died is given its
+    error (:class:`~videovlm.errors.DecoderCrash`, named from the process's faulthandler mark),
+    the others are submitted again to a fresh pool: nothing lost, nothing finished recomputed.
+    A death no mark explains (SIGKILL) counts against every job then running; a job that was
+    running at two such deaths is given the error.
+    """
+
+    def __init__(self, workers: int, processes: bool, stage: Callable[[Job], Any]) -> None:
+        self.workers, self.processes, self.stage = workers, processes, stage
+        self.marks = tempfile.mkdtemp(prefix="videovlm-workers-") if processes else None
+        self.futures: dict[str, Future[tuple[Any, float]]] = {}
+        self.jobs: dict[str, Job] = {}
+        self.strikes: dict[str, int] = {}
+        self.pool = self._pool()
+
+    def _pool(self) -> Executor:
+        if self.processes:
+            # spawn, not fork: the parent may hold torch's threads and a loaded model
+            return ProcessPoolExecutor(max_workers=self.workers, initializer=_start_worker,
+                                       initargs=(self.marks,),
+                                       mp_context=multiprocessing.get_context("spawn"))
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videovlm-decode")
+
+    def submit(self, job: Job) -> None:
+        self.jobs[job.input] = job
+        try:
+            self.futures[job.input] = self._submit(job)
+        except BrokenProcessPool:
+            self._recover()
+            self.futures[job.input] = self._submit(job)
+
+    def _submit(self, job: Job) -> Future[tuple[Any, float]]:
+        if self.processes:
+            return self.pool.submit(_in_worker, self.stage, job)
+        return self.pool.submit(_timed, self.stage, job)
+
+    def result(self, job: Job) -> tuple[Any, float]:
+        """The job's (payload, seconds), raising its error; its process's death is its error."""
+        while True:
+            future = self.futures[job.input]
+            try:
+                out = future.result()
+            except BrokenProcessPool:
+                if self.futures[job.input] is future:
+                    self._recover()
+                continue
+            except BaseException:
+                self._forget(job)
+                raise
+            self._forget(job)
+            return out
+
+    def _forget(self, job: Job) -> None:
+        del self.futures[job.input], self.jobs[job.input]
+
+    def _recover(self) -> None:
+        """A fresh pool; each job in flight resubmitted, or failed if its process died."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        died = self._died()
+        self.pool = self._pool()
+        unexplained = not died
+        for key, future in list(self.futures.items()):
+            if future.done() and not _broken(future):
+                continue  # finished before the pool broke: kept as it is
+            reason = died.get(key)
+            if reason is None and unexplained and key in self._running:
+                self.strikes[key] = self.strikes.get(key, 0) + 1
+                if self.strikes[key] >= 2:
+                    reason = "its decode process was killed (twice) while it worked on it"
+            if reason is None:
+                self.futures[key] = self._submit(self.jobs[key])
+                continue
+            failed: Future[tuple[Any, float]] = Future()
+            failed.set_exception(DecoderCrash(f"decoding {key} killed its process: {reason}"))
+            self.futures[key] = failed
+
+    def _died(self) -> dict[str, str]:
+        """Per job whose process died of a signal, what faulthandler wrote; the jobs then
+        running in ``self._running``."""
+        died: dict[str, str] = {}
+        self._running: set[str] = set()
+        assert self.marks is not None
+        for mark in Path(self.marks).iterdir():
+            lines = mark.read_text(errors="replace").splitlines()
+            mark.unlink()
+            if not lines:
+                continue
+            self._running.add(lines[0])
+            fatal = next((x for x in lines[1:] if x.startswith("Fatal Python error")), None)
+            if fatal:
+                died[lines[0]] = fatal.removeprefix("Fatal Python error: ")
+        return died
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.marks is not None:
+            shutil.rmtree(self.marks, ignore_errors=True)
 
 
 def _timed(stage: Callable[[Job], Any], job: Job) -> tuple[Any, float]:
@@ -204,19 +334,20 @@ def run_local(
     start = time.perf_counter()
     size = max(1, batch_size) if model_batch is not None else 1
     window = max(0, workers) + (max(workers, size) if prefetch is None else max(0, prefetch))
-    pool = _executor(workers, processes)
+    pool = _Workers(workers, processes, cpu_stage) if workers > 0 else None
     todo = iter(prep.todo)
-    ahead: deque[tuple[Job, Future[tuple[Any, float]]]] = deque()
+    ahead: deque[Job] = deque()
 
     def fill() -> None:
         while pool is not None and len(ahead) < max(window, 1):
             job = next(todo, None)
             if job is None:
                 return
-            ahead.append((job, pool.submit(_timed, cpu_stage, job)))
+            pool.submit(job)
+            ahead.append(job)
 
-    def take() -> list[tuple[Job, Future[tuple[Any, float]] | None]]:
-        group: list[tuple[Job, Future[tuple[Any, float]] | None]] = []
+    def take() -> list[Job]:
+        group: list[Job] = []
         while len(group) < size:
             if pool is not None:
                 if not ahead:
@@ -227,15 +358,15 @@ def run_local(
                 job = next(todo, None)
                 if job is None:
                     break
-                group.append((job, None))
+                group.append(job)
         return group
 
-    def cpu_result(job: Job, future: Future[tuple[Any, float]] | None) -> Any:
-        if future is None:
+    def cpu_result(job: Job) -> Any:
+        if pool is None:
             payload, cpu_s = _timed(cpu_stage, job)
         else:
             waited = time.perf_counter()
-            payload, cpu_s = future.result()
+            payload, cpu_s = pool.result(job)
             report.wait_s += time.perf_counter() - waited
         report.cpu_s += cpu_s
         return payload
@@ -248,13 +379,13 @@ def run_local(
                 group = take()
                 if not group:
                     break
-                bar.set_postfix_str(f"failed={report.failed} {group[0][0].input}", refresh=True)
+                bar.set_postfix_str(f"failed={report.failed} {group[0].input}", refresh=True)
                 t0 = time.perf_counter()
                 results: list[Result | BaseException | None] = [None] * len(group)
                 ready: list[tuple[int, Job, Any]] = []
-                for i, (job, future) in enumerate(group):
+                for i, job in enumerate(group):
                     try:
-                        ready.append((i, job, cpu_result(job, future)))
+                        ready.append((i, job, cpu_result(job)))
                     except Exception as exc:
                         results[i] = exc
                 t1 = time.perf_counter()
@@ -275,7 +406,7 @@ def run_local(
                 finally:
                     report.model_s += time.perf_counter() - t1
                 del ready
-                for (job, _), result in zip(group, results, strict=True):
+                for job, result in zip(group, results, strict=True):
                     if isinstance(result, DiskFullError):  # the batch's, not this input's
                         raise result
                     if not isinstance(result, Result):
@@ -292,7 +423,7 @@ def run_local(
         report.signum = interrupts.signum if interrupts.stop else signum_of(exc)
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.close()
         bar.close()
         prep.close()
         report.wall_s = time.perf_counter() - start

@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from videovlm.cli import cli
-from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend
+from videovlm.decode import BACKEND_NAMES, Frame, decode_with_backend, isolation
 from videovlm.errors import VideoVLMError
 from videovlm.files import atomic_write, check_output_file, check_output_folder
 from videovlm.plan import SEEK_MODES, plan
@@ -57,6 +57,7 @@ def frames(
         check_output_file(sheet_path)
     if save_dir:
         check_output_folder(save_dir)
+    isolation.warm_up()  # the decoding process starts while the file is probed
     info = probe(video)
     refs = plan(info, n, seek=seek)  # type: ignore[arg-type]
     with _progress(len(refs), quiet) as bar:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from videovlm.decode import isolation
 from videovlm.errors import BackendError
 from videovlm.plan import TIME_TOLERANCE_S, FrameRef, SeekMode, plan
 from videovlm.probe import VideoInfo, probe
@@ -87,20 +88,26 @@ def available_backends() -> list[str]:
 
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` (made once per process); BackendError if it cannot be used."""
-    if name not in _REGISTRY:
-        raise BackendError(
-            f"unknown backend {name!r}; choose one of: {', '.join(BACKEND_NAMES)}"
-        )
+    _known(name)
     if name not in _INSTANCES:
         try:
             module = importlib.import_module(_REGISTRY[name])
             _INSTANCES[name] = module.make()
         except ImportError as exc:
-            raise BackendError(
-                f"backend {name!r} is not installed ({exc}); install it with "
-                f"pip install 'videovlm[{name}]' or choose --backend av"
-            ) from None
+            raise _not_installed(name, str(exc)) from None
     return _INSTANCES[name]
+
+
+def _not_installed(name: str, why: str) -> BackendError:
+    return BackendError(f"backend {name!r} is not installed ({why}); install it with "
+                        f"pip install 'videovlm[{name}]' or choose --backend av")
+
+
+def _known(name: str) -> None:
+    if name not in _REGISTRY:
+        raise BackendError(
+            f"unknown backend {name!r}; choose one of: {', '.join(BACKEND_NAMES)}"
+        )
 
 
 def decode(
@@ -115,7 +122,8 @@ def decode(
     refuses (BackendError) hands over to the next one. Whatever backend ran, its output is checked
     here against the plan (same indices, same order, upright RGB at the probed display size), so a
     backend that returns something else fails loudly instead of passing on a wrong frame.
-    ``on_frame`` is called as each frame is ready (progress bars).
+    ``on_frame`` is called as each frame is ready (progress bars). The backend runs in a child
+    process (:mod:`videovlm.decode.isolation`): a crash, a hang or a library's stderr stays there.
     """
     return decode_with_backend(info_or_path, refs, backend, on_frame)[0]
 
@@ -133,12 +141,17 @@ def decode_with_backend(
         if not names:
             raise BackendError("no decoding backend is installed; pip install av")
     else:
+        _known(backend)
+        if backend not in available_backends():  # said here: the child may see other modules
+            raise _not_installed(backend, f"no module named {_LIBRARY[backend]!r}")
         names = [backend]
     first_error: BackendError | None = None
     for name in names:
         try:
-            impl = get_backend(name)
-            frames = _call(impl, info, refs, on_frame)
+            if isolation.isolated():
+                frames = isolation.decode_isolated(name, info, refs, Frame, on_frame)
+            else:
+                frames = _call(get_backend(name), info, refs, on_frame)
             _check(info, refs, frames, name)
             return frames, name
         except BackendError as exc:

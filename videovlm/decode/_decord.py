@@ -10,34 +10,22 @@ PyAV's. decord 0.6 turns frames upright only where its own older FFmpeg sees the
 settled by the same comparison.
 
 decord spins forever in ``get_batch`` on files whose packets do not all decode (its decode loop
-waits for frames that never come), and a C++ loop cannot be interrupted from Python. So decord
-runs in a child process with a time limit proportional to the file's length; the frames come back
-through shared memory (no copy through a pipe), and a child that overruns is killed.
+waits for frames that never come), and a C++ loop cannot be interrupted from Python: the time
+limit of the decoding child process (:mod:`videovlm.decode.isolation`) stops it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 import re
-import subprocess
-import sys
 from collections.abc import Sequence
-from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-import videovlm
 from videovlm.decode import Frame, get_backend, turn
 from videovlm.errors import BackendError
 from videovlm.plan import TIME_TOLERANCE_S, FrameRef
 from videovlm.probe import VideoInfo
 
-# Bound on a decode: a fixed start-up allowance plus a per-frame allowance for every frame of the
-# file (decord may decode up to all of them), scaled by frame size; ~10x what it takes here.
-_BASE_TIMEOUT_S = 30.0
-_PER_FRAME_S_720P = 0.01
 # decord keeps timestamps as float32 seconds: agreement within a quarter of the smallest frame
 # interval (capped at 1 ms) identifies the frame; float32 rounding stays far below that
 _MAX_TIME_TOLERANCE_S = 1e-3
@@ -49,51 +37,23 @@ _SAME_FRAME_MAX_DIFF = 6.0
 
 
 class DecordBackend:
-    """Decode planned frames with decord in a time-limited child process."""
+    """Decode planned frames with decord, its table checked first and two frames after."""
 
     name = "decord"
 
     def decode(self, info: VideoInfo, refs: Sequence[FrameRef]) -> list[Frame]:
-        """Frames for ``refs`` via one ``get_batch``, or BackendError; never hangs."""
+        """Frames for ``refs`` via one ``get_batch``, or BackendError."""
         if not refs:
             return []
         _check_stream(info)
-        h, w = info.height, info.width
-        shm = shared_memory.SharedMemory(create=True, size=len(refs) * h * w * 3)
-        # a fresh interpreter, not multiprocessing: spawn would re-run the caller's main script
-        # and fork would copy a process that may hold threads (torch)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", __name__],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_child_env(),
-        )
-        limit = _timeout_s(info)
         try:
-            job = pickle.dumps((shm.name, info, [r.index for r in refs]))
-            try:
-                out, err = proc.communicate(job, timeout=limit)
-            except subprocess.TimeoutExpired:
-                raise BackendError(
-                    f"decord did not finish {info.path} within {limit:.0f} s (it loops forever "
-                    "on some damaged files); use --backend av"
-                ) from None
-            lines = out.decode(errors="replace").strip().splitlines()
-            if proc.returncode != 0 or not lines:
-                last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                error = f"the decord process failed ({last[0][-200:]})"
-            else:
-                error = json.loads(lines[-1])["error"]
-            if error:
-                raise BackendError(f"decord cannot decode {info.path}: {error}; use --backend av")
-            data = np.ndarray((len(refs), h, w, 3), dtype=np.uint8, buffer=shm.buf)
-            images = data.copy()
-            del data  # the shared memory cannot close while a view of it exists
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            shm.close()
-            shm.unlink()
+            images = _decode(info, [r.index for r in refs])
+        except BackendError:
+            raise
+        except Exception as exc:  # decord raises its own DECORDError and others: all one line
+            reason = _decord_reason(exc, info) or type(exc).__name__
+            raise BackendError(f"decord cannot decode {info.path}: {reason}; use --backend av"
+                               ) from None
         images = _spot_check(info, refs, images)
         return [Frame(r.index, r.time_s, images[k]) for k, r in enumerate(refs)]
 
@@ -156,57 +116,22 @@ def _spot_check(info: VideoInfo, refs: Sequence[FrameRef], images: np.ndarray) -
     return np.ascontiguousarray(images[:, ::-1, ::-1]) if flip else images
 
 
-def _child_env() -> dict[str, str]:
-    """This process's environment, with videovlm importable however this process found it."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(videovlm.__file__)))
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
-
-
-def _timeout_s(info: VideoInfo) -> float:
-    scale = max(1.0, info.width * info.height / (1280 * 720))
-    return _BASE_TIMEOUT_S + _PER_FRAME_S_720P * scale * info.frame_count
-
-
-def _child_main() -> None:
-    """In the child: check decord's table against the timeline, decode, write into shared memory.
-
-    The job comes pickled on stdin; the last stdout line is ``{"error": null}`` on success or a
-    one-line reason. The frames travel through shared memory.
-    """
-    shm_name, info, indices = pickle.load(sys.stdin.buffer)
-    try:
-        error = _decode_into(shm_name, info, indices)
-    except Exception as exc:  # decord raises its own DECORDError and others: all one line
-        error = _decord_reason(exc, info) or type(exc).__name__
-    print(json.dumps({"error": error}), flush=True)
-
-
-def _decode_into(shm_name: str, info: VideoInfo, indices: list[int]) -> str | None:
+def _decode(info: VideoInfo, indices: list[int]) -> np.ndarray:
+    """decord's frames at ``indices``, upright at the display size, once its table is checked."""
     import decord
 
-    try:
-        reader = decord.VideoReader(info.path, ctx=decord.cpu(0), num_threads=0)
-    except decord.DECORDError as exc:
-        return _decord_reason(exc, info)
+    reader = decord.VideoReader(info.path, ctx=decord.cpu(0), num_threads=0)
     error = _check_table(reader, info)
     if error:
-        return error
+        raise BackendError(f"decord cannot decode {info.path}: {error}; use --backend av")
     batch = reader.get_batch(indices).asnumpy()
-    shm = _attach(shm_name)
-    try:
-        out = np.ndarray((len(indices), info.height, info.width, 3), np.uint8, buffer=shm.buf)
-        if batch.shape[1:3] == (info.height, info.width):
-            out[:] = batch
-        elif batch.shape[1:3] == (info.width, info.height) and info.rotation in (90, 270):
-            out[:] = turn(batch, info.rotation, axes=(1, 2))  # decord did not turn it
-        else:
-            return (f"decord returned {batch.shape[2]}x{batch.shape[1]} frames, the display "
-                    f"size is {info.width}x{info.height}")
-        del out
-    finally:
-        shm.close()
-    return None
+    if batch.shape[1:3] == (info.height, info.width):
+        return batch
+    if batch.shape[1:3] == (info.width, info.height) and info.rotation in (90, 270):
+        return np.ascontiguousarray(turn(batch, info.rotation, axes=(1, 2)))  # decord did not
+    raise BackendError(f"decord cannot decode {info.path}: it returned {batch.shape[2]}x"
+                       f"{batch.shape[1]} frames, the display size is {info.width}x{info.height}; "
+                       "use --backend av")
 
 
 def _decord_reason(exc: Exception, info: VideoInfo) -> str:
@@ -216,15 +141,6 @@ def _decord_reason(exc: Exception, info: VideoInfo) -> str:
         return f"decord's FFmpeg build has no decoder for {info.codec}"
     text = re.sub(r"\[[0-9:]+\] |\S+\.(?:cc|h|cpp):\d+: |Check failed: ", "", text)
     return text.strip()[:160]
-
-
-def _attach(name: str) -> shared_memory.SharedMemory:
-    """Open the parent's shared memory without letting this process's tracker unlink it."""
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    shm = shared_memory.SharedMemory(name=name)
-    resource_tracker.unregister(shm._name, "shared_memory")  # the parent owns and unlinks it
-    return shm
 
 
 def _check_table(reader, info: VideoInfo) -> str | None:
@@ -259,7 +175,3 @@ def make() -> DecordBackend:
     import decord  # noqa: F401
 
     return DecordBackend()
-
-
-if __name__ == "__main__":
-    _child_main()
