@@ -11,6 +11,7 @@ loaded model lives). What both engines share lives here too: the commit step
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import multiprocessing
 import os
@@ -137,8 +138,9 @@ class BatchReport:
 
 
 def _ignore_sigint() -> None:
-    """Decode processes leave Ctrl-C and SIGTERM (a scheduler signals the whole process group)
-    to the main process, which decides what to finish."""
+    """Decode processes leave Ctrl-C and SIGTERM to the main process, which decides what to
+    finish: they ignore both. A broken pool ends its workers with SIGTERM, which they ignore, so
+    :meth:`_Workers._recover` kills them (SIGKILL) before a fresh pool takes their jobs."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
@@ -236,6 +238,10 @@ class _Workers:
 
     def _recover(self) -> None:
         """A fresh pool; each job in flight resubmitted, or failed if its process died."""
+        # its workers ignore SIGTERM (the pool's way to end them): the old jobs must not run on
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError):
+                proc.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
         died = self._died()
         self.pool = self._pool()

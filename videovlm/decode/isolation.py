@@ -292,7 +292,11 @@ def child_main(decoder: Decoder) -> None:
     os.dup2(null, 1)
     os.dup2(null, 2)
     faulthandler.disable()  # a crash must end by its own signal, for the parent to name it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C and SIGTERM (sent to the whole process group by a terminal or a scheduler) are the
+    # parent's to handle: it finishes the video in hand, which may need this child; the parent
+    # ends it by EOF or SIGKILL
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     lock = threading.Lock()
 
     def send(message: Any) -> None:
