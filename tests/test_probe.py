@@ -7,7 +7,9 @@ import pytest
 
 from tests import media
 from tests.conftest import CLIPS, SAMPLES
-from videovlm.errors import InputError
+from videovlm.decode import available_backends, decode
+from videovlm.errors import BackendError, InputError
+from videovlm.plan import FrameRef
 from videovlm.probe import probe
 
 
@@ -229,3 +231,57 @@ def test_a_b_frame_file_cut_after_its_first_p_frame_keeps_only_what_precedes_it(
     info = probe(cut)
     assert info.frame_count == 1
     assert any("cut off" in w for w in info.warnings)
+
+
+@pytest.mark.parametrize("bframes", [2, 3])
+@pytest.mark.parametrize("cut_before", range(2, 9))
+def test_a_b_frame_ts_cut_early_names_only_frames_it_has(tmp_path, bframes, cut_before):
+    """An MPEG-TS flags nothing when cut, so only timestamps tell. Found by the fuzz corpus:
+    cut in I0 P3 B1 (B2 lost), its packets showed a reorder depth of 1 and a gap the median
+    interval hid, and P3 passed as frame 2. Every cut among the first packets of a plain and a
+    pyramid B-frame encode keeps only frames that are what their index says."""
+    full = media.make_video(tmp_path / "full.ts", n_frames=30, gop=12, bframes=bframes)
+    with av.open(str(full)) as container:
+        starts = [p.pos for p in container.demux(video=0) if p.size]
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(full.read_bytes()[: starts[cut_before]])
+    info = probe(cut)
+    assert 1 <= info.frame_count <= cut_before
+    refs = [FrameRef(i, int(info.timeline.pts[i]), info.timeline.time_s(i))
+            for i in range(info.frame_count)]
+    frames = decode(info, refs, backend="av")
+    assert media.indices_of([f.image for f in frames]) == list(range(info.frame_count))
+
+
+def test_a_ts_packet_of_a_stream_its_program_table_omits_is_no_traceback(tmp_path):
+    """Found by the fuzz corpus: one flipped byte gave a video packet a PID the program table
+    does not list; FFmpeg adds a stream mid-file and PyAV 18's demuxer then ends in an
+    IndexError. The packets read are kept (frame 30's is lost with its PID, so the file holds 59
+    frames): each frame shows the picture of its timestamp, on every installed backend, or the
+    backend refuses in one line."""
+    full = media.make_video(tmp_path / "full.ts", n_frames=60, gop=12, bframes=2)
+    data = bytearray(full.read_bytes())
+
+    def pid(at: int) -> int:
+        return (data[at + 1] & 0x1F) << 8 | data[at + 2]
+
+    # FFmpeg's muxer puts the video at PID 0x100; its packets that start a PES (a frame)
+    starts = [at for at in range(0, len(data), 188) if data[at + 1] & 0x40 and pid(at) == 0x100]
+    assert len(starts) == 60
+    at = starts[30]  # frame 30's first packet, given PID 0x125
+    data[at + 1], data[at + 2] = (data[at + 1] & 0xE0) | 0x01, 0x25
+    damaged = tmp_path / "pid.ts"
+    damaged.write_bytes(bytes(data))
+    original = {int(pts): i for i, pts in enumerate(probe(full).timeline.pts)}
+    info = probe(damaged)
+    refs = [FrameRef(i, int(info.timeline.pts[i]), info.timeline.time_s(i))
+            for i in range(info.frame_count)]
+    for backend in available_backends():
+        try:
+            frames = decode(info, refs, backend=backend)
+        except BackendError as exc:
+            assert "\n" not in str(exc)
+            continue
+        shown = [media.read_index(f.image, check_colour=False) for f in frames]
+        assert shown == [original[r.pts] for r in refs], backend
+    assert 30 not in [original[r.pts] for r in refs]

@@ -29,7 +29,7 @@ import srt
 import webvtt
 
 from videovlm.errors import InputError, RecipeError
-from videovlm.probe import VideoInfo
+from videovlm.probe import VideoInfo, packets
 
 log = logging.getLogger("videovlm")
 
@@ -213,7 +213,7 @@ def _stream_cues(container, stream) -> list[tuple[float, float, str]]:
     tb = stream.time_base
     raw = []
     try:
-        for packet in container.demux(stream):
+        for packet in packets(container, stream):
             if packet.pts is None or not packet.size:
                 continue
             for sub in packet.decode():

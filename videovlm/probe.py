@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -127,7 +128,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
                 f"{path}: the video stream has no time base; remux it (ffmpeg -c copy)"
             )
         header = _header_facts(container, stream)
-        reorders = bool(stream.codec_context.has_b_frames)  # the codec's header: B-frames
+        depth_hint = _reorder_depth(stream.codec_context)
         table = _sample_table(container, stream, path)
         read = None if table is None else _read_indexed(container, stream, path, table)
         if read is None and table is None:
@@ -150,8 +151,13 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     # positive evidence that nothing is missing: every sample the index lists was read, or
     # every byte the Matroska segment declares is in the file
     whole = not cut.cut and (claimed == read_count or whole_bytes is True)
-    tick = 1 / (header["fps"] * tb) if header["fps"] else None
-    keep = _complete_prefix(decode_pts, order, cut.cut, whole, reorders, tick)
+    # one frame's length where a cut file shows too few gaps to tell: the packets' own durations
+    # (an MPEG-TS parser's, from the codec header), else the header's rate (which for H.264 in
+    # MPEG-TS may be the field rate, twice the frame rate)
+    timed = [d for d in durations if d > 0]
+    tick = (float(np.median(timed)) if timed
+            else 1 / (header["fps"] * tb) if header["fps"] else None)
+    keep = _complete_prefix(decode_pts, order, cut.cut, whole, depth_hint, tick)
     if keep < len(order):
         notes.append(
             f"the file is cut off: its last {len(order) - keep} frames in display order lack "
@@ -234,6 +240,9 @@ def _check_file(path: str) -> None:
 # demuxer
 MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _MOV_FORMAT = "mov,mp4,m4a,3gp,3g2,mj2"
+# B-frames between two references a cut MPEG-TS may have lost where it shows no run of its own:
+# x264's and FFmpeg's default is 3, x265's 4
+_B_RUN = 4
 
 
 def _open(path: str):
@@ -256,6 +265,33 @@ def _open(path: str):
             return container
         container.close()
     return av.open(path, metadata_errors="ignore")
+
+
+def packets(container, stream) -> Iterator:
+    """``container.demux(stream)``, ended cleanly where PyAV loses count of the streams.
+
+    A stream may appear mid-file (an MPEG-TS whose damaged program table announces a new one);
+    FFmpeg then knows more streams than PyAV's table, and PyAV 18 fails with an IndexError in
+    its end-of-file flush, after every packet was read. Here the packets simply end; the flush
+    packets are lost with it, so whoever decodes drains with ``stream.decode(None)`` (as
+    :func:`decoded` does).
+    """
+    it = container.demux(stream)
+    while True:
+        try:
+            packet = next(it)
+        except (StopIteration, IndexError):
+            return
+        yield packet
+
+
+def decoded(container, stream) -> Iterator:
+    """The frames of ``stream`` in presentation order, the decoder drained at the end; as
+    ``container.decode(stream)``, but through :func:`packets`."""
+    for packet in packets(container, stream):
+        if packet.size:
+            yield from stream.decode(packet)
+    yield from stream.decode(None)
 
 
 def _reason(exc: BaseException) -> str:
@@ -328,7 +364,7 @@ def _demux(container, stream, path: str, stop: int | None = None):
     # bound once: this loop runs once per frame of the file (18,000 for 10 minutes at 30 fps)
     add_pts, add_key, add_duration = pts.append, keys.append, durations.append
     try:
-        for packet in container.demux(stream):
+        for packet in packets(container, stream):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
             if packet.is_corrupt or packet.is_discard:
@@ -482,7 +518,7 @@ def _check_from(container, stream, table: _SampleTable, calc: np.ndarray, at: in
     start = None
     expect = None
     durations: list[int] = []
-    for packet in container.demux(stream):
+    for packet in packets(container, stream):
         if packet.size == 0:
             break  # end of the stream
         j = int(np.searchsorted(dts, packet.dts)) if packet.dts is not None else -1
@@ -666,39 +702,63 @@ def _from_first_keyframe(pts: list[int], keys: list[bool], durations: list[int],
 
 
 def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
-                     whole: bool = False, reorders: bool = False, tick: float | None = None
+                     whole: bool = False, depth_hint: int = 0, tick: float | None = None
                      ) -> int:
     """How many frames, in display order, are certainly all there.
 
     A file cut off in decode order loses the frames that would have come after the cut; with
     B-frames some of them display *before* frames that made it (a P-frame whose B-frames are
-    lost). Such a P-frame would get a wrong index, so frames are kept only up to the reorder
-    depth before the cut. ``whole``: the container vouches that every frame was read (an MP4's
-    sample count, a Matroska segment's size), so nothing is dropped however the frames are
-    spaced. MPEG-TS and friends vouch for nothing and flag nothing when cut: there a reordering
-    stream whose last decoded frames end in a hole is taken as cut, a hole being a last gap
-    wider than the frame interval that lost frames could fill (at most ``depth`` of them, so at
-    most ``depth + 1`` intervals); a longer gap is a pause (a still held before the last frame),
-    not a cut. A stream whose codec header says it reorders (``reorders``) reorders by at least
-    one frame even where no surviving packets show it: a file cut right after its first P-frame
-    holds I0 P3 only, and P3 would pass as frame 1 (found by the fuzz corpus); ``tick``, the
-    header's frame interval, then tells the gap.
+    lost), and such a frame would get a wrong index. A stream that reorders by ``depth`` frames
+    shows a frame at most ``depth`` places before its place in decode order, so whatever is lost
+    after the cut displays after the first ``m - depth`` frames that survive: those are kept,
+    the rest dropped. ``depth`` is the largest of the codec header's reorder depth
+    (``depth_hint``, FFmpeg's ``has_b_frames``) and the reordering the surviving packets show:
+    a file cut early may hold too few packets to show it (I0 P4 B2 looks like a depth of 1; the
+    fuzz corpus found both this and I0 P3 alone).
+
+    ``whole``: the container vouches that every frame was read (an MP4's sample count, a
+    Matroska segment's size), so nothing is dropped however the frames are spaced. MPEG-TS and
+    friends vouch for nothing and flag nothing when cut: there a reordering stream counts as cut
+    when one of its last ``depth`` gaps in display order is a hole, wider than the frame
+    interval yet narrow enough for lost B-frames to fill (as many as the stream's longest run
+    of frames between references, and at least ``_B_RUN``); a wider gap is a pause (a still
+    held before the last frame), not a cut. The interval is the median gap before those last
+    ones, or ``tick`` (the packets' durations, else the header's rate) where a file holds
+    too few frames to tell.
     """
     m = len(decode_pts)
     rank = np.empty(m, dtype=np.int64)
     rank[order] = np.arange(m)
-    depth = max(int(reorders), int((np.arange(m) - rank).max()))
+    depth = max(depth_hint, int((np.arange(m) - rank).max()))
     if depth == 0 or m < 2 or whole:
         return m
-    if not cut:
-        last = int(np.argmax(decode_pts))
-        ordered = decode_pts[order]
-        gaps = np.diff(ordered)
-        interval = float(np.median(gaps)) if len(gaps) > 1 or tick is None else tick
-        hole = last >= m - 1 - depth and 1.5 * interval < gaps[-1] <= (depth + 1.5) * interval
-        if not hole:
-            return m
-    return m - depth
+    # at least the first frame shown, the keyframe every other frame needs (open-GOP heads were
+    # dropped before): a stream has no frame before it
+    keep = max(m - depth, 1)
+    if cut:
+        return keep
+    gaps = np.diff(decode_pts[order])
+    body = gaps[:-depth]
+    interval = (float(np.median(body)) if len(body) >= 2 else tick if tick
+                else float(np.median(gaps)))
+    if interval <= 0:
+        return m
+    # the runs of frames shown between two references (decode order: each reference jumps ahead
+    # of every frame before it); the last reference's own jump is the gap in question
+    ahead = decode_pts[1:] - np.maximum.accumulate(decode_pts)[:-1]
+    ahead[int(np.argmax(decode_pts[1:]))] = 0
+    run = max(_B_RUN, depth, int(round(float(ahead.max()) / interval)) - 1)
+    tail = gaps[-depth:]
+    if np.any((tail > 1.5 * interval) & (tail <= (run + 1.5) * interval)):
+        return keep
+    return m
+
+
+def _reorder_depth(cc) -> int:
+    """The codec header's reorder depth: how many frames the decoder holds back (B-frames).
+    PyAV gives the number since 16 (``reorder_depth``), only a flag before."""
+    depth = getattr(cc, "reorder_depth", None)
+    return int(depth) if depth is not None else int(bool(cc.has_b_frames))
 
 
 def _header_facts(container, stream) -> dict:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from videovlm.errors import InputError
-from videovlm.probe import VideoInfo, check_frame_size
+from videovlm.probe import VideoInfo, check_frame_size, decoded
 
 Scene = tuple[float, float]
 
@@ -117,7 +117,7 @@ def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None, *,
         width, height = _small_size(cc.width, cc.height, s)
         reformatter = VideoReformatter()  # reused: a fresh swscale context per frame costs 2x
         try:
-            for frame in container.decode(stream):
+            for frame in decoded(container, stream):
                 if frame.pts is None:
                     continue
                 image = reformatter.reformat(

@@ -36,7 +36,7 @@ import numpy as np
 from videovlm.dialogue import Cue, Dialogue, DialogueSettings, clean_text
 from videovlm.errors import InputError, ModelError, VideoVLMError
 from videovlm.model import pick_runtime, resolve
-from videovlm.probe import VideoInfo, probe
+from videovlm.probe import VideoInfo, decoded, probe
 
 log = logging.getLogger("videovlm")
 
@@ -115,7 +115,7 @@ def _resampled(container: Any, stream: Any, path: str) -> Iterator[tuple[float, 
     heard = 0
     try:
         try:
-            for frame in container.decode(stream):
+            for frame in decoded(container, stream):
                 if first_time is None and frame.time is not None:
                     first_time = float(frame.time)
                 for out in resampler.resample(frame):

@@ -23,7 +23,7 @@ import numpy as np
 from videovlm.decode import Frame, turn
 from videovlm.errors import BackendError, InputError
 from videovlm.plan import FrameRef
-from videovlm.probe import VideoInfo, check_frame_size
+from videovlm.probe import VideoInfo, check_frame_size, packets
 
 # Decoders that read ``skip_frame`` per packet and skip only frames no other frame references
 # (checked by the pixel tests); others (libdav1d reads it once, at open) always decode in full.
@@ -223,12 +223,12 @@ class _Run:
                 self._drain()
                 at = key - (2**attempt - 1) * span
                 self.container.seek(at, stream=self.stream, backward=True)
-                self.packets = self.container.demux(self.stream)
+                self.packets = packets(self.container, self.stream)
                 first = self._first_keyframe()
                 if first is not None and first <= key:
                     return
         self._open()  # last resort (and for streams without keyframe flags): from the start
-        self.packets = self.container.demux(self.stream)
+        self.packets = packets(self.container, self.stream)
         self._first_keyframe()
 
     def _first_keyframe(self) -> int | None:
