@@ -32,6 +32,8 @@ from tests import fuzz  # noqa: E402
 from videovlm.decode import available_backends  # noqa: E402
 from videovlm.decode.isolation import IN_PROCESS_ENV  # noqa: E402
 
+KINDS = ["frames", "frames (damaged)", "refused", "FAIL"]
+
 
 def run_corpus(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="videovlm-fuzz-"))
@@ -45,36 +47,60 @@ def run_corpus(args: argparse.Namespace) -> str:
     print(f"{len(clips)} clips, {len(files)} files, {len(runs)} runs, {args.jobs} at a time",
           file=sys.stderr)
     start = time.monotonic()
-    counts: dict[str, collections.Counter] = {b: collections.Counter() for b in backends}
-    seconds: dict[str, list[float]] = {b: [] for b in backends}
-    failures: list[str] = []
+    done: list[tuple[fuzz.Damaged, str, fuzz.Outcome]] = []
 
     def one(run):
         item, backend = run
         return item, backend, fuzz.check(item, backend, originals.get(item.clip))
 
+    def table() -> str:
+        head = (f"{len(clips)} clips ({', '.join(clips)}), {len(files)} files, {len(done)} of "
+                f"{len(runs)} runs in {time.monotonic() - start:.0f} s ({args.jobs} at a time), "
+                f"seed {args.seed}")
+        return head + "\n\n" + report(done, backends, list(clips))
+
     with ThreadPoolExecutor(args.jobs) as pool:
         for k, (item, backend, out) in enumerate(pool.map(one, runs), 1):
-            key = out.kind if out.kind != "frames" or not out.damaged else "frames (damaged)"
-            counts[backend][key] += 1
-            seconds[backend].append(out.seconds)
+            done.append((item, backend, out))
             if out.kind == "FAIL":
-                failures.append(f"- `{backend}` `{item.path.name}`: {out.why}")
-                print(failures[-1], file=sys.stderr)
+                print(f"- `{backend}` `{item.path.name}`: {out.why}", file=sys.stderr)
             if k % 100 == 0:
                 print(f"{k}/{len(runs)} in {time.monotonic() - start:.0f} s", file=sys.stderr)
-    kinds = ["frames", "frames (damaged)", "refused", "FAIL"]
-    lines = [f"{len(clips)} clips ({', '.join(clips)}), {len(files)} files, {len(runs)} runs "
-             f"in {time.monotonic() - start:.0f} s ({args.jobs} at a time), seed {args.seed}",
-             "", "| backend | runs | " + " | ".join(kinds) + " | median s | max s |",
-             "|---" * (len(kinds) + 4) + "|"]
+                if args.out:  # a run stopped early still leaves its figures
+                    args.out.write_text(table() + "\n")
+    return table()
+
+
+def _kind(out: fuzz.Outcome) -> str:
+    return out.kind if out.kind != "frames" or not out.damaged else "frames (damaged)"
+
+
+def report(done: list, backends: list[str], clips: list[str]) -> str:
+    """Outcome counts per backend and per clip, the run times, and every failure."""
+    by_backend = {b: collections.Counter() for b in backends}
+    by_clip = {c: collections.Counter() for c in clips}
+    seconds: dict[str, list[float]] = {b: [] for b in backends}
+    for item, backend, out in done:
+        by_backend[backend][_kind(out)] += 1
+        by_clip[item.clip][_kind(out)] += 1
+        seconds[backend].append(out.seconds)
+    lines = ["| backend | runs | " + " | ".join(KINDS) + " | median s | max s |",
+             "|---" * (len(KINDS) + 4) + "|"]
     for b in backends:
-        lines.append(f"| {b} | {sum(counts[b].values())} | "
-                     + " | ".join(str(counts[b][k]) for k in kinds)
-                     + f" | {statistics.median(seconds[b]):.1f} | {max(seconds[b]):.1f} |")
+        if seconds[b]:
+            lines.append(f"| {b} | {sum(by_backend[b].values())} | "
+                         + " | ".join(str(by_backend[b][k]) for k in KINDS)
+                         + f" | {statistics.median(seconds[b]):.1f} | {max(seconds[b]):.1f} |")
+    lines += ["", "| clip | runs | " + " | ".join(KINDS) + " |", "|---" * (len(KINDS) + 2) + "|"]
+    for c in clips:
+        if by_clip[c]:
+            lines.append(f"| {c} | {sum(by_clip[c].values())} | "
+                         + " | ".join(str(by_clip[c][k]) for k in KINDS) + " |")
     lines += ["", "frames: exit 0, every frame's barcode (or, for samples, the whole file's "
               "frame) matches; (damaged): some frame's picture was damaged, none wrong; "
               "refused: exit 2, one line.", ""]
+    failures = [f"- `{b}` `{item.path.name}`: {out.why}" for item, b, out in done
+                if out.kind == "FAIL"]
     lines += ["Failures:" if failures else "No failures.", *failures]
     return "\n".join(lines)
 
@@ -112,7 +138,8 @@ def main() -> None:
     parser.add_argument("--isolation", action="store_true",
                         help="measure the decode process's cost instead")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--out", type=Path,
+                        help="also write the table here (Markdown), every 100 runs too")
     args = parser.parse_args()
     text = isolation_cost(args) if args.isolation else run_corpus(args)
     print(text)
