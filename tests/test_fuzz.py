@@ -70,8 +70,21 @@ def test_a_decoder_that_dies_of_sigsegv_is_one_line_exit_2(hostile, tmp_path, ba
     assert stdout == ""
 
 
+def test_ffmpeg_dying_of_sigsegv_while_probing_is_one_line_exit_2(tmp_path):
+    # the probe reads every file first (PyAV's demuxer, and its decoder on the first frames):
+    # it runs in the decode process too, so a crash there is no death of the command either
+    clip = media.make_video(tmp_path / "crash me.mp4", n_frames=20)
+    code, stdout, stderr, seconds = fuzz.run(
+        [*FRAMES, str(clip), "-n", "4"], env={CRASH_TEST_ENV: "probe:crash"})
+    verdict = fuzz.judge_exit(code, stderr, seconds)
+    assert verdict is not None and verdict.kind == "refused", (verdict, stderr)
+    assert "FFmpeg crashed reading" in stderr and "SIGSEGV" in stderr
+    assert stdout == ""
+
+
 @pytest.mark.slow
-def test_a_batch_goes_on_after_a_decoder_crash(tmp_path, tiny_idefics3):
+@pytest.mark.parametrize("where", ["decode", "probe"])
+def test_a_batch_goes_on_after_a_decoder_crash(tmp_path, tiny_idefics3, where):
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in ("a.mp4", "crash.mp4", "c.mp4"):
@@ -83,7 +96,7 @@ def test_a_batch_goes_on_after_a_decoder_crash(tmp_path, tiny_idefics3):
     code, _, stderr, _ = fuzz.run(
         [sys.executable, "-m", "videovlm", "batch", str(videos), "-o", str(out), "--pipeline",
          str(recipe), "--model", str(tiny_idefics3), "--quiet"],
-        limit=300, env={CRASH_TEST_ENV: "decode:crash"})
+        limit=300, env={CRASH_TEST_ENV: f"{where}:crash"})
     assert code == 1, stderr
     recs = {r["input"]: r for r in map(json.loads, (out / "results.jsonl").read_text().split(
         "\n")[:-1])}

@@ -22,6 +22,7 @@ import pytest
 from tests import ffmpeg_oracle as oracle
 from tests import media
 from videovlm.decode import available_backends, decode
+from videovlm.decode.isolation import IN_PROCESS_ENV
 from videovlm.errors import BackendError, InputError
 from videovlm.plan import FrameRef, plan
 from videovlm.probe import probe
@@ -321,6 +322,7 @@ def test_frame_size_bound_is_checked_where_frames_are_decoded(tmp_path, monkeypa
     probe_module = importlib.import_module("videovlm.probe")
     path = media.make_video(tmp_path / "c.mp4", n_frames=5, size=(96, 64))
     monkeypatch.setattr(probe_module, "MAX_PIXELS", 96 * 64 - 1)
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")  # the bound is this process's
     with pytest.raises(InputError, match=r"96x64, 6,144 pixels, more than any codec level"):
         probe(path)
 

@@ -8,6 +8,7 @@ import pytest
 from tests import media
 from tests.conftest import CLIPS, SAMPLES
 from videovlm.decode import available_backends, decode
+from videovlm.decode.isolation import IN_PROCESS_ENV
 from videovlm.errors import BackendError, InputError
 from videovlm.plan import FrameRef
 from videovlm.probe import probe
@@ -131,6 +132,7 @@ def _probe_by(monkeypatch, path, index_from_frames: int):
 
     probe_module = importlib.import_module("videovlm.probe")
     monkeypatch.setattr(probe_module, "_INDEX_MIN_FRAMES", index_from_frames)
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")  # the constant is this process's
     return probe(path)
 
 

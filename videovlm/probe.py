@@ -108,10 +108,24 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     and to prove that the stream decodes. A truncated file keeps the frames whose packets are
     complete and whose display-order predecessors all survived (with a warning), so every index
     stays true; a file with no complete frame is an InputError.
+
+    It runs in the decoding child process (:mod:`videovlm.decode.isolation`), as every decode
+    does: FFmpeg's demuxer and decoder read the file here first, and a native crash on a
+    damaged one must end there, as one line, not take the command down.
     """
-    import av
+    from videovlm.decode import isolation  # here: isolation imports this module
 
     path = os.fspath(path)
+    _check_file(path)  # the mistakes the OS can name, without a child
+    if isolation.isolated():
+        return isolation.probe_isolated(path)
+    return probe_in_process(path)
+
+
+def probe_in_process(path: str) -> VideoInfo:
+    """:func:`probe` in this process (what the decoding child runs)."""
+    import av
+
     _check_file(path)
     try:
         container = _open(path)
@@ -747,7 +761,7 @@ def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
     # of every frame before it); the last reference's own jump is the gap in question
     ahead = decode_pts[1:] - np.maximum.accumulate(decode_pts)[:-1]
     ahead[int(np.argmax(decode_pts[1:]))] = 0
-    run = max(_B_RUN, depth, int(round(float(ahead.max()) / interval)) - 1)
+    run = max(_B_RUN, depth, round(float(ahead.max()) / interval) - 1)
     tail = gaps[-depth:]
     if np.any((tail > 1.5 * interval) & (tail <= (run + 1.5) * interval)):
         return keep

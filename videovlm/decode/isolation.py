@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import videovlm.errors as errors
-from videovlm.errors import BackendError, DecoderCrash, VideoVLMError
+from videovlm.errors import BackendError, DecoderCrash, InputError, VideoVLMError
 from videovlm.plan import FrameRef
-from videovlm.probe import VideoInfo
+from videovlm.probe import VideoInfo, probe_in_process
 
 if TYPE_CHECKING:
     from videovlm.decode import Frame
@@ -59,8 +59,11 @@ Decoder = Callable[[str, VideoInfo, Sequence[FrameRef], Callable[[Any], None]], 
 BASE_TIMEOUT_S = 20.0
 PER_FRAME_S_720P = 0.01
 START_TIMEOUT_S = 120.0
+# a probe reads every byte of most files: 10 MB/s at the least (a slow network disk), on top
+PROBE_S_PER_MB = 0.1
 IN_PROCESS_ENV = "VIDEOVLM_DECODE_IN_PROCESS"
-# "decode:NAME" / "worker:NAME": the process doing that work on a file whose name contains NAME
+# "probe:NAME" / "decode:NAME" / "worker:NAME": the process doing that work on a file whose name
+# contains NAME
 # kills itself with SIGSEGV (a real signal death, as a native crash is), for the tests
 CRASH_TEST_ENV = "VIDEOVLM_TEST_CRASH"
 _HEADER = struct.Struct("<Q")
@@ -111,10 +114,20 @@ def decode_isolated(
     return _thread_child().decode(name, info, refs, make_frame, on_frame)
 
 
+def probe_isolated(path: str) -> VideoInfo:
+    """:func:`videovlm.probe.probe` of ``path``, run in this thread's child process."""
+    return _thread_child().probe(path)
+
+
 def timeout_s(info: VideoInfo) -> float:
     """The time one decode of ``info``'s file may take before it is killed."""
     scale = max(1.0, info.width * info.height / (1280 * 720))
     return BASE_TIMEOUT_S + PER_FRAME_S_720P * scale * info.frame_count
+
+
+def probe_timeout_s(path: str) -> float:
+    """The time a probe of ``path`` may take: its demux pass reads the whole file."""
+    return BASE_TIMEOUT_S + PROBE_S_PER_MB * os.path.getsize(path) / 1e6
 
 
 def signal_name(returncode: int) -> str:
@@ -143,7 +156,6 @@ class _Child:
         if not refs:
             return []
         self._start()
-        assert self.proc is not None
         h, w = info.height, info.width
         shm = shared_memory.SharedMemory(create=True, size=max(1, len(refs) * h * w * 3))
         answered = False  # the child finished the job: it can take the next one
@@ -155,10 +167,19 @@ class _Child:
             slot = {r.index: k for k, r in enumerate(refs)}
             got: dict[int, Frame] = {}
             while True:
-                message = self._receive(deadline, name, info, limit)
-                kind = message[0]
-                answered = kind != "frame"
-                if kind == "frame":
+                try:
+                    message = self._receive(deadline)
+                except TimeoutError:
+                    raise BackendError(
+                        f"{name} did not finish decoding {info.path} within {limit:.0f} s (some "
+                        "decoders loop forever on damaged files); it was stopped; try --backend "
+                        "av") from None
+                except _Died as died:
+                    raise DecoderCrash(
+                        f"the {name} decoder crashed on {info.path} ({died}): the file is damaged "
+                        "or the decoder has a bug; try another --backend") from None
+                answered = message[0] != "frame"
+                if message[0] == "frame":
                     _, index, time_s, image = message
                     if image is None:
                         image = block[slot[index]].copy()
@@ -166,21 +187,39 @@ class _Child:
                     got[index] = frame
                     if on_frame is not None:
                         on_frame(frame)
-                elif kind == "done":
+                elif message[0] == "done":
                     return [got[index] for index in message[1]]
-                elif kind == "error":
-                    _, type_name, text = message
-                    cls = getattr(errors, type_name, BackendError)
-                    raise (cls if issubclass(cls, VideoVLMError) else BackendError)(text)
-                else:  # "bug": an exception that is not the user's to fix, with its traceback
-                    raise RuntimeError(f"decoding {info.path} with {name} failed in the decode "
-                                       f"process:\n{message[1]}")
+                else:
+                    _raise(message, f"decoding {info.path} with {name}")
         finally:
             del block
             if not answered and self.proc is not None:
                 self._kill()  # left mid-job (Ctrl-C, a failing callback): never reused so
             shm.close()
             shm.unlink()
+
+    def probe(self, path: str) -> VideoInfo:
+        self._start()
+        answered = False
+        try:
+            limit = probe_timeout_s(path)
+            self._send(("probe", path))
+            try:
+                message = self._receive(time.monotonic() + limit)
+            except TimeoutError:
+                raise InputError(f"{path}: reading it took over {limit:.0f} s (a damaged file "
+                                 "FFmpeg loops on, or a stalled disk); it was stopped") from None
+            except _Died as died:
+                raise DecoderCrash(
+                    f"FFmpeg crashed reading {path} ({died}): the file is damaged or FFmpeg has "
+                    "a bug; re-encode it (ffmpeg -i IN OUT.mp4) or leave it out") from None
+            answered = True
+            if message[0] == "done":
+                return message[1]
+            _raise(message, f"probing {path}")
+        finally:
+            if not answered and self.proc is not None:
+                self._kill()
 
     def _start(self) -> None:
         """A child that has said it is ready: this one, or a fresh one if it is gone."""
@@ -189,8 +228,11 @@ class _Child:
         self.spawn()
         if self.ready:
             return
-        message = self._receive(time.monotonic() + START_TIMEOUT_S, "the decode process", None,
-                                START_TIMEOUT_S)
+        try:
+            message = self._receive(time.monotonic() + START_TIMEOUT_S)
+        except (TimeoutError, _Died) as exc:
+            raise BackendError(f"the decode process did not start within {START_TIMEOUT_S:.0f} "
+                               f"s ({exc or 'no answer'}); try again") from None
         if message != ("ready",):
             self._kill()
             raise RuntimeError(f"the decode process said {message!r} instead of ready")
@@ -217,9 +259,9 @@ class _Child:
         with contextlib.suppress(BrokenPipeError):  # the child is gone: _receive says how
             self.proc.stdin.write(_HEADER.pack(len(data)) + data)
 
-    def _receive(self, deadline: float, name: str, info: VideoInfo | None,
-                 limit: float) -> Any:
-        """The child's next message, or the error that says why none will come."""
+    def _receive(self, deadline: float) -> Any:
+        """The child's next message; TimeoutError or :class:`_Died` (the child killed or
+        reaped, so the next job starts a fresh one) when none will come."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         try:
@@ -227,16 +269,9 @@ class _Child:
             return pickle.loads(_read(fd, size, deadline))
         except TimeoutError:
             self._kill()
-            what = info.path if info is not None else "starting"
-            raise BackendError(
-                f"{name} did not finish decoding {what} within {limit:.0f} s (some decoders "
-                "loop forever on damaged files); it was stopped; try --backend av") from None
+            raise
         except EOFError:
-            code = self._kill()
-            what = f" on {info.path}" if info is not None else ""
-            raise DecoderCrash(
-                f"the {name} decoder crashed{what} ({signal_name(code)}): the file is damaged "
-                "or the decoder has a bug; try another --backend") from None
+            raise _Died(signal_name(self._kill())) from None
 
     def _kill(self) -> int:
         assert self.proc is not None
@@ -248,6 +283,20 @@ class _Child:
         _stop(self.proc)
         self.proc, self.ready = None, False
         return code
+
+
+class _Died(Exception):
+    """The child ended mid-job; its text is how (``SIGSEGV``, ``status 1``)."""
+
+
+def _raise(message: tuple, doing: str) -> None:
+    """Raise what the child's ``error`` or ``bug`` message says went wrong ``doing`` its job."""
+    if message[0] == "error":
+        _, type_name, text = message
+        cls = getattr(errors, type_name, BackendError)
+        raise (cls if issubclass(cls, VideoVLMError) else BackendError)(text)
+    # "bug": an exception that is not the user's to fix, with its traceback
+    raise RuntimeError(f"{doing} failed in the decode process:\n{message[-1]}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -292,6 +341,7 @@ def child_main(decoder: Decoder) -> None:
     os.dup2(null, 1)
     os.dup2(null, 2)
     faulthandler.disable()  # a crash must end by its own signal, for the parent to name it
+    os.environ[IN_PROCESS_ENV] = "1"  # what this process probes or decodes, it does itself
     # Ctrl-C and SIGTERM (sent to the whole process group by a terminal or a scheduler) are the
     # parent's to handle: it finishes the video in hand, which may need this child; the parent
     # ends it by EOF or SIGKILL
@@ -323,6 +373,23 @@ def _orphan_watch(parent: int) -> None:
 
 
 def _serve(job: tuple, decoder: Decoder, send: Callable[[Any], None]) -> None:
+    if job[0] == "probe":
+        _serve_probe(job[1], send)
+    else:
+        _serve_decode(job, decoder, send)
+
+
+def _serve_probe(path: str, send: Callable[[Any], None]) -> None:
+    try:
+        crash_for_test("probe", path)
+        send(("done", probe_in_process(path)))
+    except VideoVLMError as exc:
+        send(("error", type(exc).__name__, str(exc)))
+    except Exception:
+        send(("bug", traceback.format_exc()))
+
+
+def _serve_decode(job: tuple, decoder: Decoder, send: Callable[[Any], None]) -> None:
     _, name, info, refs, shm_name = job
     shm = _attach(shm_name)
     block: np.ndarray | None = np.ndarray((len(refs), info.height, info.width, 3), np.uint8,
