@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import fuzz  # noqa: E402
 from videovlm.decode import available_backends  # noqa: E402
-from videovlm.decode.isolation import IN_PROCESS_ENV  # noqa: E402
+from videovlm.isolation import IN_PROCESS_ENV  # noqa: E402
 
 KINDS = ["frames", "frames (damaged)", "refused", "FAIL"]
 

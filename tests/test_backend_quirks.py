@@ -114,7 +114,7 @@ def test_decord_is_refused_where_it_cannot_seek(clip_path):
 
 @needs["decord"]
 def test_decord_that_overruns_its_time_limit_is_killed(quirk_clips, monkeypatch):
-    from videovlm.decode import isolation
+    from videovlm import isolation
 
     # the limit is the bound that keeps decord's endless loops from hanging the CLI: with no
     # time allowed at all, the real decoding child must be stopped and the call refused

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import random
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests import fuzz, media
 from videovlm.decode import available_backends
-from videovlm.decode.isolation import CRASH_TEST_ENV, IN_PROCESS_ENV
+from videovlm.isolation import CRASH_TEST_ENV, IN_PROCESS_ENV
 
 BACKENDS = available_backends()
 FRAMES = [sys.executable, "-m", "videovlm", "frames"]
@@ -80,6 +81,29 @@ def test_ffmpeg_dying_of_sigsegv_while_probing_is_one_line_exit_2(tmp_path):
     assert verdict is not None and verdict.kind == "refused", (verdict, stderr)
     assert "FFmpeg crashed reading" in stderr and "SIGSEGV" in stderr
     assert stdout == ""
+
+
+def test_ffmpeg_dying_of_sigsegv_in_scene_detection_is_one_line_exit_2(tmp_path, tiny_idefics3):
+    # scene detection (describe's first step) decodes every frame with PyAV: in the decode
+    # process as well
+    from videovlm.errors import DecoderCrash
+    from videovlm.probe import probe
+    from videovlm.scenes import detect_cuts
+
+    clip = media.make_video(tmp_path / "crash me.mp4", n_frames=20)
+    info = probe(clip)
+    code, _, stderr, seconds = fuzz.run(
+        [sys.executable, "-m", "videovlm", "describe", str(clip), "--model", str(tiny_idefics3),
+         "-n", "4", "--quiet"], limit=120, env={CRASH_TEST_ENV: "scenes:crash"})
+    verdict = fuzz.judge_exit(code, stderr, seconds)
+    assert verdict is not None and verdict.kind == "refused", (verdict, stderr)
+    assert "FFmpeg crashed detecting scenes in" in stderr and "SIGSEGV" in stderr
+    with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(1) as thread:
+        mp.setenv(CRASH_TEST_ENV, "scenes:crash")  # read by a child this new thread starts
+        with pytest.raises(DecoderCrash, match="SIGSEGV"):
+            thread.submit(detect_cuts, info).result()
+        mp.delenv(CRASH_TEST_ENV)
+        assert thread.submit(detect_cuts, info).result() == []  # a fresh child takes it
 
 
 @pytest.mark.slow

@@ -22,8 +22,8 @@ import pytest
 from tests import ffmpeg_oracle as oracle
 from tests import media
 from videovlm.decode import available_backends, decode
-from videovlm.decode.isolation import IN_PROCESS_ENV
 from videovlm.errors import BackendError, InputError
+from videovlm.isolation import IN_PROCESS_ENV
 from videovlm.plan import FrameRef, plan
 from videovlm.probe import probe
 

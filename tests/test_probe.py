@@ -8,8 +8,8 @@ import pytest
 from tests import media
 from tests.conftest import CLIPS, SAMPLES
 from videovlm.decode import available_backends, decode
-from videovlm.decode.isolation import IN_PROCESS_ENV
 from videovlm.errors import BackendError, InputError
+from videovlm.isolation import IN_PROCESS_ENV
 from videovlm.plan import FrameRef
 from videovlm.probe import probe
 

@@ -52,4 +52,4 @@ class DiskFullError(OutputError, OSError):
 
 class DecoderCrash(BackendError):
     """A decoder died in native code (a signal: SIGSEGV, SIGABRT) on this file; the command
-    survives it, decoding runs in a child process (:mod:`videovlm.decode.isolation`)."""
+    survives it, decoding runs in a child process (:mod:`videovlm.isolation`)."""

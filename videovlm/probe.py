@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
+import videovlm.isolation as isolation
 from videovlm.errors import InputError
 
 
@@ -109,16 +110,17 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     complete and whose display-order predecessors all survived (with a warning), so every index
     stays true; a file with no complete frame is an InputError.
 
-    It runs in the decoding child process (:mod:`videovlm.decode.isolation`), as every decode
+    It runs in the decoding child process (:mod:`videovlm.isolation`), as every decode
     does: FFmpeg's demuxer and decoder read the file here first, and a native crash on a
     damaged one must end there, as one line, not take the command down.
     """
-    from videovlm.decode import isolation  # here: isolation imports this module
-
     path = os.fspath(path)
     _check_file(path)  # the mistakes the OS can name, without a child
     if isolation.isolated():
-        return isolation.probe_isolated(path)
+        return isolation.call_isolated(
+            "videovlm.probe:probe_in_process", (path,), path=path, doing=f"reading {path}",
+            limit=isolation.BASE_TIMEOUT_S + _PROBE_S_PER_MB * os.path.getsize(path) / 1e6,
+            tag="probe")
     return probe_in_process(path)
 
 
@@ -254,6 +256,9 @@ def _check_file(path: str) -> None:
 # demuxer
 MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _MOV_FORMAT = "mov,mp4,m4a,3gp,3g2,mj2"
+# a probe's time limit on top of the decode process's base: the demux pass reads every byte of
+# most files, at 10 MB/s at the least (a slow network disk)
+_PROBE_S_PER_MB = 0.1
 # B-frames between two references a cut MPEG-TS may have lost where it shows no run of its own:
 # x264's and FFmpeg's default is 3, x265's 4
 _B_RUN = 4

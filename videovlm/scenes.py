@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import videovlm.isolation as isolation
 from videovlm.errors import InputError
 from videovlm.probe import VideoInfo, check_frame_size, decoded
 
@@ -86,7 +87,22 @@ def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None, *,
     detection's time on 720p H.264. Cuts stay on their frames because encoders start a shot with
     an I- or P-frame, which is always decoded; a short-clip run keeps every frame, as the
     ``scenedetect`` CLI does.
+
+    It runs in the decode process (:mod:`videovlm.isolation`), as decodes do: a crash of
+    FFmpeg's decoder on a damaged file is one line there, and so is an overrun of the decode
+    time limit.
     """
+    if isolation.isolated():
+        return isolation.call_isolated(
+            "videovlm.scenes:detect_cuts_in_process", (info, settings, skip_nonref),
+            path=info.path, doing=f"detecting scenes in {info.path}",
+            limit=isolation.timeout_s(info), tag="scenes")
+    return detect_cuts_in_process(info, settings, skip_nonref)
+
+
+def detect_cuts_in_process(info: VideoInfo, settings: SceneSettings | None = None,
+                           skip_nonref: bool = False) -> list[int]:
+    """:func:`detect_cuts` in this process (what the decode process runs)."""
     import av
     import scenedetect
     from av.video.reformatter import VideoReformatter

@@ -33,9 +33,9 @@ from tqdm import tqdm
 from videovlm import writers
 from videovlm.batch.inputs import Job, ensure_inside, output_location
 from videovlm.batch.log import ResultsLog, prepare_run
-from videovlm.decode.isolation import crash_for_test
 from videovlm.errors import DecoderCrash, DiskFullError
 from videovlm.interrupts import STOP_SIGNALS, Interrupts, exit_code, signum_of
+from videovlm.isolation import crash_for_test
 from videovlm.result import Result
 from videovlm.windows import progress_path
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from videovlm.decode import isolation
+import videovlm.isolation as isolation
 from videovlm.errors import BackendError
 from videovlm.plan import TIME_TOLERANCE_S, FrameRef, SeekMode, plan
 from videovlm.probe import VideoInfo, probe
@@ -123,7 +123,7 @@ def decode(
     here against the plan (same indices, same order, upright RGB at the probed display size), so a
     backend that returns something else fails loudly instead of passing on a wrong frame.
     ``on_frame`` is called as each frame is ready (progress bars). The backend runs in a child
-    process (:mod:`videovlm.decode.isolation`): a crash, a hang or a library's stderr stays there.
+    process (:mod:`videovlm.isolation`): a crash, a hang or a library's stderr stays there.
     """
     return decode_with_backend(info_or_path, refs, backend, on_frame)[0]
 

@@ -11,7 +11,7 @@ settled by the same comparison.
 
 decord spins forever in ``get_batch`` on files whose packets do not all decode (its decode loop
 waits for frames that never come), and a C++ loop cannot be interrupted from Python: the time
-limit of the decoding child process (:mod:`videovlm.decode.isolation`) stops it.
+limit of the decoding child process (:mod:`videovlm.isolation`) stops it.
 """
 
 from __future__ import annotations

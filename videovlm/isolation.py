@@ -1,4 +1,5 @@
-"""Decoding in a child process, so that what goes wrong in a decoder's native code stays there.
+"""Decoding (and every other reading of a video file) in a child process, so that what goes
+wrong in a decoder's native code stays there.
 
 Decoders are C and C++ (FFmpeg in four builds, OpenCV, decord): on a damaged file one may crash
 with a signal (SIGSEGV, SIGABRT), loop forever (decord's ``get_batch`` on packets that do not
@@ -16,6 +17,9 @@ once):
   way, so no file can hang a command;
 - frames come back through shared memory (one copy), progress as they are decoded.
 
+The other readers of a video file run there too (:func:`call_isolated`): the probe, FFmpeg's
+first reading of every file, and scene detection, a decode of every frame.
+
 ``VIDEOVLM_DECODE_IN_PROCESS=1`` decodes in the calling process instead (no isolation: for
 profiling and for measuring what isolation costs, ``benchmarks/fuzz.py --isolation``).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import importlib
 import os
 import pickle
 import select
@@ -43,13 +48,13 @@ import numpy as np
 
 import videovlm.errors as errors
 from videovlm.errors import BackendError, DecoderCrash, InputError, VideoVLMError
-from videovlm.plan import FrameRef
-from videovlm.probe import VideoInfo, probe_in_process
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # below probe, plan and decode, which all run their work through here
     from videovlm.decode import Frame
+    from videovlm.plan import FrameRef
+    from videovlm.probe import VideoInfo
 
-Decoder = Callable[[str, VideoInfo, Sequence[FrameRef], Callable[[Any], None]], list[Any]]
+Decoder = Callable[[str, "VideoInfo", Sequence["FrameRef"], Callable[[Any], None]], list[Any]]
 """What the child runs per job: ``(backend name, info, refs, on_frame) -> frames``
 (:mod:`videovlm.decode.__main__` passes the registry's; this module does not import it)."""
 
@@ -59,11 +64,9 @@ Decoder = Callable[[str, VideoInfo, Sequence[FrameRef], Callable[[Any], None]], 
 BASE_TIMEOUT_S = 20.0
 PER_FRAME_S_720P = 0.01
 START_TIMEOUT_S = 120.0
-# a probe reads every byte of most files: 10 MB/s at the least (a slow network disk), on top
-PROBE_S_PER_MB = 0.1
 IN_PROCESS_ENV = "VIDEOVLM_DECODE_IN_PROCESS"
-# "probe:NAME" / "decode:NAME" / "worker:NAME": the process doing that work on a file whose name
-# contains NAME
+# "probe:NAME" / "scenes:NAME" / "decode:NAME" / "worker:NAME": the process doing that work on a
+# file whose name contains NAME
 # kills itself with SIGSEGV (a real signal death, as a native crash is), for the tests
 CRASH_TEST_ENV = "VIDEOVLM_TEST_CRASH"
 _HEADER = struct.Struct("<Q")
@@ -114,20 +117,22 @@ def decode_isolated(
     return _thread_child().decode(name, info, refs, make_frame, on_frame)
 
 
-def probe_isolated(path: str) -> VideoInfo:
-    """:func:`videovlm.probe.probe` of ``path``, run in this thread's child process."""
-    return _thread_child().probe(path)
+def call_isolated(target: str, args: tuple, *, path: str, doing: str, limit: float,
+                  tag: str) -> Any:
+    """``module:function`` called with ``args`` in this thread's child process: for the readers
+    of a file other than the decoders (the probe, scene detection), which run FFmpeg on it too.
+
+    ``doing`` ("reading FILE") words the errors: a crash is :class:`DecoderCrash`, an overrun of
+    ``limit`` seconds an InputError; the function's own VideoVLMError comes back as itself.
+    ``tag`` names the job for ``$VIDEOVLM_TEST_CRASH`` (``tag:NAME``, ``path`` matched).
+    """
+    return _thread_child().call(("call", tag, target, args, path), doing, limit)
 
 
 def timeout_s(info: VideoInfo) -> float:
     """The time one decode of ``info``'s file may take before it is killed."""
     scale = max(1.0, info.width * info.height / (1280 * 720))
     return BASE_TIMEOUT_S + PER_FRAME_S_720P * scale * info.frame_count
-
-
-def probe_timeout_s(path: str) -> float:
-    """The time a probe of ``path`` may take: its demux pass reads the whole file."""
-    return BASE_TIMEOUT_S + PROBE_S_PER_MB * os.path.getsize(path) / 1e6
 
 
 def signal_name(returncode: int) -> str:
@@ -198,25 +203,24 @@ class _Child:
             shm.close()
             shm.unlink()
 
-    def probe(self, path: str) -> VideoInfo:
+    def call(self, job: tuple, doing: str, limit: float) -> Any:
         self._start()
         answered = False
         try:
-            limit = probe_timeout_s(path)
-            self._send(("probe", path))
+            self._send(job)
             try:
                 message = self._receive(time.monotonic() + limit)
             except TimeoutError:
-                raise InputError(f"{path}: reading it took over {limit:.0f} s (a damaged file "
-                                 "FFmpeg loops on, or a stalled disk); it was stopped") from None
+                raise InputError(f"{doing} took over {limit:.0f} s (a damaged file FFmpeg loops "
+                                 "on, or a stalled disk); it was stopped") from None
             except _Died as died:
                 raise DecoderCrash(
-                    f"FFmpeg crashed reading {path} ({died}): the file is damaged or FFmpeg has "
-                    "a bug; re-encode it (ffmpeg -i IN OUT.mp4) or leave it out") from None
+                    f"FFmpeg crashed {doing} ({died}): the file is damaged or FFmpeg has a bug; "
+                    "re-encode it (ffmpeg -i IN OUT.mp4) or leave it out") from None
             answered = True
             if message[0] == "done":
                 return message[1]
-            _raise(message, f"probing {path}")
+            _raise(message, doing)
         finally:
             if not answered and self.proc is not None:
                 self._kill()
@@ -373,16 +377,18 @@ def _orphan_watch(parent: int) -> None:
 
 
 def _serve(job: tuple, decoder: Decoder, send: Callable[[Any], None]) -> None:
-    if job[0] == "probe":
-        _serve_probe(job[1], send)
+    if job[0] == "call":
+        _serve_call(job, send)
     else:
         _serve_decode(job, decoder, send)
 
 
-def _serve_probe(path: str, send: Callable[[Any], None]) -> None:
+def _serve_call(job: tuple, send: Callable[[Any], None]) -> None:
+    _, tag, target, args, path = job
     try:
-        crash_for_test("probe", path)
-        send(("done", probe_in_process(path)))
+        crash_for_test(tag, path)
+        module, _, function = target.partition(":")
+        send(("done", getattr(importlib.import_module(module), function)(*args)))
     except VideoVLMError as exc:
         send(("error", type(exc).__name__, str(exc)))
     except Exception:
