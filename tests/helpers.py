@@ -100,6 +100,13 @@ def make_eval_videos(root: Path) -> Path:
     return root
 
 
+def recipe_file(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> Path:
+    """A recipe file ``name`` holding ``text``, in a fresh folder (for module-scoped fixtures)."""
+    path = tmp_path_factory.mktemp("recipe") / name
+    path.write_text(text)
+    return path
+
+
 def write_questions(path: Path, lines: list[dict | str]) -> Path:
     path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
     return path

@@ -277,7 +277,7 @@ def test_cli_missing_video_counted_strict_fails_before_the_model(known, tiny_ide
     assert rc == 0
     report = json.loads((out / REPORT_NAME).read_text())
     first, last = err.strip().splitlines()[0], err.strip().splitlines()[-1]
-    assert first == (f"videovlm: eval: 1 video(s) not found in {videos} (1 questions): counted "
+    assert first == (f"videovlm: eval: 1 video not found in {videos} (1 question): counted "
                      "as missing (--strict refuses them)")
     # one video answered: no interval to give (it needs two)
     assert report["accuracy_interval"] is None

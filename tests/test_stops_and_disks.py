@@ -29,6 +29,7 @@ from tests.helpers import (
     FAST_RECIPE,
     QUESTIONS,
     make_eval_videos,
+    recipe_file,
     records,
     run_cli,
     write_questions,
@@ -61,9 +62,7 @@ def _videovlm(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fast_recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "fast.toml"
-    path.write_text(FAST_RECIPE)
-    return path
+    return recipe_file(tmp_path_factory, "fast.toml", FAST_RECIPE)
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +386,29 @@ def test_a_full_disk_under_eval_and_describe_outputs_is_one_line_and_nothing_hal
     assert not (described / "x.srt").exists() and not list(described.glob(".*.tmp"))
     assert run_cli(args) == 0
     assert (described / "x.srt").read_text() and json.loads((described / "x.json").read_text())
+
+
+def test_a_disk_too_full_for_the_batch_lock_file_is_the_full_disk_line(tmp_path, monkeypatch):
+    # the first thing a batch creates in its folder; creating a file can fail with ENOSPC too
+    # (no inode left), as the real open(2) would say it
+    import builtins
+
+    from videovlm.batch.log import LOCK_NAME, prepare_run
+    from videovlm.errors import DiskFullError
+
+    real_open = builtins.open
+
+    def full(file, *args, **kwargs):
+        if os.path.basename(os.fspath(file)) == LOCK_NAME:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full)
+    with pytest.raises(DiskFullError) as caught:
+        prepare_run([], tmp_path / "out")
+    assert str(caught.value) == (f"no space left on {mount_point(tmp_path)} writing "
+                                 f"{tmp_path / 'out' / LOCK_NAME}: free space and run the same "
+                                 "command again to resume")
 
 
 # -- folders that cannot be written -------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import media
-from tests.helpers import records, run_cli, write_questions
+from tests.helpers import recipe_file, records, run_cli, write_questions
 from videovlm.batch import RESULTS_NAME
 from videovlm.batch.together import run_together
 from videovlm.errors import ModelError
@@ -44,9 +44,7 @@ def samples(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "short.toml"
-    path.write_text(SHORT)
-    return path
+    return recipe_file(tmp_path_factory, "short.toml", SHORT)
 
 
 @pytest.fixture(scope="module")

@@ -279,7 +279,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Missing videos", "",
                   "Their questions are left out of accuracy and counted wrong in "
                   "all-questions accuracy.", ""]
-        lines += [f"- `{m['video']}` ({m['questions']} questions): {m['error']}"
+        lines += [f"- `{m['video']}` ({m['questions']} question"
+                  f"{'s' if m['questions'] != 1 else ''}): {m['error']}"
                   for m in report["missing_videos"]]
     lines += [
         "", "## How", "",

@@ -238,10 +238,14 @@ class _Workers:
 
     def _recover(self) -> None:
         """A fresh pool; each job in flight resubmitted, or failed if its process died."""
-        # its workers ignore SIGTERM (the pool's way to end them): the old jobs must not run on
-        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
-            with contextlib.suppress(OSError):
-                proc.kill()
+        # its workers ignore SIGTERM (the pool's way to end them): the old jobs must not run on.
+        # They are this process's children with a mark (named by pid) in this pool's folder.
+        assert self.marks is not None
+        ours = {int(m.name) for m in Path(self.marks).iterdir() if m.name.isdigit()}
+        for proc in multiprocessing.active_children():
+            if proc.pid in ours:
+                with contextlib.suppress(OSError):
+                    proc.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
         died = self._died()
         self.pool = self._pool()

@@ -179,7 +179,11 @@ def _remove_stale_temp_files(out: Path) -> None:
 def _lock(out: Path) -> Any:
     """Hold an exclusive lock on ``out`` for this process: two batches appending to one log
     would still write whole lines, but would do the same videos twice."""
-    fh = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run's lifetime
+    try:
+        fh = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run's lifetime
+    except OSError as exc:  # a full disk's last inode or directory block
+        raise_if_disk_full(exc, out / LOCK_NAME)
+        raise
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks here; one batch per folder is on the user

@@ -87,9 +87,10 @@ def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limi
         sys.exit(exc.exit_code)
     missing = missing_videos(items, videos)
     if missing:
-        click.echo(f"videovlm: eval: {len(missing)} video(s) not found in {videos} "
-                   f"({sum(missing.values())} questions): counted as missing (--strict refuses "
-                   "them)", err=True)
+        k, q = len(missing), sum(missing.values())
+        click.echo(f"videovlm: eval: {k} video{'s' if k != 1 else ''} not found in {videos} "
+                   f"({q} question{'s' if q != 1 else ''}): counted as missing (--strict "
+                   "refuses them)", err=True)
     # before anything is written
     model = load_model(model_id, device, dtype, quiet, no_cache, quantize)
     report = evaluate(items, videos, out_dir, model, protocol=protocol, n=n, backend=backend,
