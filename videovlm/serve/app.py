@@ -287,14 +287,21 @@ class Server:
         except (ValueError, UnicodeDecodeError) as exc:
             raise APIError(400, f"the body is not valid JSON ({exc})") from None
 
+    async def register(self, path: Path, name: str | None = None) -> Video:
+        """``library.register`` (its probe) on a decode thread: each thread keeps its decoding
+        child process, so probes share the engine's few children rather than one per thread of
+        the web server's pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.engine.decoders, self.library.register, path, name)
+
     async def video_for(self, url: str, param: str) -> Video:
         """The video a URL names: a media-root file, a data: URL's bytes, or a known id."""
         if url.startswith("file://"):
             path = self.roots.resolve(url, param)
-            return await run_in_threadpool(self.library.register, path)
+            return await self.register(path)
         if url.startswith("data:"):
             path = await run_in_threadpool(self.uploads.from_data_url, url, param)
-            return await run_in_threadpool(self.library.register, path)
+            return await self.register(path)
         if "://" in url:
             raise APIError(400, f"{url.split('://')[0]}:// URLs are not fetched: use file:// "
                                 "under a media root, a data: URL, or upload the video "
@@ -409,7 +416,7 @@ def create_app(model: Model, config: ServeConfig) -> Starlette:
             raise
         suffix = Path(name).suffix.lower()
         path = writer.finish(suffix if suffix in VIDEO_EXTENSIONS else "")
-        return await run_in_threadpool(s.library.register, path, name)
+        return await s.register(path, name)
 
     async def video_info(request: Request) -> Response:
         video = s.library.get(request.path_params["vid"])
