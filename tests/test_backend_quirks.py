@@ -118,9 +118,9 @@ def test_decord_that_overruns_its_time_limit_is_killed(quirk_clips, monkeypatch)
 
     # the limit is the bound that keeps decord's endless loops from hanging the CLI: with no
     # time allowed at all, the real decoding child must be stopped and the call refused
+    info = probe(quirk_clips["avi"])  # probed first: the probe has its own limit
     monkeypatch.setattr(isolation, "BASE_TIMEOUT_S", 0.0)
     monkeypatch.setattr(isolation, "PER_FRAME_S_720P", 0.0)
-    info = probe(quirk_clips["avi"])
     with pytest.raises(BackendError, match="did not finish") as exc:
         decode(info, plan(info, 5), "decord")
     assert "\n" not in str(exc.value)

@@ -287,3 +287,19 @@ def test_a_ts_packet_of_a_stream_its_program_table_omits_is_no_traceback(tmp_pat
         shown = [media.read_index(f.image, check_colour=False) for f in frames]
         assert shown == [original[r.pts] for r in refs], backend
     assert 30 not in [original[r.pts] for r in refs]
+
+
+def test_a_probe_that_overruns_its_time_limit_is_stopped(tmp_path, monkeypatch):
+    # the probe runs in the decoding child under its own limit (20 s + 0.1 s per MB): a file
+    # FFmpeg loops on cannot hang a command; with no time allowed the real child is stopped
+    import importlib
+
+    from videovlm import isolation
+
+    clip = media.make_video(tmp_path / "c.mp4", n_frames=5)
+    monkeypatch.setattr(isolation, "BASE_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(importlib.import_module("videovlm.probe"), "_PROBE_S_PER_MB", 0.0)
+    with pytest.raises(InputError, match=r"^.*c\.mp4 took over 0 s .*it was stopped$"):
+        probe(clip)
+    monkeypatch.undo()  # and the next probe starts a fresh child that finishes
+    assert probe(clip).frame_count == 5

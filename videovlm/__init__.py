@@ -7,7 +7,9 @@ them, so ``import videovlm`` and ``videovlm frames`` never load a deep-learning 
 missing optional one is simply absent: ``torch``, ``transformers`` and ``huggingface_hub`` (the
 model stage), ``av``, ``cv2``, ``decord`` and ``torchcodec`` (each decoding backend, when it
 runs), ``scenedetect`` (scene mode), ``ray`` (the Ray engine). ``Model``, ``describe``,
-``ask``, ``SpeechModel`` and ``transcribe`` below load on first use for the same reason. Every
+``ask``, ``SpeechModel`` and ``transcribe`` below load on first use for the same reason, and
+``Answer``, ``Result`` and ``Segment`` so that the decoding child process imports no more than
+decoding needs (no subtitle or language libraries). Every
 other import, every videovlm module included, sits at the top of its file. The map of the
 modules is ``docs/ARCHITECTURE.md``.
 """
@@ -18,7 +20,6 @@ from videovlm._version import __version__
 from videovlm.decode import Frame, decode, sample_frames
 from videovlm.plan import FrameRef, plan
 from videovlm.probe import VideoInfo, probe
-from videovlm.result import Answer, Result, Segment
 
 __all__ = [
     "Answer",
@@ -40,9 +41,11 @@ __all__ = [
     "transcribe",
 ]
 
-# Loaded on first use, so ``import videovlm`` (and ``videovlm frames``) never imports torch.
+# Loaded on first use, so ``import videovlm`` (and ``videovlm frames``) never imports torch, and
+# the decoding child process (``python -m videovlm.decode``) imports no more than decoding needs.
 _LAZY = {"Model": "videovlm.model", "describe": "videovlm.api", "ask": "videovlm.api",
-         "find": "videovlm.api",
+         "find": "videovlm.api", "Answer": "videovlm.result", "Result": "videovlm.result",
+         "Segment": "videovlm.result",
          "SpeechModel": "videovlm.speech", "transcribe": "videovlm.speech"}
 
 
