@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import av
+import numpy as np
 import pytest
 
 from tests import media
@@ -303,3 +304,37 @@ def test_a_probe_that_overruns_its_time_limit_is_stopped(tmp_path, monkeypatch):
         probe(clip)
     monkeypatch.undo()  # and the next probe starts a fresh child that finishes
     assert probe(clip).frame_count == 5
+
+
+def _decode_order(display_pts: list[int], run: int) -> list[int]:
+    """``display_pts`` in the decode order of an encoder with ``run`` B-frames between
+    references (I0 P(run+1) B1 .. Brun, ...), as MPEG-2 and x264 without pyramid write."""
+    out = [display_pts[0]]
+    for start in range(1, len(display_pts), run + 1):
+        group = display_pts[start:start + run + 1]
+        out += [group[-1], *group[:-1]]
+    return out
+
+
+def _kept(decode_pts: list[int], tick: float | None = None, depth_hint: int = 0) -> int:
+    from videovlm.probe import _complete_prefix
+
+    arr = np.asarray(decode_pts, dtype=np.int64)
+    return _complete_prefix(arr, np.argsort(arr, kind="stable"), False, False, depth_hint, tick)
+
+
+def test_complete_ts_timing_that_looks_like_a_hole_keeps_every_frame():
+    # soft 3:2 pulldown alternates 3003 and 4505 ticks (1.5x): no frame is missing
+    shown = np.cumsum([0] + [3003, 4505] * 15).tolist()
+    assert _kept(_decode_order(shown, 2)) == len(shown)
+    # a timestamp jump early on (a broadcast splice) and an 8-frame still before the last frame
+    shown = [i * 3000 for i in range(10)] + [90000 + i * 3000 for i in range(19)]
+    shown.append(shown[-1] + 8 * 3000)
+    assert _kept(_decode_order(shown, 2)) == len(shown)
+
+
+def test_a_cut_ts_without_frame_durations_is_taken_as_cut():
+    # I0 P4 B2 (B1, B3 lost) with no packet durations to tell the interval: nothing vouches
+    # for P4's place, so only I0 is kept (the header's rate may be the field rate: not used)
+    assert _kept([0, 4 * 3000, 2 * 3000], tick=None, depth_hint=2) == 1
+    assert _kept([0, 4 * 3000, 2 * 3000], tick=3000, depth_hint=2) == 1

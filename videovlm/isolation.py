@@ -234,9 +234,15 @@ class _Child:
             return
         try:
             message = self._receive(time.monotonic() + START_TIMEOUT_S)
-        except (TimeoutError, _Died) as exc:
+        except TimeoutError:
             raise BackendError(f"the decode process did not start within {START_TIMEOUT_S:.0f} "
-                               f"s ({exc or 'no answer'}); try again") from None
+                               "s (the machine is overloaded?); try again") from None
+        except _Died as died:
+            raise BackendError(f"the decode process ended as it started ({died}): is videovlm "
+                               "installed whole? (python -m videovlm.decode)") from None
+        except BaseException:  # Ctrl-C mid-read: its pipe is out of step, never reused
+            self._kill()
+            raise
         if message != ("ready",):
             self._kill()
             raise RuntimeError(f"the decode process said {message!r} instead of ready")

@@ -168,11 +168,10 @@ def probe_in_process(path: str) -> VideoInfo:
     # every byte the Matroska segment declares is in the file
     whole = not cut.cut and (claimed == read_count or whole_bytes is True)
     # one frame's length where a cut file shows too few gaps to tell: the packets' own durations
-    # (an MPEG-TS parser's, from the codec header), else the header's rate (which for H.264 in
-    # MPEG-TS may be the field rate, twice the frame rate)
+    # (an MPEG-TS parser's, from the codec header); not the header's rate, which for H.264 in
+    # MPEG-TS may be the field rate, twice the frame rate
     timed = [d for d in durations if d > 0]
-    tick = (float(np.median(timed)) if timed
-            else 1 / (header["fps"] * tb) if header["fps"] else None)
+    tick = float(min(timed)) if timed else None
     keep = _complete_prefix(decode_pts, order, cut.cut, whole, depth_hint, tick)
     if keep < len(order):
         notes.append(
@@ -291,17 +290,22 @@ def packets(container, stream) -> Iterator:
 
     A stream may appear mid-file (an MPEG-TS whose damaged program table announces a new one);
     FFmpeg then knows more streams than PyAV's table, and PyAV 18 fails with an IndexError in
-    its end-of-file flush, after every packet was read. Here the packets simply end; the flush
-    packets are lost with it, so whoever decodes drains with ``stream.decode(None)`` (as
-    :func:`decoded` does).
+    its end-of-file flush, after every packet was read and this stream's empty end-of-stream
+    packet given. Here the packets simply end there; an IndexError anywhere else is raised.
     """
     it = container.demux(stream)
+    last = None
     while True:
         try:
             packet = next(it)
-        except (StopIteration, IndexError):
+        except StopIteration:
             return
+        except IndexError:
+            if last is not None and last.size == 0:
+                return  # in the flush, after this stream's own end-of-stream packet
+            raise
         yield packet
+        last = packet
 
 
 def decoded(container, stream) -> Iterator:
@@ -738,12 +742,13 @@ def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
     ``whole``: the container vouches that every frame was read (an MP4's sample count, a
     Matroska segment's size), so nothing is dropped however the frames are spaced. MPEG-TS and
     friends vouch for nothing and flag nothing when cut: there a reordering stream counts as cut
-    when one of its last ``depth`` gaps in display order is a hole, wider than the frame
-    interval yet narrow enough for lost B-frames to fill (as many as the stream's longest run
-    of frames between references, and at least ``_B_RUN``); a wider gap is a pause (a still
-    held before the last frame), not a cut. The interval is the median gap before those last
-    ones, or ``tick`` (the packets' durations, else the header's rate) where a file holds
-    too few frames to tell.
+    when one of its last ``depth`` gaps in display order is a hole, at least 1.8 frame intervals
+    wide (a lost frame makes 2; 3:2 pulldown's long gap is 1.5) yet narrow enough for lost
+    B-frames to fill (as many as the stream's longest run of B-frames between two references,
+    and at least ``_B_RUN``); a wider gap is a pause (a still held before the last frame), not a
+    cut. The interval is the shortest gap before those last ones (pulldown alternates two), or
+    the shortest packet duration (``tick``) where a file holds too few frames; with neither, the
+    file is taken as cut.
     """
     m = len(decode_pts)
     rank = np.empty(m, dtype=np.int64)
@@ -757,27 +762,26 @@ def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
     if cut:
         return keep
     gaps = np.diff(decode_pts[order])
-    body = gaps[:-depth]
-    interval = (float(np.median(body)) if len(body) >= 2 else tick if tick
-                else float(np.median(gaps)))
-    if interval <= 0:
-        return m
-    # the runs of frames shown between two references (decode order: each reference jumps ahead
-    # of every frame before it); the last reference's own jump is the gap in question
-    ahead = decode_pts[1:] - np.maximum.accumulate(decode_pts)[:-1]
-    ahead[int(np.argmax(decode_pts[1:]))] = 0
-    run = max(_B_RUN, depth, round(float(ahead.max()) / interval) - 1)
+    body = gaps[:-depth][gaps[:-depth] > 0]
+    interval = float(body.min()) if len(body) >= 2 else tick
+    if not interval or interval <= 0:
+        return keep
+    # B-frames between two references, counted in frames: those decoded after a reference and
+    # shown before it
+    run = max(_B_RUN, depth, int((rank - np.arange(m)).max()))
     tail = gaps[-depth:]
-    if np.any((tail > 1.5 * interval) & (tail <= (run + 1.5) * interval)):
+    if np.any((tail >= 1.8 * interval) & (tail <= (run + 1.5) * interval)):
         return keep
     return m
 
 
 def _reorder_depth(cc) -> int:
     """The codec header's reorder depth: how many frames the decoder holds back (B-frames).
-    PyAV gives the number since 16 (``reorder_depth``), only a flag before."""
+    Recent PyAV gives the number (``reorder_depth``), older only a flag: then 2, the depth of
+    x264's default B-pyramid (too deep only drops more frames of a cut file; too shallow would
+    name a frame wrongly)."""
     depth = getattr(cc, "reorder_depth", None)
-    return int(depth) if depth is not None else int(bool(cc.has_b_frames))
+    return int(depth) if depth is not None else 2 * bool(cc.has_b_frames)
 
 
 def _header_facts(container, stream) -> dict:

@@ -42,6 +42,9 @@ _THRESHOLD_KW = {"adaptive": "adaptive_threshold"}
 
 # scenedetect's own default: frames are shrunk to about this width before scoring.
 DOWNSCALE_WIDTH = 256
+# scene detection decodes every frame of the file, at its full size, then scores it: its time
+# limit is this many times a decode's (which already allows ~10x a plain decode of every frame)
+SCENES_TIMEOUT_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def detect_cuts(info: VideoInfo, settings: SceneSettings | None = None, *,
         return isolation.call_isolated(
             "videovlm.scenes:detect_cuts_in_process", (info, settings, skip_nonref),
             path=info.path, doing=f"detecting scenes in {info.path}",
-            limit=isolation.timeout_s(info), tag="scenes")
+            limit=SCENES_TIMEOUT_FACTOR * isolation.timeout_s(info), tag="scenes")
     return detect_cuts_in_process(info, settings, skip_nonref)
 
 

@@ -152,8 +152,9 @@ _MARK: Any = None
 
 def _start_worker(folder: str) -> None:
     global _MARK
-    _ignore_sigint()
+    # the mark first: a worker that ignores signals is one the pool's recovery can find
     _MARK = open(os.path.join(folder, str(os.getpid())), "w")  # noqa: SIM115 (the process's)
+    _ignore_sigint()
     faulthandler.enable(_MARK)
 
 

@@ -288,11 +288,9 @@ class Server:
             raise APIError(400, f"the body is not valid JSON ({exc})") from None
 
     async def register(self, path: Path, name: str | None = None) -> Video:
-        """``library.register`` (its probe) on a decode thread: each thread keeps its decoding
-        child process, so probes share the engine's few children rather than one per thread of
-        the web server's pool."""
+        """``library.register`` (its probe) on one of the engine's probe threads (see there)."""
         return await asyncio.get_running_loop().run_in_executor(
-            self.engine.decoders, self.library.register, path, name)
+            self.engine.probes, self.library.register, path, name)
 
     async def video_for(self, url: str, param: str) -> Video:
         """The video a URL names: a media-root file, a data: URL's bytes, or a known id."""

@@ -47,6 +47,7 @@ log = logging.getLogger("videovlm")
 T = TypeVar("T")
 
 KEPT_RESULTS = 32
+PROBE_THREADS = 2  # threads (and so decoding children) that probe newly registered videos
 """Results kept for their report files (``GET /v1/results/ID.FORMAT``), the latest first."""
 
 
@@ -181,6 +182,9 @@ class Engine:
         self.max_queue = max_queue
         self.warm = WarmCache(cache_bytes)
         self.decoders = ThreadPoolExecutor(max(1, workers), thread_name_prefix="videovlm-decode")
+        # probes of new videos: not behind the decodes, and each thread keeps its decoding child
+        # process, so a few threads (not the web server's pool of dozens) hold a few children
+        self.probes = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="videovlm-probe")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="videovlm-model")
         self._lock = threading.Lock()
         self._model = Places(max_queue + 1, lambda n: (
@@ -314,6 +318,7 @@ class Engine:
                 self.results.popitem(last=False)
 
     def close(self) -> None:
+        self.probes.shutdown(wait=True, cancel_futures=True)
         self.decoders.shutdown(wait=True, cancel_futures=True)
         self._model_thread.shutdown(wait=True, cancel_futures=True)
         self.warm.clear()
