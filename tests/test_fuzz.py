@@ -174,3 +174,21 @@ def test_a_model_command_on_damaged_files(corpus, tiny_idefics3):
         assert verdict is None or verdict.kind == "refused", (item.path.name, verdict, stderr)
         if verdict is None:
             assert json.loads(stdout)["error"] is None
+
+
+def test_the_decode_process_imports_this_checkout(tmp_path):
+    # the child is a fresh interpreter: its PYTHONPATH starts at the folder above the videovlm
+    # package the parent runs, so a checkout that is not installed decodes with its own code
+    import os
+
+    import videovlm
+    from videovlm import isolation
+
+    child = isolation._Child()
+    child.spawn()
+    try:
+        environ = Path(f"/proc/{child.proc.pid}/environ").read_bytes().split(b"\0")
+        path = next(e for e in environ if e.startswith(b"PYTHONPATH=")).decode()[11:]
+        assert path.split(os.pathsep)[0] == str(Path(videovlm.__file__).resolve().parent.parent)
+    finally:
+        child._kill()

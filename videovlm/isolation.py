@@ -252,7 +252,7 @@ class _Child:
         """Start the child if there is none; it says it is ready when its imports are done."""
         if self.proc is not None:
             return
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # above videovlm/
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
         # a fresh interpreter, not multiprocessing: spawn would re-run the caller's main script
