@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.media import indices_of, make_video, read_index
@@ -104,6 +105,19 @@ def test_decord_on_a_header_that_overreports_frames_is_right_and_bounded(quirk_c
     start = time.monotonic()
     assert right_or_refused(path, "decord", n=60)
     assert time.monotonic() - start < 60
+
+
+@needs["decord"]
+def test_decord_spot_check_refuses_a_frame_pyav_decodes_at_another_size(quirk_clips):
+    # found by the fuzz corpus: in a payload-damaged MPEG-4 AVI, PyAV decoded the last frame at
+    # 64x976 and the pixel comparison with decord's 64x48 ended in a traceback
+    from videovlm.decode._decord import _spot_check
+
+    info = probe(quirk_clips["avi"])
+    refs = plan(info, 3)
+    other_size = np.zeros((3, info.height + 16, info.width, 3), np.uint8)
+    with pytest.raises(BackendError, match=r"cannot be checked against PyAV's .*--backend av$"):
+        _spot_check(info, refs, other_size)
 
 
 @needs["decord"]

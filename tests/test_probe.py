@@ -338,3 +338,17 @@ def test_a_cut_ts_without_frame_durations_is_taken_as_cut():
     # for P4's place, so only I0 is kept (the header's rate may be the field rate: not used)
     assert _kept([0, 4 * 3000, 2 * 3000], tick=None, depth_hint=2) == 1
     assert _kept([0, 4 * 3000, 2 * 3000], tick=3000, depth_hint=2) == 1
+
+
+def test_a_video_stream_with_no_codec_is_one_line(tmp_path):
+    # found by the fuzz corpus: an MP4 whose sample entry's type was damaged has a video stream
+    # FFmpeg names no codec for (PyAV: no codec context), and the probe ended in a traceback
+    full = media.make_video(tmp_path / "full.mp4", n_frames=5)
+    data = bytearray(full.read_bytes())
+    entry = media.mp4_box(data, "moov/trak/mdia/minf/stbl/stsd") + 8  # version, flags, count
+    assert data[entry + 4:entry + 8] == b"avc1"
+    data[entry + 4:entry + 8] = b"\0\0\0\0"
+    damaged = tmp_path / "nocodec.mp4"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"its video stream's codec is unknown"):
+        probe(damaged)

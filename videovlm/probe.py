@@ -135,6 +135,9 @@ def probe_in_process(path: str) -> VideoInfo:
         raise InputError(f"{path}: not a readable video file ({_reason(exc)})") from None
     with container:
         stream = _video_stream(container, path)
+        if stream.codec_context is None:  # FFmpeg names no codec for it (found by the fuzz corpus)
+            raise InputError(f"{path}: its video stream's codec is unknown (a damaged header, or "
+                             "a codec FFmpeg lacks); nothing can decode it")
         _refuse_elementary(container, stream, path)
         has_audio = len(container.streams.audio) > 0
         stream_index = stream.index  # read while open: PyAV's stream is gone after close

@@ -103,6 +103,11 @@ def _spot_check(info: VideoInfo, refs: Sequence[FrameRef], images: np.ndarray) -
     truth = get_backend("av").decode(info, [refs[k] for k in picks])
     flip = False
     for k, want in zip(picks, truth, strict=True):
+        if want.image.shape != images[k].shape:  # a damaged frame PyAV decodes at another size
+            raise BackendError(
+                f"decord's frame {refs[k].index} of {info.path} cannot be checked against "
+                f"PyAV's ({images[k].shape[1]}x{images[k].shape[0]} against "
+                f"{want.image.shape[1]}x{want.image.shape[0]}: a damaged file?); use --backend av")
         want_img = want.image.astype(np.int16)
         as_is = float(np.abs(images[k].astype(np.int16) - want_img).mean())
         turned = float(np.abs(images[k][::-1, ::-1].astype(np.int16) - want_img).mean())
