@@ -34,7 +34,7 @@ def test_ray_engine_matches_local_engine_and_resumes_its_log(tiny_idefics3, tmp_
     first = (mixed / RESULTS_NAME).read_bytes()
     assert run_cli(["batch", "-o", str(mixed), "--engine", "ray", *common]) == 1
     err = capsys.readouterr().err
-    assert "1 done, 0 failed, 2 skipped (1 failed before)" in err
+    assert "1 done, 0 failed, 2 skipped (1 failed before: --retry-failed redoes them)" in err
     assert (mixed / RESULTS_NAME).read_bytes().startswith(first)  # resumed: appended only
 
     by_local = {r["input"]: _comparable(r) for r in records(local)}

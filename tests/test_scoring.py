@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests import media
-from tests.helpers import lines, run_cli, run_cli_output, write_questions
+from tests.helpers import lines, records, run_cli, run_cli_output, write_questions
 from videovlm.evaluate import (
     PREDICTIONS_NAME,
     REPORT_MD_NAME,
@@ -285,6 +285,28 @@ def test_cli_missing_video_counted_strict_fails_before_the_model(known, tiny_ide
                     + (", 1 unparseable" if report["unparseable"] else "")
                     + f", 1 missing on 1 video(s) (all questions {report['accuracy_all']:.4f}) "
                     f"on videomme -> {out / REPORT_MD_NAME}")
+
+
+def test_cli_eval_retry_failed_answers_a_video_fixed_since(tiny_idefics3, tmp_path, capsys):
+    videos = tmp_path / "v"
+    videos.mkdir()
+    colour_clip(videos / "red.mp4", 0)
+    media.truncate(videos / "red.mp4", videos / "cut.mp4", 0.3)  # a header and no frames
+    qfile = write_questions(tmp_path / "q.jsonl", [
+        {"id": str(i), "video": v, "question": "Which colour?", "choices": COLOURS,
+         "answer": "A"} for i, v in enumerate(["red.mp4", "cut.mp4"])])
+    out = tmp_path / "run"
+    args = ["eval", str(qfile), "--videos", str(videos), "-o", str(out), "-n", "2", "--quiet",
+            "--model", str(tiny_idefics3), "--workers", "0"]
+    assert run_cli_output(capsys, *args)[0] == 0
+    assert json.loads((out / REPORT_NAME).read_text())["missing"] == 1
+    colour_clip(videos / "cut.mp4", 0)  # the file is whole now
+    assert run_cli_output(capsys, *args)[0] == 0  # a plain rerun keeps the failure
+    assert json.loads((out / REPORT_NAME).read_text())["missing"] == 1
+    assert run_cli_output(capsys, *args, "--retry-failed")[0] == 0
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["missing"] == 0 and report["questions"] == 2
+    assert [r["input"] for r in records(out)] == ["red.mp4", "cut.mp4"]
 
 
 def test_a_video_that_fails_to_decode_is_missing_and_strict_makes_it_exit_1(model, tmp_path):

@@ -146,7 +146,7 @@ def run_ray(
     questions: Questions | None = None,
     choice_recipe: Any = None,
     formats: Sequence[str] = (),
-    resume: bool = True,
+    resume: bool | str = True,
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,

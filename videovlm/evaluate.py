@@ -235,7 +235,7 @@ def evaluate(
     backend: str | None = None,
     workers: int = 2,
     batch_size: int = 1,
-    resume: bool = True,
+    resume: bool | str = True,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
     dialogue: dict[str, Any] | None = None,
@@ -246,8 +246,8 @@ def evaluate(
     One batch job per video (videos in order of first mention), decoded in background workers
     while the model answers the previous one; with ``batch_size`` > 1, that many videos'
     questions decode together (:mod:`videovlm.batch.together`). ``results.jsonl`` and
-    ``batch.json`` make the run resumable (a rerun skips answered videos and retries failed
-    ones; other settings are refused); afterwards ``predictions.jsonl``, ``report.json`` and
+    ``batch.json`` make the run resumable (a rerun skips the videos recorded, answered or
+    failed; ``resume=RETRY_FAILED`` redoes the failed ones; other settings are refused); afterwards ``predictions.jsonl``, ``report.json`` and
     ``report.md`` are rewritten from the whole log. A video that is missing or fails to decode
     is recorded as an error and its questions are scored as missing; ``strict`` makes that
     exit code 1. ``dialogue``

@@ -50,8 +50,28 @@ def test_cli_batch_records_outputs_and_resume(small_tree, fast_recipe, tiny_idef
         assert json.loads((out / f"{rel}.json").read_text())["video"]["path"].endswith(rel)
     before = (out / RESULTS_NAME).read_bytes()
     assert run_cli(args) == 1  # resumed: nothing redone, the earlier failure still counts
-    assert "0 done, 0 failed, 3 skipped (1 failed before)" in capsys.readouterr().err
+    assert ("0 done, 0 failed, 3 skipped (1 failed before: --retry-failed redoes them)"
+            in capsys.readouterr().err)
     assert (out / RESULTS_NAME).read_bytes() == before
+
+
+def test_cli_batch_retry_failed_redoes_only_the_failures(fast_recipe, tiny_idefics3, tmp_path,
+                                                         capsys):
+    tree = make_small_tree(tmp_path / "tree")
+    out = tmp_path / "out"
+    args = ["batch", str(tree), "-o", str(out), "--pipeline", str(fast_recipe), "--model",
+            str(tiny_idefics3), "--quiet"]
+    assert run_cli(args) == 1  # cut.mp4 has no frame
+    first = {r["input"]: r for r in records(out)}
+    assert first["cut.mp4"]["error"] is not None
+    (tree / "cut.mp4").write_bytes((tree / "a" / "x.mp4").read_bytes())  # the whole file now
+    capsys.readouterr()
+    assert run_cli([*args, "--retry-failed"]) == 0
+    assert "1 done, 0 failed, 2 skipped" in capsys.readouterr().err
+    again = records(out)
+    assert [r["input"] for r in again] == ["a/x.mp4", "b/x.mp4", "cut.mp4"]  # one record each
+    assert again[:2] == [first["a/x.mp4"], first["b/x.mp4"]]  # not redone
+    assert again[2]["error"] is None
 
 
 def test_cli_batch_questions_file(small_tree, tiny_idefics3, tmp_path):

@@ -46,6 +46,7 @@ from videovlm.batch.inputs import (
 from videovlm.batch.log import (
     LOCK_NAME,
     RESULTS_NAME,
+    RETRY_FAILED,
     SETTINGS_NAME,
     Prepared,
     ResultsLog,
@@ -59,6 +60,7 @@ from videovlm.batch.together import batch_size_for, batched
 __all__ = [
     "LOCK_NAME",
     "RESULTS_NAME",
+    "RETRY_FAILED",
     "SETTINGS_NAME",
     "VIDEO_EXTENSIONS",
     "BatchReport",

@@ -131,7 +131,8 @@ class BatchReport:
 
     def summary(self) -> str:
         left = self.total - self.done - self.failed - self.skipped
-        before = f" ({self.failed_before} failed before)" if self.failed_before else ""
+        before = (f" ({self.failed_before} failed before: --retry-failed redoes them)"
+                  if self.failed_before else "")
         text = (f"{self.done} done, {self.failed} failed, {self.skipped} skipped{before}"
                 f"{f', {left} left' if left else ''} in {self.wall_s:.1f} s")
         return text + (f" -> {self.results}" if self.results else "")
@@ -312,7 +313,7 @@ def run_local(
     workers: int = 2,
     prefetch: int | None = None,
     processes: bool = False,
-    resume: bool = True,
+    resume: bool | str = True,
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,

@@ -25,6 +25,8 @@ from videovlm.files import (
 )
 
 RESULTS_NAME = "results.jsonl"
+# ``resume=RETRY_FAILED``: skip the inputs recorded as done, redo those whose record is an error
+RETRY_FAILED = "retry-failed"
 SETTINGS_NAME = "batch.json"
 LOCK_NAME = ".batch.lock"
 
@@ -67,6 +69,13 @@ class ResultsLog:
         if self.repaired:
             atomic_write(self.path, b"".join(good).decode("utf-8"))
         return records
+
+    def drop(self, inputs: set[str]) -> None:
+        """Remove the records of ``inputs`` (to redo them), atomically; the other lines are
+        kept byte for byte."""
+        kept = [line + b"\n" for line in self.path.read_bytes().split(b"\n")[:-1]
+                if json.loads(line).get("input") not in inputs]
+        atomic_write(self.path, b"".join(kept).decode("utf-8"))
 
     def reset(self) -> None:
         """Start an empty log (``--no-resume``), atomically."""
@@ -122,10 +131,15 @@ def prepare_run(
     jobs: Sequence[Job],
     out_dir: str | os.PathLike[str],
     *,
-    resume: bool = True,
+    resume: bool | str = True,
     settings: Mapping[str, Any] | None = None,
 ) -> Prepared:
     """Lock ``out_dir`` for this run, load or reset ``results.jsonl``, and check ``settings``.
+
+    ``resume``: True skips the inputs already recorded, False redoes all, :data:`RETRY_FAILED`
+    skips those done and redoes those whose record is an error (a decoder crash fixed since,
+    a video that was missing): their error records are removed first, so the log still holds
+    one record per input.
 
     ``settings`` (pipeline, model, frames, questions...) are stored in ``batch.json``; resuming
     into a folder made with other settings is refused, because its records would mix two kinds
@@ -153,6 +167,13 @@ def prepare_run(
         _remove_stale_temp_files(out)
         if resume:
             done = log.load()
+            if resume == RETRY_FAILED:
+                wanted_inputs = {j.input for j in jobs}
+                failed = {k for k, r in done.items()
+                          if r.get("error") is not None and k in wanted_inputs}
+                if failed:
+                    log.drop(failed)
+                    done = {k: r for k, r in done.items() if k not in failed}
         else:
             log.reset()
             done = {}

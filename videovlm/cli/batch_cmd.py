@@ -34,6 +34,7 @@ from videovlm.cli.common import (
     model_options,
     output_option,
     quiet_option,
+    resume_options,
     say_problems,
     setup_logging,
     window_option,
@@ -64,8 +65,7 @@ if TYPE_CHECKING:
                    "with any extension. Repeatable.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files. "
               "Repeatable.")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Skip videos already recorded in OUTDIR/results.jsonl; --no-resume redoes all.")
+@resume_options("videos")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Background decode workers (local engine; 0: decode and generate in turn).")
 @batch_size_option
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 @quiet_option
 @model_options
 def batch(folder: Path, out_dir: Path, recipe_name: str | None, recursive: bool,
-          include: tuple[str, ...], exclude: tuple[str, ...], resume: bool, workers: int,
+          include: tuple[str, ...], exclude: tuple[str, ...], resume: bool | str, workers: int,
           batch_size: int, questions_file: Path | None, formats: str | None, engine: str,
           window: float | None, backend: str | None, dialogue: dict[str, Any],
           quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
@@ -132,7 +132,7 @@ def run_batch(
     recursive: bool = True,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
-    resume: bool = True,
+    resume: bool | str = True,
     workers: int = 2,
     batch_size: int = 1,
     formats: str | None = None,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from tqdm import tqdm
 
+from videovlm.batch.log import RETRY_FAILED
 from videovlm.cache import cache_dir
 from videovlm.dialogue import AUTO, NONE, read_subtitle_file
 from videovlm.errors import DiskFullError, VideoVLMError
@@ -137,6 +138,30 @@ backend_option = schema_options("backend")
 """``--backend``: the decoder, a recipe override like any other."""
 
 _DIALOGUE_KEYS = ("subtitles", "subtitle_lang", "transcribe", "asr_model_id", "asr_language")
+
+
+def resume_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--resume/--no-resume`` (``what`` it skips) and ``--retry-failed``, for the commands
+    that fill an OUTDIR/results.jsonl; the command receives one ``resume``: True, False or
+    :data:`~videovlm.batch.RETRY_FAILED` (see :func:`videovlm.batch.prepare_run`)."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            retry = kwargs.pop("retry_failed")
+            kwargs["resume"] = RETRY_FAILED if retry and kwargs["resume"] else kwargs["resume"]
+            return f(*args, **kwargs)
+
+        return _stack(
+            click.option("--resume/--no-resume", default=True, show_default=True,
+                         help=f"Skip {what} already recorded in OUTDIR/results.jsonl; "
+                              "--no-resume redoes all."),
+            click.option("--retry-failed", is_flag=True,
+                         help="Also redo the videos whose record is an error (a crash or a "
+                              "missing file since fixed); the others stay skipped."),
+        )(command)
+
+    return decorate
 
 
 def dialogue_options(f: Callable[..., Any]) -> Callable[..., Any]:

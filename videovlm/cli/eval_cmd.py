@@ -26,6 +26,7 @@ from videovlm.cli.common import (
     model_options,
     output_option,
     quiet_option,
+    resume_options,
     say_problems,
     setup_logging,
 )
@@ -52,8 +53,7 @@ from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
               help="A missing video is an error before the model loads, and one that fails "
                    "to decode makes the exit code 1 (default: their questions are counted as "
                    "missing in the report).")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Skip videos already answered in OUTDIR; --no-resume redoes all.")
+@resume_options("videos answered")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Background decode workers (0: decode and answer in turn).")
 @batch_size_option
@@ -62,7 +62,7 @@ from videovlm.tasks import DEFAULT_PROTOCOL, PROTOCOLS
 @quiet_option
 @model_options
 def eval_(questions_file: Path, videos: Path, out_dir: Path, protocol: str, limit: int | None,
-          strict: bool, resume: bool, workers: int, batch_size: int, backend: str | None,
+          strict: bool, resume: bool | str, workers: int, batch_size: int, backend: str | None,
           dialogue: dict[str, Any], quiet: bool,
           model_id: str | None,
           device: str | None, dtype: str | None, n: int | None, no_cache: bool,

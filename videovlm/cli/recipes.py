@@ -29,6 +29,7 @@ from videovlm.cli.common import (
     output_formats,
     output_option,
     quiet_option,
+    resume_options,
     run_videos,
     schema_options,
     setup_logging,
@@ -52,14 +53,13 @@ from videovlm.pipelines import Recipe, list_recipes, load_recipe
 @window_option
 @stream_option
 @dialogue_options
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="For a folder: skip videos already recorded in OUTDIR/results.jsonl.")
+@resume_options("(for a folder) videos")
 @quiet_option
 @model_options
 def run(recipe: str, inputs: tuple[str, ...], out_dir: Path | None, formats: str | None,
         questions: tuple[str, ...], choices: tuple[str, ...], backend: str | None,
         seek: str | None, fit: str | None, max_new_tokens: int | None, window: float | None,
-        stream: bool, dialogue: dict[str, Any], resume: bool,
+        stream: bool, dialogue: dict[str, Any], resume: bool | str,
         quiet: bool, model_id: str | None, device: str | None, dtype: str | None,
         n: int | None, no_cache: bool, quantize: str | None) -> None:
     """Run RECIPE (a built-in name, see `videovlm pipelines`, or a .toml file) on videos.
