@@ -247,8 +247,9 @@ def evaluate(
     while the model answers the previous one; with ``batch_size`` > 1, that many videos'
     questions decode together (:mod:`videovlm.batch.together`). ``results.jsonl`` and
     ``batch.json`` make the run resumable (a rerun skips the videos recorded, answered or
-    failed; ``resume=RETRY_FAILED`` redoes the failed ones; other settings are refused); afterwards ``predictions.jsonl``, ``report.json`` and
-    ``report.md`` are rewritten from the whole log. A video that is missing or fails to decode
+    failed; ``resume=RETRY_FAILED`` redoes the failed ones; other settings are refused);
+    afterwards ``predictions.jsonl``, ``report.json`` and ``report.md`` are rewritten from the
+    whole log. A video that is missing or fails to decode
     is recorded as an error and its questions are scored as missing; ``strict`` makes that
     exit code 1. ``dialogue``
     overrides the protocol recipe's ``[dialogue]`` (``subtitles``: auto or none,

@@ -263,9 +263,10 @@ class _Child:
         self.ready = False
         self._finalizer = weakref.finalize(self, _stop, self.proc)
 
-    def _send(self, message: Any) -> None:
+    def _send(self, job: Any) -> None:
+        """One job, with this process's working directory (the child's follows it)."""
         assert self.proc is not None and self.proc.stdin is not None
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((os.getcwd(), job), protocol=pickle.HIGHEST_PROTOCOL)
         with contextlib.suppress(BrokenPipeError):  # the child is gone: _receive says how
             self.proc.stdin.write(_HEADER.pack(len(data)) + data)
 
@@ -371,7 +372,9 @@ def child_main(decoder: Decoder) -> None:
         header = stdin.read(_HEADER.size)
         if len(header) < _HEADER.size:
             return
-        job = pickle.loads(stdin.read(_HEADER.unpack(header)[0]))
+        cwd, job = pickle.loads(stdin.read(_HEADER.unpack(header)[0]))
+        if cwd != os.getcwd():  # a relative path means what it means to the caller now
+            os.chdir(cwd)
         _serve(job, decoder, send)
 
 
