@@ -287,14 +287,21 @@ def test_cli_missing_video_counted_strict_fails_before_the_model(known, tiny_ide
                     f"on videomme -> {out / REPORT_MD_NAME}")
 
 
-def test_cli_eval_retry_failed_answers_a_video_fixed_since(tiny_idefics3, tmp_path, capsys):
+def _red_and_cut(tmp_path: Path, asked: list[str]) -> tuple[Path, Path]:
+    """A folder with a red clip and a cut one (a header, no frames) and a questions file with
+    one question per name in ``asked``."""
     videos = tmp_path / "v"
     videos.mkdir()
     colour_clip(videos / "red.mp4", 0)
-    media.truncate(videos / "red.mp4", videos / "cut.mp4", 0.3)  # a header and no frames
+    media.truncate(videos / "red.mp4", videos / "cut.mp4", 0.3)
     qfile = write_questions(tmp_path / "q.jsonl", [
         {"id": str(i), "video": v, "question": "Which colour?", "choices": COLOURS,
-         "answer": "A"} for i, v in enumerate(["red.mp4", "cut.mp4"])])
+         "answer": "A"} for i, v in enumerate(asked)])
+    return videos, qfile
+
+
+def test_cli_eval_retry_failed_answers_a_video_fixed_since(tiny_idefics3, tmp_path, capsys):
+    videos, qfile = _red_and_cut(tmp_path, ["red.mp4", "cut.mp4"])
     out = tmp_path / "run"
     args = ["eval", str(qfile), "--videos", str(videos), "-o", str(out), "-n", "2", "--quiet",
             "--model", str(tiny_idefics3), "--workers", "0"]
@@ -310,13 +317,7 @@ def test_cli_eval_retry_failed_answers_a_video_fixed_since(tiny_idefics3, tmp_pa
 
 
 def test_a_video_that_fails_to_decode_is_missing_and_strict_makes_it_exit_1(model, tmp_path):
-    videos = tmp_path / "v"
-    videos.mkdir()
-    colour_clip(videos / "red.mp4", 0)
-    media.truncate(videos / "red.mp4", videos / "cut.mp4", 0.3)  # a header and no frames
-    qfile = write_questions(tmp_path / "q.jsonl", [
-        {"id": str(i), "video": v, "question": "Which colour?", "choices": COLOURS,
-         "answer": "A"} for i, v in enumerate(["red.mp4", "cut.mp4", "cut.mp4"])])
+    videos, qfile = _red_and_cut(tmp_path, ["red.mp4", "cut.mp4", "cut.mp4"])
     items = load_eval_questions(qfile, videos, strict=True)  # on disk: strict lets it in
     loose = evaluate(items, videos, tmp_path / "a", model, n=2, workers=0, progress=False)
     assert loose.exit_code == 0
