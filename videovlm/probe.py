@@ -125,10 +125,10 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 
 
 def probe_in_process(path: str) -> VideoInfo:
-    """:func:`probe` in this process (what the decoding child runs)."""
+    """:func:`probe` in this process, once its file checks are done (what the decoding child
+    runs)."""
     import av
 
-    _check_file(path)
     try:
         container = _open(path)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
@@ -765,7 +765,8 @@ def _complete_prefix(decode_pts: np.ndarray, order: np.ndarray, cut: bool,
     if cut:
         return keep
     gaps = np.diff(decode_pts[order])
-    body = gaps[:-depth][gaps[:-depth] > 0]
+    body = gaps[:-depth]
+    body = body[body > 0]
     interval = float(body.min()) if len(body) >= 2 else tick
     if not interval or interval <= 0:
         return keep
